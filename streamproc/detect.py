@@ -1,0 +1,137 @@
+"""RetinaFace (MobileNet-0.25) face detector: priors, box/landmark decoding, NMS.
+
+The network takes float32 NCHW **BGR** with per-channel means (104, 117, 123) subtracted, any size, and
+returns per-anchor box regressions (N, A, 4), softmax class scores (N, A, 2; face = [..., 1]) and landmark
+regressions (N, A, 10). Anchors are the standard RetinaFace priors: strides 8/16/32 with square anchors of
+(16, 32) / (64, 128) / (256, 512) pixels centred on each cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from streamproc.config import RetinaFaceConfig
+from streamproc.types import Detections, ImageBGR
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+STRIDES = (8, 16, 32)
+ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
+VARIANCE_CENTRE = 0.1
+VARIANCE_SIZE = 0.2
+BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def make_priors(height: int, width: int) -> NDArray[np.float32]:
+    """(A, 4) float32 anchors as (cx, cy, w, h) in pixels, in the network's output order."""
+    rows = []
+    for stride, sizes in zip(STRIDES, ANCHOR_SIZES, strict=True):
+        fh, fw = math.ceil(height / stride), math.ceil(width / stride)
+        ys, xs = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+        cx = ((xs + 0.5) * stride).reshape(-1, 1).repeat(len(sizes), axis=1)
+        cy = ((ys + 0.5) * stride).reshape(-1, 1).repeat(len(sizes), axis=1)
+        size = np.broadcast_to(np.array(sizes, dtype=np.float64), cx.shape)
+        rows.append(np.stack([cx, cy, size, size], axis=-1).reshape(-1, 4))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def decode(
+    priors: NDArray[np.float32], loc: NDArray[np.float32], landm: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Regressions -> (A, 4) x1y1x2y2 boxes and (A, 5, 2) landmarks, both in network-input pixels."""
+    centre = priors[:, :2] + loc[:, :2] * VARIANCE_CENTRE * priors[:, 2:]
+    size = priors[:, 2:] * np.exp(loc[:, 2:] * VARIANCE_SIZE)
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    points = priors[:, None, :2] + landm.reshape(-1, 5, 2) * VARIANCE_CENTRE * priors[:, None, 2:]
+    return boxes.astype(np.float32), points.astype(np.float32)
+
+
+def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou: float) -> NDArray[np.intp]:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    if len(scores) == 0:
+        return np.zeros((0,), np.intp)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou)
+    return np.asarray(keep, dtype=np.intp).reshape(-1)
+
+
+class RetinaFaceDetector:
+    """Detects faces in batches of BGR images of any size.
+
+    Images of the same (resized) size go through the network as one batch; priors are cached per size on
+    the instance (a stream's frames all share one size).
+    """
+
+    def __init__(self, session: ort.InferenceSession, config: RetinaFaceConfig, model_sha256: str) -> None:
+        self._session = session
+        self._config = config
+        self._model_sha256 = model_sha256
+        self._input = session.get_inputs()[0].name
+        self._priors: dict[tuple[int, int], NDArray[np.float32]] = {}
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the model and every setting that changes the output (for result caches)."""
+        settings = self._config.model_dump(mode="json", exclude={"model"})
+        return json.dumps({"model": self._model_sha256, **settings}, sort_keys=True)
+
+    def _scale_for(self, height: int, width: int) -> float:
+        scale = 1.0
+        if self._config.max_side is not None and max(height, width) > self._config.max_side:
+            scale = self._config.max_side / max(height, width)
+        elif self._config.min_side is not None and min(height, width) < self._config.min_side:
+            scale = self._config.min_side / min(height, width)
+        return scale
+
+    def _prepare(self, image: ImageBGR) -> tuple[NDArray[np.float32], float]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}")
+        scale = self._scale_for(image.shape[0], image.shape[1])
+        if scale != 1.0:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            image = np.asarray(cv2.resize(image, size, interpolation=interp), dtype=np.uint8)
+        return (image.astype(np.float32) - BGR_MEAN).transpose(2, 0, 1), scale
+
+    def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
+        prepared = [self._prepare(img) for img in images]
+        results: list[Detections | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (tensor, _) in enumerate(prepared):
+            groups.setdefault((tensor.shape[1], tensor.shape[2]), []).append(i)
+        for (height, width), members in groups.items():
+            batch = np.stack([prepared[i][0] for i in members])
+            loc, conf, landm = self._session.run(None, {self._input: batch})
+            priors = self._priors.get((height, width))
+            if priors is None:
+                priors = self._priors[(height, width)] = make_priors(height, width)
+            for row, i in enumerate(members):
+                results[i] = self._postprocess(priors, loc[row], conf[row, :, 1], landm[row], prepared[i][1])
+        return [r if r is not None else Detections.empty() for r in results]
+
+    def _postprocess(
+        self,
+        priors: NDArray[np.float32],
+        loc: NDArray[np.float32],
+        scores: NDArray[np.float32],
+        landm: NDArray[np.float32],
+        scale: float,
+    ) -> Detections:
+        cfg = self._config
+        candidates = np.flatnonzero(scores >= cfg.score_threshold)
+        if candidates.size == 0:
+            return Detections.empty()
+        boxes, points = decode(priors[candidates], loc[candidates], landm[candidates])
+        kept = candidates[nms(boxes, scores[candidates], cfg.nms_iou)]
+        order = np.searchsorted(candidates, kept)
+        boxes, points = boxes[order] / scale, points[order] / scale
+        dets = Detections(boxes.astype(np.float32), scores[kept].astype(np.float32), points.astype(np.float32))
+        return dets.select(np.flatnonzero(dets.sizes >= cfg.min_face_px))
