@@ -1,0 +1,1 @@
+"""Accuracy evaluation: verification, identification, error rates with intervals."""
