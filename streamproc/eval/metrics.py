@@ -325,9 +325,7 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     k, n = int(k), int(n)
     tail = (1.0 - confidence) / 2.0
     lower = 0.0 if k == 0 else (tail ** (1.0 / n) if k == n else _beta_quantile(tail, k, n - k + 1))
-    upper = (
-        1.0 if k == n else (1.0 - tail ** (1.0 / n) if k == 0 else _beta_quantile(1.0 - tail, k + 1, n - k))
-    )
+    upper = 1.0 if k == n else (1.0 - tail ** (1.0 / n) if k == 0 else _beta_quantile(1.0 - tail, k + 1, n - k))
     return lower, upper
 
 

@@ -71,9 +71,7 @@ class OperatingPoint:
     tar_ci: tuple[float, float]
 
 
-def operating_points(
-    report: VerificationReport, genuine: FloatArray, impostor: FloatArray
-) -> list[OperatingPoint]:
+def operating_points(report: VerificationReport, genuine: FloatArray, impostor: FloatArray) -> list[OperatingPoint]:
     """One :class:`OperatingPoint` per key of ``report.tar_at_fmr``, counted on the arrays.
 
     The threshold is ``report.threshold_at_fmr[key]`` when present, else recomputed from
@@ -131,8 +129,7 @@ def format_headline_lines(report: VerificationReport) -> list[str]:
             lines.append(f"All pairs: {int(ap['n_genuine'])} genuine, {int(ap['n_impostor'])} impostor")
         lines += [f"{key}(all): {value:.4f}" for key, value in ap.items() if key.startswith("TAR@FMR")]
     lines.append(
-        f"Failure to detect: {report.failure_to_detect:.4f} "
-        + f"({report.n_failed_images}/{report.n_images} images)"
+        f"Failure to detect: {report.failure_to_detect:.4f} " + f"({report.n_failed_images}/{report.n_images} images)"
     )
     return lines
 
