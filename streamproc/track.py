@@ -1,0 +1,277 @@
+"""ByteTrack-style face tracking: turn per-frame detections into tracks with stable, dense ids.
+
+Why ByteTrack: body-camera faces blur and turn away for a few frames, and the detector's score drops with
+them. Low-score detections are therefore not thrown away: they may *extend* a track that is already
+confirmed (second association) but may never *start* one, so shaky frames keep the id without letting
+clutter create tracks.
+
+Motion model: a constant-velocity Kalman filter on ``(cx, cy, w, h)`` driven by media time. The process
+noise is that of continuous white-noise acceleration plus a position random walk (body-camera shake), both
+integrated over ``dt``, so irregular sampling (``max_fps``, dropped frames) is handled and ``dt = 0`` is an
+exact no-op. Noise is proportional to the box height, so near and far faces are treated alike.
+
+Ids are consumed only when a track is confirmed (after ``min_hits`` matched frames), so the ids operators see
+are dense: 1, 2, 3, ... per tracker instance, i.e. per stream. If media time goes backwards (a folder source
+starting its next file, or a live session restarting), every track ends: positions in another clip say
+nothing about this one.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from streamproc.config import TrackerConfig
+from streamproc.types import Detections
+
+# Filter tuning, as fractions of the box height (faces are about square).
+_MEAS_STD = 0.05  # measurement noise of each of cx, cy, w, h (ByteTrack's 1/20)
+_POS_WALK_STD = 0.3  # position random walk per sqrt(second): camera shake the velocity does not explain
+_ACC_STD = 2.0  # white-noise acceleration, box heights per s^2 per sqrt(s)
+_INIT_POS_STD = 0.1  # initial uncertainty of cx, cy, w, h
+_INIT_VEL_STD = 1.0  # initial uncertainty of velocities, box heights per second
+_MIN_SIDE = 1e-3  # predicted widths/heights are clamped here so IoU stays defined
+
+_H = np.hstack([np.eye(4), np.zeros((4, 4))])  # measurement picks (cx, cy, w, h) from the 8-d state
+_H.setflags(write=False)
+
+
+@dataclass(frozen=True)
+class TrackedDetection:
+    """A confirmed track matched to row ``det_index`` of this frame's :class:`Detections`."""
+
+    track_id: int
+    det_index: int
+
+
+@dataclass(frozen=True)
+class TrackerOutput:
+    """One frame's result: matched confirmed tracks, and ids that started or ended this frame."""
+
+    active: tuple[TrackedDetection, ...]
+    started: tuple[int, ...]
+    ended: tuple[int, ...]
+
+
+class TrackState(enum.Enum):
+    """Life cycle of a track: TENTATIVE -> CONFIRMED <-> LOST -> REMOVED (tentative ones just vanish)."""
+
+    TENTATIVE = "tentative"
+    CONFIRMED = "confirmed"
+    LOST = "lost"
+    REMOVED = "removed"
+
+
+def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+    """(N, M) intersection over union of ``(N, 4)`` and ``(M, 4)`` x1, y1, x2, y2 boxes (0 when empty)."""
+    a64 = np.asarray(a, np.float64).reshape(-1, 4)
+    b64 = np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a64[:, None, 0], b64[None, :, 0])
+    y1 = np.maximum(a64[:, None, 1], b64[None, :, 1])
+    x2 = np.minimum(a64[:, None, 2], b64[None, :, 2])
+    y2 = np.minimum(a64[:, None, 3], b64[None, :, 3])
+    inter = np.clip(x2 - x1, 0.0, None) * np.clip(y2 - y1, 0.0, None)
+    area_a = np.clip(a64[:, 2] - a64[:, 0], 0.0, None) * np.clip(a64[:, 3] - a64[:, 1], 0.0, None)
+    area_b = np.clip(b64[:, 2] - b64[:, 0], 0.0, None) * np.clip(b64[:, 3] - b64[:, 1], 0.0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    out: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return out
+
+
+def _xyxy_to_cxcywh(box: NDArray[np.floating]) -> NDArray[np.float64]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], np.float64)
+
+
+def _cxcywh_to_xyxy(mean: NDArray[np.float64]) -> NDArray[np.float64]:
+    cx, cy = float(mean[0]), float(mean[1])
+    w, h = max(float(mean[2]), _MIN_SIDE), max(float(mean[3]), _MIN_SIDE)
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float64)
+
+
+def _scale(mean: NDArray[np.float64]) -> float:
+    """Box height used to scale noise, never below one pixel."""
+    return max(float(mean[3]), 1.0)
+
+
+def kf_init(box: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """State ``(cx, cy, w, h, vcx, vcy, vw, vh)`` and covariance for a new track at ``box`` (xyxy)."""
+    z = _xyxy_to_cxcywh(box)
+    mean = np.concatenate([z, np.zeros(4)])
+    s = _scale(mean)
+    std = np.array([_INIT_POS_STD * s] * 4 + [_INIT_VEL_STD * s] * 4)
+    return mean, np.diag(std**2)
+
+
+def kf_predict(
+    mean: NDArray[np.float64], cov: NDArray[np.float64], dt: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Advance the state by ``dt`` seconds (``dt <= 0`` returns it unchanged)."""
+    if dt <= 0:
+        return mean, cov
+    f = np.eye(8)
+    f[:4, 4:] = dt * np.eye(4)
+    s = _scale(mean)
+    q_acc = (_ACC_STD * s) ** 2
+    q_walk = (_POS_WALK_STD * s) ** 2
+    block = np.array([[q_acc * dt**3 / 3 + q_walk * dt, q_acc * dt**2 / 2], [q_acc * dt**2 / 2, q_acc * dt]])
+    q = np.kron(block, np.eye(4))
+    new_cov = f @ cov @ f.T + q
+    return f @ mean, (new_cov + new_cov.T) / 2
+
+
+def kf_update(
+    mean: NDArray[np.float64], cov: NDArray[np.float64], box: NDArray[np.floating]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Correct the state with a measured box (xyxy)."""
+    z = _xyxy_to_cxcywh(box)
+    r = np.eye(4) * (_MEAS_STD * _scale(mean)) ** 2
+    s = _H @ cov @ _H.T + r
+    gain = np.linalg.solve(s, _H @ cov).T  # (8, 4) = P H^T S^-1, S symmetric
+    new_mean = mean + gain @ (z - _H @ mean)
+    new_cov = cov - gain @ _H @ cov
+    return new_mean, (new_cov + new_cov.T) / 2
+
+
+@dataclass(eq=False, slots=True)
+class _Track:
+    """Mutable per-track filter state; private to the tracker."""
+
+    mean: NDArray[np.float64]
+    cov: NDArray[np.float64]
+    last_seen_s: float
+    state: TrackState = TrackState.TENTATIVE
+    hits: int = 1
+    track_id: int = 0  # 0 until confirmed: ids are only consumed by confirmed tracks
+
+    def box(self) -> NDArray[np.float64]:
+        return _cxcywh_to_xyxy(self.mean)
+
+
+def _assign(ious: NDArray[np.float64], gate: float) -> list[tuple[int, int]]:
+    """Hungarian assignment maximising total IoU over pairs with IoU >= gate; (row, col) pairs."""
+    if ious.size == 0:
+        return []
+    gated = np.where(ious >= gate, ious, 0.0)
+    rows, cols = linear_sum_assignment(gated, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if ious[r, c] >= gate]
+
+
+class FaceTracker:
+    """Per-stream face tracker; owns its tracks and its id counter."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        if config.low_score > config.high_score:
+            raise ValueError(f"low_score {config.low_score} must be <= high_score {config.high_score}")
+        self._config = config
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_t: float | None = None
+
+    @property
+    def live_count(self) -> int:
+        """Confirmed tracks (tracked or lost) not yet ended: ``sum(started) - sum(ended)`` so far."""
+        return sum(1 for t in self._tracks if t.track_id)
+
+    def update(self, detections: Detections, t_s: float) -> TrackerOutput:
+        """Associate this frame's detections (media time ``t_s``) with the tracks."""
+        if not math.isfinite(t_s):
+            raise ValueError(f"media time must be finite, got {t_s}")
+        cfg = self._config
+        ended: list[int] = []
+        if self._last_t is not None and t_s < self._last_t:
+            ended.extend(self.flush())
+        dt = 0.0 if self._last_t is None else t_s - self._last_t
+        self._last_t = t_s
+
+        for track in self._tracks:
+            track.mean, track.cov = kf_predict(track.mean, track.cov, dt)
+
+        boxes = detections.boxes
+        scores = detections.scores
+        valid = (
+            np.isfinite(boxes).all(axis=1)
+            & np.isfinite(scores)
+            & (boxes[:, 2] > boxes[:, 0])
+            & (boxes[:, 3] > boxes[:, 1])
+        )
+        high = np.flatnonzero(valid & (scores >= cfg.high_score))
+        low = np.flatnonzero(valid & (scores >= cfg.low_score) & (scores < cfg.high_score))
+
+        matched: dict[int, int] = {}  # index into self._tracks -> detection row
+        pred = np.array([t.box() for t in self._tracks], np.float64).reshape(-1, 4)
+
+        # First association: confident detections against every track, whatever its state.
+        for r, c in _assign(iou_matrix(pred, boxes[high]), cfg.match_iou):
+            matched[r] = int(high[c])
+        used_high = set(matched.values())
+
+        # Second association: unsure detections may only extend tracks that are confirmed and tracked.
+        rest = [i for i, t in enumerate(self._tracks) if i not in matched and t.state is TrackState.CONFIRMED]
+        for r, c in _assign(iou_matrix(pred[rest], boxes[low]), cfg.match_iou):
+            matched[rest[r]] = int(low[c])
+
+        started: list[int] = []
+        active: list[TrackedDetection] = []
+        survivors: list[_Track] = []
+        for i, track in enumerate(self._tracks):
+            row = matched.get(i)
+            if row is not None:
+                track.mean, track.cov = kf_update(track.mean, track.cov, boxes[row])
+                track.last_seen_s = t_s
+                track.hits += 1
+                if track.state is TrackState.TENTATIVE and track.hits >= cfg.min_hits:
+                    self._confirm(track)
+                    started.append(track.track_id)
+                elif track.state is TrackState.LOST:
+                    track.state = TrackState.CONFIRMED
+                if track.state is TrackState.CONFIRMED:
+                    active.append(TrackedDetection(track.track_id, row))
+                survivors.append(track)
+            elif track.state is TrackState.TENTATIVE:
+                track.state = TrackState.REMOVED  # never confirmed: dropped silently, no id was spent
+            elif t_s - track.last_seen_s > cfg.max_lost_s:
+                track.state = TrackState.REMOVED
+                ended.append(track.track_id)
+            else:
+                if track.state is TrackState.CONFIRMED:
+                    track.state = TrackState.LOST
+                    track.mean[6:] = 0.0  # keep drifting with the motion, but stop growing or shrinking
+                survivors.append(track)
+
+        for new_row in high.tolist():
+            if new_row in used_high:
+                continue
+            mean, cov = kf_init(boxes[new_row])
+            track = _Track(mean=mean, cov=cov, last_seen_s=t_s)
+            if cfg.min_hits <= 1:
+                self._confirm(track)
+                started.append(track.track_id)
+                active.append(TrackedDetection(track.track_id, new_row))
+            survivors.append(track)
+
+        self._tracks = survivors
+        active.sort(key=lambda a: a.track_id)
+        return TrackerOutput(active=tuple(active), started=tuple(sorted(started)), ended=tuple(sorted(ended)))
+
+    def flush(self) -> tuple[int, ...]:
+        """End every track (end of stream or clip); returns the ids of confirmed tracks that ended.
+
+        The id counter is kept, so ids stay unique for the life of this tracker.
+        """
+        ended = tuple(sorted(t.track_id for t in self._tracks if t.track_id))
+        for track in self._tracks:
+            track.state = TrackState.REMOVED
+        self._tracks = []
+        self._last_t = None
+        return ended
+
+    def _confirm(self, track: _Track) -> None:
+        track.state = TrackState.CONFIRMED
+        track.track_id = self._next_id
+        self._next_id += 1

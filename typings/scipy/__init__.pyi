@@ -1,0 +1,1 @@
+# Minimal local stub: streamproc uses only scipy.optimize.linear_sum_assignment.
