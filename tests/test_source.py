@@ -1,0 +1,367 @@
+"""Video sources on real clips: decoding, timing, sampling, folders, errors, pacing, and the reader thread."""
+
+from __future__ import annotations
+
+import math
+import random
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamproc.buffer import BufferClosed, FrameBuffer
+from streamproc.config import SourceConfig
+from streamproc.errors import SourceError
+from streamproc.source import RateSampler, SourceReader, VideoSource, redact_url, source_kind
+from streamproc.types import Frame
+
+HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"  # 640x360, 29.97 fps, 275 frames, moov at end
+WALKING = "data/video/intel_face-demographics-walking_from_gif.mp4"  # 480x270, 12 fps, 35 frames, moov first
+FEMALE = "data/video/intel_head-pose-face-detection-female_from_gif.mp4"  # 480x270, moov first
+
+
+def _config(url: str | Path, **kw: object) -> SourceConfig:
+    return SourceConfig.model_validate({"id": "cam1", "url": str(url), **kw})
+
+
+def _all(url: str | Path, **kw: object) -> list[Frame]:
+    return list(VideoSource(_config(url, **kw)).frames())
+
+
+def _pts(frames: list[Frame]) -> np.ndarray:
+    return np.array([f.pts_s for f in frames])
+
+
+@pytest.fixture
+def hamilton(shared_dir: Path) -> Path:
+    return shared_dir / HAMILTON
+
+
+# ------------------------------------------------------------------------------------------------ kinds
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("rtsp://10.0.0.5:554/stream1", "url"),
+        ("RTSP://cam/1", "url"),
+        ("http://host/x.mp4", "url"),
+        ("https://host/live.m3u8", "url"),
+        ("/no/such/clip.mp4", "file"),
+        ("clip.mp4", "file"),
+    ],
+)
+def test_source_kind(url: str, kind: str) -> None:
+    assert source_kind(url) == kind
+
+
+def test_source_kind_of_a_directory_is_folder(tmp_path: Path) -> None:
+    assert source_kind(str(tmp_path)) == "folder"
+
+
+def test_buffer_policy_auto_is_wait_for_files_and_drop_oldest_for_urls(tmp_path: Path) -> None:
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"x")
+    assert VideoSource(_config(clip)).buffer_policy == "wait"
+    assert VideoSource(_config("rtsp://127.0.0.1:9/x")).buffer_policy == "drop_oldest"
+    assert VideoSource(_config(clip, buffer="drop_oldest")).buffer_policy == "drop_oldest"
+    assert VideoSource(_config("rtsp://127.0.0.1:9/x", buffer="wait")).buffer_policy == "wait"
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1?x=1") == "rtsp://admin:***@10.0.0.5:554/s1?x=1"
+    assert redact_url("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
+    assert redact_url("/videos/a:b@c.mp4") == "/videos/a:b@c.mp4"
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+def _sample(times: list[float], max_fps: float | None) -> list[float]:
+    sampler = RateSampler(max_fps)
+    return [t for t in times if sampler.keep(t)]
+
+
+@pytest.mark.parametrize(
+    ("fps", "max_fps", "expected"),
+    [(30.0, 5.0, 5), (29.97, 5.0, 5), (30.0, 12.0, 12), (25.0, 10.0, 10), (30.0, 60.0, 30), (12.0, 5.0, 5)],
+)
+def test_sampler_keeps_max_fps_per_second_of_media_time(fps: float, max_fps: float, expected: int) -> None:
+    kept = _sample([i / fps for i in range(int(fps * 10))], max_fps)
+    per_second = np.bincount(np.floor(np.array(kept)).astype(int), minlength=10)
+    assert all(abs(int(n) - expected) <= 1 for n in per_second), per_second
+    assert abs(len(kept) - expected * 10) <= 1
+
+
+def test_sampler_uses_timestamps_not_frame_counts_for_variable_frame_rate() -> None:
+    rng = random.Random(7)
+    times, t = [], 0.0
+    while t < 20.0:  # bursts at 60 fps and lulls at 5 fps
+        times.append(t)
+        t += rng.choice([1 / 60, 1 / 60, 1 / 60, 0.2])
+    kept = _sample(times, 4.0)
+    assert abs(len(kept) / 20.0 - 4.0) < 0.5
+    assert min(np.diff(kept)) >= 0.125 - 1e-9  # never two kept frames closer than half a slot
+
+
+def test_sampler_without_max_fps_keeps_everything_and_restarts_when_time_goes_back() -> None:
+    assert _sample([0.0, 0.001, 0.002], None) == [0.0, 0.001, 0.002]
+    assert _sample([0.0, 0.1, 0.2, 0.05, 0.1], 5.0) == [0.0, 0.2, 0.05]
+
+
+# ------------------------------------------------------------------------------------------------ files
+@pytest.mark.shared
+def test_decodes_the_hamilton_clip_as_bgr_with_pts_from_zero(hamilton: Path) -> None:
+    ticks = iter(range(1000, 2000))
+    source = VideoSource(_config(hamilton), clock=lambda: float(next(ticks)))
+    frames = list(source.frames())
+    assert len(frames) == 275 and source.decoded == source.emitted == 275 and source.errors == 0
+    assert {(f.image.shape, f.image.dtype.name) for f in frames} == {((360, 640, 3), "uint8")}
+    assert [f.index for f in frames] == list(range(275))
+    assert {(f.stream_id, f.source) for f in frames} == {("cam1", str(hamilton))}
+    pts = _pts(frames)
+    assert pts[0] == 0.0 and np.all(np.diff(pts) > 0)
+    assert 8.5 < pts[-1] < 10.5  # ~9.2 s of video
+    assert np.allclose(np.diff(pts), 1 / 29.97, atol=1e-3)
+    assert [f.captured_at for f in frames[:3]] == [1000.0, 1001.0, 1002.0]
+    # Colour order: BGR is PyAV's RGB reversed.
+    with av.open(str(hamilton)) as container:
+        rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert np.array_equal(frames[0].image, rgb[..., ::-1])
+
+
+@pytest.mark.shared
+def test_max_fps_samples_about_max_fps_frames_per_second_of_pts(hamilton: Path) -> None:
+    source = VideoSource(_config(hamilton, max_fps=5))
+    frames = list(source.frames())
+    assert source.decoded == 275  # every frame is decoded; only the sampled ones are converted and emitted
+    pts = _pts(frames)
+    assert pts[0] == 0.0 and np.all(np.diff(pts) > 0)
+    per_second = np.bincount(np.floor(pts).astype(int))
+    assert all(4 <= n <= 6 for n in per_second[: int(pts[-1])]), per_second
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+@pytest.mark.shared
+def test_folder_plays_clips_in_name_order_skips_a_broken_one_and_continues_media_time(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a.mp4").symlink_to(shared_dir / WALKING)
+    (tmp_path / "broken.mp4").write_bytes(random.Random(0).randbytes(20_000))
+    (tmp_path / "c.MP4").symlink_to(shared_dir / FEMALE)  # extensions match case-insensitively
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / ".hidden.mp4").write_text("editor junk, ignored")
+    messages: list[str] = []
+    source = VideoSource(_config(tmp_path), on_error=messages.append)
+    frames = list(source.frames())
+
+    assert source.kind == "folder" and source.buffer_policy == "wait"
+    names = [Path(f.source).name for f in frames]
+    n_a = names.count("a.mp4")
+    assert n_a == 35 and names == ["a.mp4"] * n_a + ["c.MP4"] * (len(names) - n_a) and len(names) > n_a
+    assert source.errors == 1 and len(messages) == 1
+    assert "broken.mp4" in messages[0] and "\n" not in messages[0]
+    assert [f.index for f in frames] == list(range(len(frames)))
+    pts = _pts(frames)
+    assert pts[0] == 0.0 and np.all(np.diff(pts) > 0)
+    # The second clip starts one frame (1/12 s) after the first one's last frame.
+    assert math.isclose(pts[n_a] - pts[n_a - 1], 1 / 12, abs_tol=1e-3)
+
+
+@pytest.mark.shared
+def test_truncated_clip_yields_its_first_frames_then_ends_without_error(shared_dir: Path, tmp_path: Path) -> None:
+    data = (shared_dir / WALKING).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    source = VideoSource(_config(cut))
+    frames = list(source.frames())
+    assert 0 < len(frames) < 35
+    assert np.all(np.diff(_pts(frames)) > 0)
+
+
+@pytest.mark.shared
+def test_corruption_mid_file_keeps_earlier_frames_and_counts_one_error(shared_dir: Path, tmp_path: Path) -> None:
+    data = bytearray((shared_dir / WALKING).read_bytes())
+    rng = random.Random(0)
+    third = len(data) // 3
+    data[third : third + 20_000] = rng.randbytes(20_000)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    messages: list[str] = []
+    source = VideoSource(_config(bad), on_error=messages.append)
+    frames = list(source.frames())
+    assert 0 < len(frames) < 35
+    assert source.errors == 1 and "bad.mp4" in messages[0] and "decoding stopped" in messages[0]
+
+
+@pytest.mark.shared
+def test_truncated_clip_whose_index_is_at_the_end_is_a_source_error(hamilton: Path, tmp_path: Path) -> None:
+    data = hamilton.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.4)])  # this clip keeps its moov index after the media data
+    with pytest.raises(SourceError, match=r"cut\.mp4: not a video file, or its header is corrupt or missing"):
+        list(VideoSource(_config(cut)).frames())
+
+
+@pytest.mark.shared
+def test_realtime_paces_frames_at_their_timestamps(hamilton: Path) -> None:
+    source = VideoSource(_config(hamilton, realtime=True))
+    start = time.monotonic()
+    frames = []
+    for frame in source.frames():
+        frames.append(frame)
+        if len(frames) == 15:
+            break
+    elapsed = time.monotonic() - start
+    assert frames[-1].pts_s > 0.45  # 14 intervals of 1/29.97 s
+    assert 0.4 <= elapsed < 10.0
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def _one_line_error(err: pytest.ExceptionInfo[SourceError]) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+def test_missing_path_is_a_source_error_naming_it() -> None:
+    with pytest.raises(SourceError) as err:
+        VideoSource(_config("/no/such/clip.mp4"))
+    assert _one_line_error(err) == "/no/such/clip.mp4: no such file or folder"
+
+
+def test_non_video_file_is_a_source_error(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("hello, not a video\n" * 100)
+    with pytest.raises(SourceError) as err:
+        list(VideoSource(_config(notes)).frames())
+    assert "notes.mp4: not a video file" in _one_line_error(err)
+
+
+def test_folder_without_video_files_is_a_source_error(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(SourceError) as err:
+        VideoSource(_config(tmp_path))
+    assert f"{tmp_path}: folder has no video files" in _one_line_error(err)
+
+
+def test_folder_of_only_broken_files_is_a_source_error(tmp_path: Path) -> None:
+    for name in ("a.mp4", "b.mkv"):
+        (tmp_path / name).write_bytes(random.Random(name).randbytes(5000))
+    source = VideoSource(_config(tmp_path))
+    with pytest.raises(SourceError) as err:
+        list(source.frames())
+    assert "none of its 2 video files could be decoded" in _one_line_error(err)
+    assert source.errors == 2
+
+
+@pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/none", "http://127.0.0.1:9/x.mp4"])
+def test_refusing_url_fails_fast_with_a_one_line_error(url: str) -> None:
+    source = VideoSource(_config(url, open_timeout_s=3))
+    start = time.monotonic()
+    with pytest.raises(SourceError) as err:
+        list(source.frames())
+    assert time.monotonic() - start < 3.0
+    text = _one_line_error(err)
+    assert text.startswith(url) and "refused" in text.lower()
+
+
+def test_url_password_never_appears_in_errors() -> None:
+    with pytest.raises(SourceError) as err:
+        list(VideoSource(_config("rtsp://admin:hunter2@127.0.0.1:9/s1", open_timeout_s=3)).frames())
+    assert "hunter2" not in str(err.value) and "admin:***@127.0.0.1:9" in str(err.value)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections (via the listen backlog) and never says anything."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_silent_url_gives_up_after_open_timeout(silent_server: int, scheme: str) -> None:
+    url = f"{scheme}://127.0.0.1:{silent_server}/stream"
+    source = VideoSource(_config(url, open_timeout_s=1))
+    start = time.monotonic()
+    with pytest.raises(SourceError) as err:
+        list(source.frames())
+    assert 0.8 <= time.monotonic() - start < 5.0
+    assert _one_line_error(err) == f"{url}: no answer within 1 s"
+
+
+# ------------------------------------------------------------------------------------------------ reader
+@pytest.mark.shared
+def test_reader_with_wait_policy_delivers_every_frame(hamilton: Path) -> None:
+    seen: list[int] = []
+    source = VideoSource(_config(hamilton, buffer_frames=4))
+    buffer: FrameBuffer[Frame] = FrameBuffer(4, source.buffer_policy)
+    reader = SourceReader(source, buffer, on_frame=lambda f: seen.append(f.index))
+    reader.start()
+    got = [f.index for f in buffer]
+    reader.join(10)
+    assert not reader.is_alive()
+    assert got == seen == list(range(275)) and reader.decoded == 275 and buffer.dropped == 0
+
+
+@pytest.mark.shared
+def test_reader_with_drop_oldest_and_a_slow_consumer_counts_drops(hamilton: Path) -> None:
+    drops: list[int] = []
+    source = VideoSource(_config(hamilton, buffer="drop_oldest"))
+    buffer: FrameBuffer[Frame] = FrameBuffer(2, source.buffer_policy, on_drop=drops.append)
+    reader = SourceReader(source, buffer)
+    reader.start()
+    got = []
+    for frame in buffer:
+        got.append(frame.index)
+        time.sleep(0.01)  # ~100 fps consumer against a decoder several times faster
+    reader.join(10)
+    assert buffer.dropped > 0 and sum(drops) == buffer.dropped
+    assert len(got) + buffer.dropped == reader.decoded == 275
+    assert got == sorted(got) and got[-1] == 274  # stays current: the newest frame is never lost
+
+
+@pytest.mark.shared
+def test_reader_stop_returns_promptly_while_blocked_on_a_full_buffer(hamilton: Path) -> None:
+    source = VideoSource(_config(hamilton))
+    buffer: FrameBuffer[Frame] = FrameBuffer(1, "wait")
+    reader = SourceReader(source, buffer)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while reader.decoded < 2:  # frame 0 queued, frame 1 waiting in put()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    start = time.monotonic()
+    reader.stop()
+    reader.join(5)
+    assert not reader.is_alive() and time.monotonic() - start < 2.0
+    assert buffer.get(0).index == 0
+    with pytest.raises(BufferClosed):
+        buffer.get(0)
+
+
+@pytest.mark.shared
+def test_reader_stop_cuts_realtime_pacing_short(hamilton: Path) -> None:
+    source = VideoSource(_config(hamilton, realtime=True))
+    buffer: FrameBuffer[Frame] = FrameBuffer(8, "wait")
+    reader = SourceReader(source, buffer)
+    reader.start()
+    assert buffer.get(5).index == 0
+    start = time.monotonic()
+    reader.stop()
+    reader.join(5)
+    assert not reader.is_alive() and time.monotonic() - start < 2.0
+
+
+def test_reader_delivers_source_errors_to_the_consumer(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    source = VideoSource(_config(notes))
+    reader = SourceReader(source, FrameBuffer(4, source.buffer_policy))
+    reader.start()
+    with pytest.raises(SourceError, match="not a video file"):
+        reader.buffer.get(5)
+    reader.join(5)
+    assert not reader.is_alive()
