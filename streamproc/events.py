@@ -1,0 +1,401 @@
+"""Match events: the wire format downstream services consume, and the ZeroMQ publisher/subscriber.
+
+A match event says "this track is a candidate for human review", never "this is that person": every event
+carries ``review: "pending"`` and a fixed notice, and the schema refuses any other value.
+
+Wire format: a two-frame ZeroMQ multipart message ``[topic, json]``. The topic is ``match.<stream_id>`` so a
+subscriber filters by prefix; the body is UTF-8 JSON validated against :class:`MatchEvent`. JSON only, never
+pickle: a subscriber must not execute what arrives on a socket. ``streamproc/data/event.schema.json`` is the
+same schema for non-Python consumers; :func:`write_json_schema` regenerates it.
+
+PUB/SUB drops what is sent before a subscriber's subscription reaches the publisher ("slow joiner"), and a PUB
+socket silently drops events for a subscriber whose queue is full (``sndhwm``). The feed is for live review;
+an event lost this way is not redelivered, so consumers needing completeness must read the pipeline's journal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamproc.errors import StreamprocError
+
+SCHEMA_VERSION: Final = "1.0"
+"""Major.minor. Minor: fields added (optional, so old JSON stays valid); major: anything that breaks readers."""
+
+SCHEMA_ID: Final = f"urn:streamproc:match-event:{SCHEMA_VERSION}"
+NOTICE: Final = "Candidate for human review; not an identification."
+TOPIC_PREFIX: Final = "match."
+SCHEMA_PATH: Final = Path(__file__).resolve().parent / "data" / "event.schema.json"
+
+LatencyStage = Literal["decode", "detect", "track", "align", "embed", "search", "policy", "publish", "end_to_end"]
+"""Keys of ``MatchEvent.latency_ms``; a stage not measured on the way to an event is simply absent."""
+
+_STREAM_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # the same rule as SourceConfig.id: topics stay plain ASCII
+_JPEG_B64_PATTERN = r"^/9j/[A-Za-z0-9+/]*={0,2}$"  # base64 of a JPEG starts with its FF D8 FF marker
+_MAX_JPEG_B64 = 4 * 1024 * 1024
+
+
+class EventFormatError(StreamprocError):
+    """A message on the event feed is not a valid match event of this schema version."""
+
+
+class EventEndpointError(StreamprocError):
+    """An event endpoint cannot be bound or connected (malformed address, port in use, ...)."""
+
+
+class _Wire(BaseModel):
+    # Frozen: an event is a record of what happened. No NaN/inf: JSON cannot carry them faithfully.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class CalibrationInfo(_Wire):
+    """Where the threshold came from, so a reviewer can weigh the candidate."""
+
+    fmr_target: float = Field(
+        ge=0.0,
+        lt=1.0,
+        description="Per-comparison false-match rate the threshold was calibrated for; 0 when there is none.",
+    )
+    source: str = Field(description="File name of the calibration the threshold came from (empty when none).")
+    uncalibrated: bool = Field(
+        description="True when the threshold was set by hand (policy.threshold) rather than taken from a "
+        "calibration: its false-match rate is unknown."
+    )
+
+
+class QualityInfo(_Wire):
+    """Quality of the probe's best shot: why this face was fit to compare."""
+
+    score: float = Field(ge=0.0, le=1.0, description="Overall quality in [0, 1]; higher is better.")
+    face_px: float = Field(ge=0.0, description="Shorter side of the face box in pixels.")
+    sharpness: float = Field(ge=0.0, description="Variance of the Laplacian of the grey 112-px chip (blur measure).")
+    yaw: float | None = Field(
+        description="Nose offset from the eye midline over the inter-ocular distance (0 = frontal, signed); "
+        "null when the eyes coincide and pose is undefined."
+    )
+    detector_score: float = Field(ge=0.0, le=1.0, description="Face detector confidence in [0, 1].")
+
+    @field_validator("yaw", mode="before")
+    @classmethod
+    def _undefined_pose(cls, value: Any) -> Any:
+        # quality.pose() reports an undefined pose as inf; JSON has no inf, and null says it better.
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+
+class MatchEvent(_Wire):
+    """A track's face agreed with a watchlist subject under the threshold: a candidate for human review.
+
+    Beyond the per-field rules, an event is consistent: distance is the smallest of distances and at most
+    threshold; k <= n; there are 1 to n distances; latency_ms has end_to_end; the box has x2 >= x1, y2 >= y1.
+    """
+
+    # Every field is always sent, defaults included, so the schema lists them all as required.
+    model_config = ConfigDict(title="streamproc match event", json_schema_serialization_defaults_required=True)
+
+    schema_version: Literal["1.0"] = Field(
+        SCHEMA_VERSION, description="Schema version (major.minor); readers refuse a version they do not know."
+    )
+    event_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="Deterministic id (see make_event_id): the same flag re-sent after a restart has the same "
+        "id, so consumers can de-duplicate.",
+    )
+    type: Literal["match"] = Field("match", description="Event kind; always 'match' in this schema.")
+    stream_id: str = Field(pattern=_STREAM_ID_PATTERN, description="Configured id of the video stream.")
+    track_id: int = Field(ge=0, description="Face track id, unique within the stream for this run.")
+    subject_id: str = Field(min_length=1, description="Watchlist subject id of the candidate.")
+    subject_name: str = Field(description="Display name of the candidate, as enrolled, for the reviewer.")
+    distance: float = Field(
+        ge=0.0, description="Best (smallest) agreeing distance between the probe and the subject, in `metric` units."
+    )
+    distances: tuple[float, ...] = Field(
+        min_length=1, description="Distances of the agreeing shots to the subject, in `metric` units."
+    )
+    threshold: float = Field(gt=0.0, description="Distance threshold in force: a shot agrees when distance <= it.")
+    metric: Literal["l2", "cosine"] = Field(
+        description="Distance unit: 'l2' (Euclidean, dlib) or 'cosine' (1 - cosine similarity)."
+    )
+    calibration: CalibrationInfo | None = Field(
+        description="Where the threshold came from; null when no calibration applies (treat as uncalibrated)."
+    )
+    k: int = Field(ge=1, description="The rule that fired: k of the last n shots of the track agreed ...")
+    n: int = Field(ge=1, description="... out of n.")
+    frame_pts_s: float = Field(description="Presentation time of the best shot's frame, in seconds into the stream.")
+    captured_at: float = Field(gt=0.0, description="UNIX time (s, wall clock) the best shot's frame was decoded.")
+    published_at: float = Field(gt=0.0, description="UNIX time (s, wall clock) the event was published.")
+    latency_ms: dict[LatencyStage, float] = Field(
+        description="Per-stage latency in milliseconds; 'end_to_end' is published_at - captured_at (wall clock, "
+        "so a clock step can make it slightly off)."
+    )
+    box: tuple[float, float, float, float] = Field(
+        description="Face box x1, y1, x2, y2 in pixels of the decoded frame (may extend past its edges)."
+    )
+    quality: QualityInfo = Field(description="Quality of the best shot.")
+    face_jpeg_b64: str | None = Field(
+        None,
+        pattern=_JPEG_B64_PATTERN,
+        max_length=_MAX_JPEG_B64,
+        description="Base64 JPEG of the aligned face chip of the best shot, for the reviewer; null if omitted.",
+    )
+    review: Literal["pending"] = Field(
+        "pending", description="Always 'pending': a human must review every candidate before anyone acts."
+    )
+    notice: Literal["Candidate for human review; not an identification."] = Field(
+        NOTICE, description="Fixed notice carried with every event; it travels with copies of the event."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) exceeds n ({self.n})")
+        if len(self.distances) > self.n:
+            raise ValueError(f"{len(self.distances)} distances for a k-of-n rule with n={self.n}")
+        if self.distance != min(self.distances):
+            raise ValueError("distance must be the smallest of distances")
+        if self.distance > self.threshold:
+            raise ValueError(f"distance {self.distance} is above the threshold {self.threshold}")
+        if "end_to_end" not in self.latency_ms:
+            raise ValueError("latency_ms must include end_to_end")
+        x1, y1, x2, y2 = self.box
+        if x2 < x1 or y2 < y1:
+            raise ValueError(f"box {self.box} is not x1, y1, x2, y2 with x2 >= x1 and y2 >= y1")
+        return self
+
+    @property
+    def topic(self) -> bytes:
+        """The ZeroMQ topic this event is published under."""
+        return f"{TOPIC_PREFIX}{self.stream_id}".encode("ascii")
+
+    @property
+    def uncalibrated(self) -> bool:
+        """True when the threshold's false-match rate is unknown: show this to the reviewer."""
+        return self.calibration is None or self.calibration.uncalibrated
+
+    def face_jpeg(self) -> bytes | None:
+        """The best shot as JPEG bytes, if the event carries it."""
+        return None if self.face_jpeg_b64 is None else base64.b64decode(self.face_jpeg_b64, validate=True)
+
+
+def make_event_id(stream_id: str, track_id: int, subject_id: str, window_start_s: float) -> str:
+    """Deterministic event id: 32 hex chars of sha256 over the fields that identify one flag.
+
+    ``window_start_s`` is the stream time of the first shot in the k-of-n window that fired. The same flag
+    re-sent (e.g. replayed from a journal after a restart) gets the same id, so consumers can de-duplicate.
+    The fields are JSON-encoded as a list, so no two different tuples hash the same input.
+    """
+    key = json.dumps([stream_id, int(track_id), subject_id, float(window_start_s)], ensure_ascii=True)
+    return hashlib.sha256(key.encode("ascii")).hexdigest()[:32]
+
+
+def encode(event: MatchEvent) -> tuple[bytes, bytes]:
+    """(topic, UTF-8 JSON body) for a two-frame ZeroMQ message."""
+    return event.topic, event.model_dump_json().encode("utf-8")
+
+
+def _one_line(err: ValidationError) -> str:
+    errors = err.errors()
+    for item in errors:
+        # Another version's body differs in many ways; the version is the one thing worth saying.
+        if item["loc"] == ("schema_version",) and item["type"] != "missing":
+            return f"schema_version {repr(item['input'])[:20]} is not supported (this reader accepts {SCHEMA_VERSION})"
+    parts = [f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in errors[:3]]
+    if len(errors) > 3:
+        parts.append(f"and {len(errors) - 3} more")
+    return "; ".join(parts).replace("\n", " ")
+
+
+def decode(frames: Sequence[bytes]) -> MatchEvent:
+    """Validate a received ``[topic, json]`` message; anything else raises :class:`EventFormatError`.
+
+    Validation is strict (no string-to-number coercion) and the topic must name the event's own stream, so a
+    message that passes is exactly what a publisher of this schema version sent.
+    """
+    if len(frames) != 2:
+        raise EventFormatError(f"malformed match event: expected 2 frames [topic, json], got {len(frames)}")
+    topic, body = frames
+    if not topic.startswith(TOPIC_PREFIX.encode("ascii")):
+        raise EventFormatError(f"malformed match event: topic {topic[:80]!r} does not start with {TOPIC_PREFIX!r}")
+    try:
+        event = MatchEvent.model_validate_json(body, strict=True)
+    except ValidationError as err:
+        raise EventFormatError(f"malformed match event on {topic[:80]!r}: {_one_line(err)}") from None
+    missing = [name for name in MatchEvent.model_fields if name not in event.model_fields_set]
+    if missing:
+        # Defaults are for building events in Python; a publisher always sends every field.
+        raise EventFormatError(f"malformed match event on {topic[:80]!r}: {', '.join(missing)}: Field required")
+    if event.topic != topic:
+        raise EventFormatError(f"malformed match event: topic {topic[:80]!r} but stream_id {event.stream_id!r}")
+    return event
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the event body as sent, for consumers in any language."""
+    schema = MatchEvent.model_json_schema(mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+        "title": "streamproc match event",
+        "version": SCHEMA_VERSION,
+    }
+
+
+def json_schema_text() -> str:
+    """The schema as committed: 2-space indent, sorted keys, trailing newline (stable diffs)."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_json_schema(path: Path = SCHEMA_PATH) -> Path:
+    """Regenerate the committed schema file (run after changing :class:`MatchEvent`)."""
+    path.write_text(json_schema_text(), encoding="utf-8")
+    return path
+
+
+class EventPublisher:
+    """Binds a ZeroMQ PUB socket and publishes match events on it.
+
+    Not thread-safe (ZeroMQ sockets are not): publish from one thread, or behind a lock. PUB never blocks: an
+    event for a subscriber whose queue holds ``sndhwm`` messages is dropped by ZeroMQ without notice, and
+    events published before a subscriber has connected and subscribed are not delivered to it (slow joiner).
+    ``sent`` counts events handed to ZeroMQ, not events delivered.
+    """
+
+    def __init__(self, endpoint: str, context: zmq.SyncContext | None = None, sndhwm: int = 10000) -> None:
+        self._own_context = context is None
+        self._context: zmq.SyncContext = zmq.Context() if context is None else context
+        self._socket: zmq.SyncSocket = self._context.socket(zmq.PUB)
+        self.sent = 0
+        self.dropped = 0
+        self._closed = False
+        try:
+            self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+            self._socket.setsockopt(zmq.LINGER, 1000)
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as err:
+            self.close()
+            raise EventEndpointError(f"cannot bind event endpoint {endpoint!r}: {err.strerror}") from None
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        """The bound address, with the actual port when ``endpoint`` asked for any (``tcp://host:*``)."""
+
+    def publish(self, event: MatchEvent) -> None:
+        """Send one event without blocking."""
+        topic, body = encode(event)
+        try:
+            self._socket.send_multipart([topic, body], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # PUB drops silently at its high-water mark; this only happens on sockets configured otherwise.
+            self.dropped += 1
+            return
+        self.sent += 1
+
+    def close(self) -> None:
+        """Close the socket, giving queued events up to 1 s to leave."""
+        if self._closed:
+            return
+        self._closed = True
+        self._socket.close(linger=1000)
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class EventSubscriber:
+    """Connects a ZeroMQ SUB socket to a publisher and yields validated events.
+
+    ``topics`` are byte prefixes: ``match.`` is every stream, ``match.cam2`` is cam2 (and also ``cam20``,
+    ``cam2.x``: check ``event.stream_id`` when the exact stream matters). Connecting succeeds even when no
+    publisher is there yet; ZeroMQ keeps reconnecting in the background.
+    """
+
+    def __init__(
+        self, endpoint: str, topics: Sequence[str] = (TOPIC_PREFIX,), context: zmq.SyncContext | None = None
+    ) -> None:
+        if isinstance(topics, str):
+            topics = (topics,)
+        self._own_context = context is None
+        self._context: zmq.SyncContext = zmq.Context() if context is None else context
+        self._socket: zmq.SyncSocket = self._context.socket(zmq.SUB)
+        self._closed = False
+        self.endpoint = endpoint
+        try:
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.connect(endpoint)
+            for topic in topics:
+                self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        except zmq.ZMQError as err:
+            self.close()
+            raise EventEndpointError(f"cannot connect to event endpoint {endpoint!r}: {err.strerror}") from None
+
+    def recv(self, timeout_s: float) -> MatchEvent | None:
+        """The next event, or None after ``timeout_s`` without one.
+
+        A malformed message raises :class:`EventFormatError`; it has been consumed, so calling again goes on.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            remaining_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            if self._socket.poll(remaining_ms, zmq.POLLIN):
+                try:
+                    frames = self._socket.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                return decode(frames)
+            if time.monotonic() >= deadline:
+                return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._socket.close(linger=0)
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "NOTICE",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "CalibrationInfo",
+    "EventEndpointError",
+    "EventFormatError",
+    "EventPublisher",
+    "EventSubscriber",
+    "LatencyStage",
+    "MatchEvent",
+    "QualityInfo",
+    "decode",
+    "encode",
+    "json_schema",
+    "json_schema_text",
+    "make_event_id",
+    "write_json_schema",
+]
