@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from streamproc.align import ARCFACE_112, DLIB_150
-from streamproc.config import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
+from streamproc.calibration import Threshold, load_calibration, shipped_calibration
+from streamproc.config import ArcFaceConfig, DlibResnetConfig, PipelineConfig, RecognitionConfig
 from streamproc.detect import RetinaFaceDetector
 from streamproc.embed import EmbedderSpec, OnnxEmbedder
-from streamproc.errors import ModelError
+from streamproc.errors import ConfigError, ModelError
 from streamproc.faces import FaceAnalyzer
 from streamproc.fsutil import sha256_file
 from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
 from streamproc.quality import QualityGate
 from streamproc.runtime import create_session
+from streamproc.types import Frame
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from streamproc.pipeline import Pipeline
 
 
 def model_store(config: RecognitionConfig) -> ModelStore:
@@ -81,3 +91,59 @@ def build_analyzer(config: RecognitionConfig) -> FaceAnalyzer:
         embedder=build_embedder(config),
         quality=QualityGate(config.quality),
     )
+
+
+def resolve_threshold(config: PipelineConfig, embedder: OnnxEmbedder) -> Threshold:
+    """The distance threshold the pipeline flags at: calibrated unless the config explicitly says otherwise."""
+    policy = config.policy
+    if policy.threshold is not None:
+        if not policy.allow_uncalibrated:
+            raise ConfigError(
+                "policy.threshold is set but policy.allow_uncalibrated is false: an uncalibrated threshold "
+                "has no known false-match rate; use a calibration file, or set allow_uncalibrated: true "
+                "(every event is then marked uncalibrated)"
+            )
+        return Threshold(distance=policy.threshold, calibration=None, source="explicit (uncalibrated)", fmr_target=None)
+    ident = embedder.identity
+    if policy.calibration is not None:
+        calibration, source = load_calibration(policy.calibration, ident), policy.calibration.name
+    else:
+        shipped = shipped_calibration(ident)
+        if shipped is None:
+            raise ConfigError(
+                f"no calibration for {ident.kind} model {ident.model_sha256[:12]}: measure one with "
+                "`streamproc evaluate verification --calibration-out FILE` and set policy.calibration"
+            )
+        calibration, source = shipped
+    point = calibration.threshold_for(policy.target_fmr)
+    return Threshold(
+        distance=point.distance_threshold, calibration=calibration, source=source, fmr_target=policy.target_fmr
+    )
+
+
+def pipeline_detector_config(config: PipelineConfig) -> PipelineConfig:
+    """The tracker extends tracks with low-score detections, so the detector must report them."""
+    low = min(config.detector.score_threshold, config.tracker.low_score)
+    detector = config.detector.model_copy(update={"score_threshold": low})
+    return config.model_copy(update={"detector": detector})
+
+
+def build_pipeline(
+    config: PipelineConfig,
+    registry: CollectorRegistry,
+    on_frame: Callable[[str, Frame], None] | None = None,
+) -> Pipeline:
+    """Everything `streamproc run` needs, validated before any stream starts."""
+    from streamproc.events import EventPublisher
+    from streamproc.pipeline import Pipeline, WatchlistHandle
+
+    embedder = build_embedder(config)
+    threshold = resolve_threshold(config, embedder)
+    detector = build_detector(pipeline_detector_config(config))
+    watchlist = WatchlistHandle(config.watchlist.path, embedder.identity, config.watchlist.reload_s)
+    try:
+        publisher = EventPublisher(config.events.endpoint)
+    except BaseException:
+        watchlist.close()
+        raise
+    return Pipeline(config, detector, embedder, watchlist, threshold, publisher, registry, on_frame)

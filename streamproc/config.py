@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from streamproc.errors import ConfigError
 
@@ -141,12 +141,125 @@ class RecognitionConfig(_Strict):
     quality: QualityConfig = QualityConfig()
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, each with its dotted key path."""
+class SourceConfig(_Strict):
+    """One video stream: a file, a folder of clips (processed in name order), or an RTSP/HTTP URL."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stream id used in topics and metric labels.")
+    url: str = Field(description="File path, folder path, or rtsp:// / http(s):// URL.")
+    max_fps: float | None = Field(
+        None, gt=0.0, le=240.0, description="Sample at most this many frames per second (by timestamp)."
+    )
+    buffer: Literal["auto", "wait", "drop_oldest"] = Field(
+        "auto",
+        description="When processing falls behind decoding: 'wait' (files: lose nothing) or 'drop_oldest' "
+        "(live: stay current, drops counted). 'auto' picks wait for files/folders, drop_oldest for URLs.",
+    )
+    buffer_frames: int = Field(8, ge=1, le=1024, description="Decoded frames held between decode and detect.")
+    open_timeout_s: float = Field(10.0, gt=0.0, le=300.0, description="Give up opening a URL after this long.")
+    realtime: bool = Field(
+        False, description="Pace file sources at their frame rate (replay as if live); default: as fast as possible."
+    )
+
+
+class TrackerConfig(_Strict):
+    """ByteTrack-style association of detections into face tracks (per stream, own id counter)."""
+
+    high_score: float = Field(0.6, gt=0.0, lt=1.0, description="Detections at or above start and extend tracks.")
+    low_score: float = Field(
+        0.3, gt=0.0, lt=1.0, description="Detections between low and high only extend existing tracks."
+    )
+    match_iou: float = Field(0.3, gt=0.0, lt=1.0, description="Minimum IoU to associate a detection with a track.")
+    min_hits: int = Field(2, ge=1, le=100, description="Matched frames before a track is confirmed.")
+    max_lost_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unmatched this long (media time) ends.")
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> TrackerConfig:
+        if self.low_score > self.high_score:
+            raise ValueError(f"low_score ({self.low_score}) must not exceed high_score ({self.high_score})")
+        return self
+
+
+class BestShotConfig(_Strict):
+    """Which frames of a track are embedded: the best of each window, never every frame."""
+
+    window_s: float = Field(0.4, gt=0.0, le=30.0, description="Pick the best face of each window this long.")
+    max_shots: int = Field(3, ge=1, le=50, description="Embed at most this many shots per track ...")
+    refresh_s: float = Field(10.0, gt=0.0, le=3600.0, description="... then one more every refresh_s for long tracks.")
+
+
+class PolicyConfig(_Strict):
+    """When a track becomes a candidate for review."""
+
+    k: int = Field(2, ge=1, le=50, description="Flag when k of the last n shots agree on one subject ...")
+    n: int = Field(3, ge=1, le=50, description="... under the threshold.")
+    target_fmr: float = Field(
+        1e-3, gt=0.0, lt=1.0, description="Per-comparison false-match rate whose calibrated threshold is used."
+    )
+    calibration: Path | None = Field(
+        None, description="Calibration file; default: the one shipped for the default embedder."
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        description="Explicit distance threshold instead of a calibrated one; requires allow_uncalibrated and "
+        "marks every event uncalibrated.",
+    )
+    allow_uncalibrated: bool = Field(False, description="Permit an explicit, uncalibrated threshold.")
+    cooldown_s: float = Field(
+        30.0, ge=0.0, le=86400.0, description="No second flag for the same subject on a stream within this time."
+    )
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> PolicyConfig:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must be <= n ({self.n})")
+        return self
+
+
+class EventsConfig(_Strict):
+    endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the pipeline binds.")
+    include_face_jpeg: bool = Field(True, description="Attach the probe's best-shot JPEG to each match event.")
+
+
+class MetricsConfig(_Strict):
+    port: int | None = Field(9108, ge=0, le=65535, description="Prometheus endpoint port (0 = any free; null = off).")
+    host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
+
+
+class WatchlistConfig(_Strict):
+    path: Path = Field(description="Watchlist directory (see `streamproc watchlist`).")
+    reload_s: float = Field(2.0, gt=0.0, le=600.0, description="Poll for watchlist changes this often.")
+
+
+class PipelineConfig(RecognitionConfig):
+    """A whole `streamproc run` configuration: recognition settings plus streams and outputs."""
+
+    sources: list[SourceConfig] = Field(min_length=1, description="Streams to process.")
+    watchlist: WatchlistConfig
+    tracker: TrackerConfig = TrackerConfig()
+    best_shot: BestShotConfig = BestShotConfig()
+    policy: PolicyConfig = PolicyConfig()
+    events: EventsConfig = EventsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+def format_validation_error(
+    err: ValidationError, source: str, key_lines: dict[tuple[str | int, ...], int] | None = None
+) -> str:
+    """One line per problem, each with its dotted key path (and YAML line where known)."""
     lines = []
     for item in err.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        lines.append(f"{source}: {path}: {item['msg']}")
+        loc = tuple(item["loc"])
+        path = ".".join(str(p) for p in loc) or "<root>"
+        where = source
+        if key_lines:
+            # the deepest located prefix of the key path (tagged unions add a tag segment)
+            for depth in range(len(loc), 0, -1):
+                line = key_lines.get(tuple(p for p in loc[:depth] if p not in ("dlib-resnet", "arcface")))
+                if line is not None:
+                    where = f"{source}:{line}"
+                    break
+        lines.append(f"{where}: {path}: {item['msg']}")
     return "\n".join(lines)
 
 
@@ -159,6 +272,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> RecognitionC
 
 def load_config(path: Path) -> RecognitionConfig:
     """Read a YAML file; every error names the file and key path."""
+    return parse_config(_read_yaml(path), str(path))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -171,4 +288,56 @@ def load_config(path: Path) -> RecognitionConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return parse_config(data, str(path))
+    return data
+
+
+def load_pipeline_config(path: Path) -> PipelineConfig:
+    """Read a `streamproc run` YAML file; every error names the file and key path (and line)."""
+    data = _read_yaml(path)
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path), _key_lines(path))) from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
+    """Relative paths in a config file are relative to that file, not to the working directory."""
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    sources = [
+        s if "://" in s.url or Path(s.url).is_absolute() else s.model_copy(update={"url": str(base / s.url)})
+        for s in config.sources
+    ]
+    return config.model_copy(
+        update={
+            "sources": sources,
+            "watchlist": config.watchlist.model_copy(update={"path": fix(config.watchlist.path)}),
+            "policy": config.policy.model_copy(update={"calibration": fix(config.policy.calibration)}),
+        }
+    )
+
+
+def _key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
+    """Line number (1-based) of every mapping key in the YAML file, by key path."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return lines
+
+    def walk(node: yaml.Node | None, prefix: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*prefix, str(key.value))
+                lines[here] = key.start_mark.line + 1
+                walk(value, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*prefix, i)] = item.start_mark.line + 1
+                walk(item, (*prefix, i))
+
+    walk(root, ())
+    return lines

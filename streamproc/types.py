@@ -11,7 +11,7 @@ Conventions used everywhere:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -108,3 +108,26 @@ class EmbedderIdentity:
     model_sha256: str
     dim: int
     metric: Metric
+
+    def __post_init__(self) -> None:
+        if not self.kind or self.dim < 1 or self.metric not in get_args(Metric):
+            raise ValueError(f"invalid embedder identity: {self!r}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded (and sampled) video frame.
+
+    image: (H, W, 3) uint8 BGR. ``index`` counts frames handed out by this stream's source (after
+    sampling), from 0. ``pts_s``: presentation time in seconds from the start of the stream; for a folder
+    of clips it runs on across files, so media time is monotonic per stream. ``captured_at``: wall-clock
+    UNIX time the frame was decoded; end-to-end latency is measured from it. ``source``: the file path or
+    URL the frame came from.
+    """
+
+    stream_id: str
+    index: int
+    pts_s: float
+    captured_at: float
+    image: ImageBGR = field(repr=False)
+    source: str = ""

@@ -55,3 +55,33 @@ def test_bad_yaml(tmp_path: Path, text: str, fragment: str) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_documented_example_is_exactly_the_defaults() -> None:
+    """configs/recognition.yaml documents every key with its default; keep it true."""
+    example = Path(__file__).resolve().parents[1] / "configs" / "recognition.yaml"
+    assert load_config(example) == RecognitionConfig()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "file.yaml", "folder.yaml", "rtsp.yaml"])
+def test_example_pipeline_configs_are_valid(name: str) -> None:
+    from streamproc.config import load_pipeline_config
+
+    cfg = load_pipeline_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.sources
+
+
+def test_demo_yaml_is_what_the_demo_runs() -> None:
+    from streamproc.demo import demo_config_text
+
+    assert (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text() == demo_config_text()
+
+
+def test_file_yaml_documents_the_defaults() -> None:
+    from streamproc.config import PipelineConfig, load_pipeline_config
+
+    cfg = load_pipeline_config(Path(__file__).resolve().parents[1] / "configs" / "file.yaml")
+    defaults = PipelineConfig.model_validate(
+        {"sources": [{"id": "cam7", "url": "/evidence/cam7.mp4"}], "watchlist": {"path": "/srv/streamproc/watchlist"}}
+    )
+    assert cfg == defaults

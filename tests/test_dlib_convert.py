@@ -112,9 +112,7 @@ def test_matches_dlib_one_chip_at_a_time(
 
 
 @pytest.mark.shared
-def test_matches_dlib_batched(
-    onnx_path: Path, chips: NDArray[np.uint8], dlib_descriptors: NDArray[np.float64]
-) -> None:
+def test_matches_dlib_batched(onnx_path: Path, chips: NDArray[np.uint8], dlib_descriptors: NDArray[np.float64]) -> None:
     embeddings = _run(onnx_path, chips)
     assert embeddings.shape == (len(chips), 128)
     distances = np.linalg.norm(embeddings - dlib_descriptors, axis=1)

@@ -427,9 +427,7 @@ NONMATED = f64([0.7, 0.3, 0.5, 0.2])
         (-math.inf, 1.0, 0.5, 5),  # "no candidate" never counts, even at -inf
     ],
 )
-def test_open_set_at_threshold_table(
-    threshold: float, fpir: float, fnir: float, false_candidates: int
-) -> None:
+def test_open_set_at_threshold_table(threshold: float, fpir: float, fnir: float, false_candidates: int) -> None:
     result = open_set_at_threshold(CORRECT, MATED, NONMATED, threshold)
     assert result == OpenSetResult(threshold, fpir, fnir, 4, 4, false_candidates)
 

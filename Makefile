@@ -1,0 +1,28 @@
+# One command each: `make demo` sets everything up and runs the embedded demo; `make test` runs every check.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test setup lint typecheck
+
+$(BIN)/streamproc: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/streamproc
+	$(BIN)/streamproc models prepare
+
+demo: setup
+	$(BIN)/streamproc demo
+
+lint: setup
+	$(BIN)/ruff check streamproc tests bench
+	$(BIN)/ruff format --check streamproc tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest

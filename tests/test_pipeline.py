@@ -1,0 +1,235 @@
+"""The pipeline end to end on a real clip: PyAV decode, real ONNX models, a real ZeroMQ subscriber, a
+real HTTP scrape of the metrics endpoint, and `streamproc run` as a real process.
+
+Enrolments come from ../shared/data/identity/face_recognition; the clip's on-screen windows are a
+hand-checked fixture (tests/fixtures/hamilton_windows.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamproc.build import build_analyzer, build_pipeline
+from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.enrol import FaceChoice, templates_from_images
+from streamproc.events import EventSubscriber, MatchEvent
+from streamproc.metrics import serve
+from streamproc.watchlist import NewSubject, Watchlist
+
+pytestmark = pytest.mark.shared
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_watchlist(shared_dir: Path, directory: Path, people: dict[str, list[str]]) -> Path:
+    analyzer = build_analyzer(RecognitionConfig())
+    with Watchlist.create(directory, analyzer.embedder.identity) as wl:
+        for person, files in people.items():
+            folder = shared_dir / "data/identity/face_recognition" / person
+            paths = [folder / f for f in files] if files else sorted(folder.iterdir())
+            templates = templates_from_images(paths, analyzer, FaceChoice(largest=True))
+            wl.enroll(
+                NewSubject(
+                    subject_id=person,
+                    display_name=person.replace("_", " ").title(),
+                    reason="test",
+                    legal_basis="test fixture",
+                    added_by="pytest",
+                ),
+                templates,
+            )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def enrolled(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_watchlist(
+        shared_dir,
+        tmp_path_factory.mktemp("wl") / "present",
+        {
+            "lin_manuel_miranda": [],
+            "barack_obama": ["examples__obama.jpg", "examples__obama2.jpg", "tests__test_images__obama3.jpg"],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def absent(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_watchlist(
+        shared_dir, tmp_path_factory.mktemp("wl") / "absent", {"kit_harington": [], "rose_leslie": []}
+    )
+
+
+def pipeline_config(sources: list[dict[str, Any]], watchlist: Path, endpoint: str) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {"sources": sources, "watchlist": {"path": watchlist}, "events": {"endpoint": endpoint}}
+    )
+
+
+def run_with_subscriber(config: PipelineConfig) -> tuple[dict[str, Any], list[MatchEvent], str]:
+    """Run in-process with a subscriber connected first; scrape the metrics over HTTP at the end."""
+    registry = CollectorRegistry()
+    pipeline = build_pipeline(config, registry)
+    received: list[MatchEvent] = []
+    done = threading.Event()
+    with EventSubscriber(pipeline.publisher_endpoint) as sub:
+
+        def listen() -> None:
+            while not done.is_set():
+                event = sub.recv(timeout_s=0.2)
+                if event is not None:
+                    received.append(event)
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        threading.Event().wait(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
+        with serve(registry, "127.0.0.1", 0) as server:
+            try:
+                stats = pipeline.run()
+                threading.Event().wait(0.5)
+                done.set()
+                listener.join()
+                scrape = urllib.request.urlopen(server.url, timeout=10).read().decode()
+            finally:
+                done.set()
+                pipeline.close()
+    return {k: v for k, v in stats.items()}, received, scrape
+
+
+def metric(scrape: str, name: str, stream: str) -> float:
+    for line in scrape.splitlines():
+        if line.startswith(name + "{") and f'stream="{stream}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {stream} not in scrape")
+
+
+def test_hamilton_flags_miranda_only_while_he_is_on_screen(shared_dir: Path, enrolled: Path) -> None:
+    windows = json.loads((FIXTURES / "hamilton_windows.json").read_text())
+    fps = windows["fps"]
+    cfg = pipeline_config([{"id": "ham", "url": str(shared_dir / HAMILTON)}], enrolled, "tcp://127.0.0.1:*")
+    stats, events, scrape = run_with_subscriber(cfg)
+    st = stats["ham"]
+    assert st.error is None
+    assert st.frames == windows["frames"]
+    miranda = [e for e in events if e.subject_id == "lin_manuel_miranda"]
+    assert miranda, f"no Miranda event; got {[e.subject_id for e in events]}"
+    for event in events:
+        frame = round(event.frame_pts_s * fps)
+        spans = windows["on_screen"][event.subject_id]
+        assert any(a - 1 <= frame <= b + 1 for a, b in spans), (event.subject_id, frame)
+        assert event.review == "pending" and event.distance <= event.threshold
+        assert event.calibration is not None and not event.calibration.uncalibrated
+        assert event.latency_ms["end_to_end"] > 0 and event.face_jpeg() is not None
+    assert len({e.event_id for e in events}) == len(events)
+    # the endpoint's counts agree with what the run did
+    assert metric(scrape, "streamproc_frames_processed_total", "ham") == st.frames
+    assert metric(scrape, "streamproc_faces_detected_total", "ham") == st.faces
+    assert metric(scrape, "streamproc_events_published_total", "ham") == len(events) == st.events
+    assert "streamproc_end_to_end_seconds_bucket" in scrape
+    assert "subject_id" not in scrape and "miranda" not in scrape.lower()  # no personal data in metrics
+
+
+def test_absent_people_are_never_flagged(shared_dir: Path, absent: Path) -> None:
+    cfg = pipeline_config([{"id": "ham", "url": str(shared_dir / HAMILTON)}], absent, "tcp://127.0.0.1:*")
+    stats, events, scrape = run_with_subscriber(cfg)
+    assert stats["ham"].error is None and stats["ham"].faces > 100
+    assert events == []
+    assert metric(scrape, "streamproc_events_published_total", "ham") == 0
+    assert metric(scrape, "streamproc_comparisons_nonmatching_total", "ham") > 0
+
+
+def test_a_broken_stream_does_not_stop_the_others(shared_dir: Path, enrolled: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(50_000))
+    cfg = pipeline_config(
+        [
+            {"id": "good", "url": str(shared_dir / HAMILTON)},
+            {"id": "missing", "url": str(tmp_path / "nope.mp4")},
+            {"id": "corrupt", "url": str(junk)},
+            {"id": "refused", "url": "rtsp://127.0.0.1:9/none", "open_timeout_s": 3},
+        ],
+        enrolled,
+        "tcp://127.0.0.1:*",
+    )
+    stats, events, scrape = run_with_subscriber(cfg)
+    assert stats["good"].error is None and stats["good"].frames == 275
+    assert any(e.stream_id == "good" for e in events)
+    for sid in ("missing", "corrupt", "refused"):
+        error = stats[sid].error
+        assert error is not None and "\n" not in error, (sid, error)
+        assert metric(scrape, "streamproc_source_errors_total", sid) >= 1
+    assert "no such file" in (stats["missing"].error or "")
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(["streamproc", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_run_command_with_a_real_subscriber_process(shared_dir: Path, enrolled: Path, tmp_path: Path) -> None:
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"sources:\n  - id: ham\n    url: {shared_dir / HAMILTON}\n    realtime: true\n"
+        f"watchlist:\n  path: {enrolled}\nmetrics:\n  port: null\n"
+    )
+    tail = subprocess.Popen(
+        ["streamproc", "events", "tail", endpoint, "--count", "1", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    threading.Event().wait(1.0)
+    done = run_cli("run", config, "--events", endpoint, "--quiet")
+    out, err = tail.communicate(timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "ham: 275 frames" in done.stdout
+    assert tail.returncode == 0, err
+    assert "lin_manuel_miranda" in out and "review: pending" in out
+
+
+def test_config_errors_are_one_line_with_key_path_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("sources:\n  - id: cam1\n    url: a.mp4\n    max_fsp: 5\nwatchlist:\n  path: wl\n")
+    done = run_cli("validate", config)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{config}:4: sources.0.max_fsp: Extra inputs are not permitted" in done.stderr.replace("\n", "")
+    config.write_text("sources:\n  - id: cam1\n    url: a.mp4\n    max_fps: fast\nwatchlist:\n  path: wl\n")
+    assert "sources.0.max_fps" in run_cli("validate", config).stderr
+    config.write_text("sources: []\nwatchlist:\n  path: wl\n")
+    assert "sources" in run_cli("validate", config).stderr
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("sources:\n  - id: cam1\n    url: a.mp4\nwatchlist:\n  path: wl\n")
+    assert run_cli("validate", ok).returncode == 0
+    schema = json.loads(run_cli("config", "schema").stdout)
+    assert "sources" in schema["properties"]
+
+
+def test_unusable_event_endpoint_or_watchlist_fail_before_any_stream(
+    shared_dir: Path, enrolled: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"sources:\n  - id: ham\n    url: {shared_dir / HAMILTON}\nwatchlist:\n  path: {enrolled}\n")
+    bad_endpoint = run_cli("run", config, "--events", "tcp://203.0.113.1:5555", "--metrics-port", "0", "--quiet")
+    assert bad_endpoint.returncode == 2 and "203.0.113.1" in bad_endpoint.stderr
+    assert "Traceback" not in bad_endpoint.stderr
+    no_watchlist = run_cli("run", config, "--watchlist", tmp_path / "none", "--quiet")
+    assert no_watchlist.returncode == 2 and "Traceback" not in no_watchlist.stderr

@@ -1,0 +1,1 @@
+# Minimal local stub: streamproc only uses skimage.data's bundled sample images.
