@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,12 +17,14 @@ from skimage import data
 
 from streamproc.imageio import read_image
 
+STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
+
 pytestmark = pytest.mark.shared
 
 
 def run(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run(["streamproc", *map(str, args)], capture_output=True, text=True, env=env)
+    done = subprocess.run([STREAMPROC, *map(str, args)], capture_output=True, text=True, env=env)
     if check and done.returncode != 0:
         raise AssertionError(f"exit {done.returncode}: {done.stderr}")
     return done

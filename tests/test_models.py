@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from streamproc.errors import ModelError
 from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
+
+STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +57,10 @@ def test_missing_model_without_auto_prepare_says_what_to_run(tmp_path: Path) -> 
 
 def test_cli_prepare_and_list(tmp_path: Path) -> None:
     done = subprocess.run(
-        ["streamproc", "models", "prepare", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=True
+        [STREAMPROC, "models", "prepare", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=True
     )
     assert RETINAFACE.output_sha256 in done.stdout  # type: ignore[operator]
     listed = subprocess.run(
-        ["streamproc", "models", "list", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=True
+        [STREAMPROC, "models", "list", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=True
     )
     assert listed.stdout.count(" ok ") == 2

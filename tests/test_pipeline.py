@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -25,6 +27,8 @@ from streamproc.enrol import FaceChoice, templates_from_images
 from streamproc.events import EventSubscriber, MatchEvent
 from streamproc.metrics import serve
 from streamproc.watchlist import NewSubject, Watchlist
+
+STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 pytestmark = pytest.mark.shared
 
@@ -180,7 +184,7 @@ def test_a_broken_stream_does_not_stop_the_others(shared_dir: Path, enrolled: Pa
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(["streamproc", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([STREAMPROC, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_run_command_with_a_real_subscriber_process(shared_dir: Path, enrolled: Path, tmp_path: Path) -> None:
@@ -192,7 +196,7 @@ def test_run_command_with_a_real_subscriber_process(shared_dir: Path, enrolled: 
         f"watchlist:\n  path: {enrolled}\nmetrics:\n  port: null\n"
     )
     tail = subprocess.Popen(
-        ["streamproc", "events", "tail", endpoint, "--count", "1", "--timeout", "60"],
+        [STREAMPROC, "events", "tail", endpoint, "--count", "1", "--timeout", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -233,3 +237,51 @@ def test_unusable_event_endpoint_or_watchlist_fail_before_any_stream(
     assert "Traceback" not in bad_endpoint.stderr
     no_watchlist = run_cli("run", config, "--watchlist", tmp_path / "none", "--quiet")
     assert no_watchlist.returncode == 2 and "Traceback" not in no_watchlist.stderr
+
+
+def test_sigterm_drains_and_exits_cleanly(shared_dir: Path, enrolled: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"sources:\n  - id: ham\n    url: {shared_dir / HAMILTON}\n    realtime: true\n"
+        f"watchlist:\n  path: {enrolled}\nevents:\n  endpoint: tcp://127.0.0.1:*\nmetrics:\n  port: null\n"
+    )
+    proc = subprocess.Popen(
+        [STREAMPROC, "run", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    threading.Event().wait(4.0)  # realtime replay: about a third of the clip
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: draining" in err
+    frames = int(out.split("ham: ", 1)[1].split(" frames", 1)[0])
+    assert 0 < frames < 275
+
+
+def test_enrolment_reaches_a_running_pipeline(shared_dir: Path, absent: Path, tmp_path: Path) -> None:
+    """Miranda is enrolled while the clip replays in real time; his close-up (from 2.7 s) is flagged."""
+    import shutil
+
+    watchlist = tmp_path / "wl"
+    shutil.copytree(absent, watchlist)
+    cfg = PipelineConfig.model_validate(
+        {
+            "sources": [{"id": "ham", "url": str(shared_dir / HAMILTON), "realtime": True}],
+            "watchlist": {"path": watchlist, "reload_s": 0.5},
+            "events": {"endpoint": "tcp://127.0.0.1:*"},
+        }
+    )
+    analyzer = build_analyzer(RecognitionConfig())
+    photos = sorted((shared_dir / "data/identity/face_recognition/lin_manuel_miranda").iterdir())
+    templates = templates_from_images(photos, analyzer, FaceChoice(largest=True))
+
+    def enrol_later() -> None:
+        threading.Event().wait(1.0)
+        with Watchlist.open(watchlist, analyzer.embedder.identity, writable=True) as wl:
+            wl.enroll(NewSubject("lin_manuel_miranda", "Lin-Manuel Miranda", "test", "test", "pytest"), templates)
+
+    writer = threading.Thread(target=enrol_later)
+    writer.start()
+    _, events, scrape = run_with_subscriber(cfg)
+    writer.join()
+    assert any(e.subject_id == "lin_manuel_miranda" for e in events)
+    assert metric(scrape, "streamproc_events_published_total", "ham") >= 1

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 from streamproc.eval.pairs import PairsFormatError, parse_pairs
+
+STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 pytestmark = pytest.mark.shared
 
@@ -47,7 +50,7 @@ def test_verification_cli_reports_and_counts_failures(shared_dir: Path, tmp_path
     report = tmp_path / "report"
     done = subprocess.run(
         [
-            "streamproc",
+            STREAMPROC,
             "evaluate",
             "verification",
             "--pairs",
@@ -99,7 +102,7 @@ def test_default_models_on_lfw_folds_1_to_5(shared_dir: Path) -> None:
     """
     done = subprocess.run(
         [
-            "streamproc",
+            STREAMPROC,
             "evaluate",
             "verification",
             "--pairs",
