@@ -391,10 +391,17 @@ def identify(
 
     Candidates are leads for human review, not identifications."""
     from streamproc.build import build_analyzer
+    from streamproc.calibration import shipped_calibration
     from streamproc.imageio import read_image
     from streamproc.watchlist import Watchlist
 
     analyzer = build_analyzer(_recognition_config(config, embedder, embedder_model, device))
+    shipped = shipped_calibration(analyzer.embedder.identity)
+    threshold = shipped[0].threshold_for(1e-3).distance_threshold if shipped else None
+    if shipped is not None and threshold is not None:
+        out.print(f"threshold: distance <= {threshold:.4f} (calibrated to FMR 1e-3 per comparison, {shipped[1]})")
+    else:
+        out.print("no calibration for this model: distances are shown without a threshold")
     with Watchlist.open(watchlist, analyzer.embedder.identity) as wl:
         for path in images:
             faces = analyzer.faces(read_image(path))
@@ -408,9 +415,12 @@ def identify(
                 box = ",".join(f"{v:.0f}" for v in face.box)
                 out.print(f"{path} face {i} box=({box}) quality={q.score:.2f} ({gate})")
                 for rank, cand in enumerate(results, 1):
+                    under = threshold is not None and cand.distance <= threshold and q.passed
                     out.print(
                         f"  {rank}. {cand.subject_id} ({cand.display_name}) "
                         f"{wl.embedder.metric} distance={cand.distance:.4f}"
+                        + ("  <- candidate for human review" if under else ""),
+                        highlight=False,
                     )
     out.print("[dim]Candidates are for human review only; a distance is not an identification.[/dim]")
 
@@ -726,6 +736,10 @@ def main() -> None:
         app()
     except StreamprocError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:  # files and sockets the user pointed at: unwritable, missing, not a directory
+        where = f": {err.filename}" if err.filename else ""
+        err_console.print(f"[red]error:[/red] {err.strerror or err}{where}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -160,3 +160,23 @@ def test_demo_runs_the_pipeline_offline(tmp_path: Path) -> None:
     again = run("run", tmp_path / "demo.yaml", "--events", "tcp://127.0.0.1:*", "--metrics-port", "0", "-q")
     assert again.returncode == 0, again.stderr
     assert "1 match event(s)" in again.stdout
+
+
+def test_unwritable_report_path_is_one_line(shared_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory is needed")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2 1\n" + "Aaron_Sorkin 1 2\nAaron_Sorkin 1 Abbas_Kiarostami 1\n" * 2)
+    done = run(
+        "evaluate",
+        "verification",
+        "--pairs",
+        pairs,
+        "--images",
+        shared_dir / "data/identity/lfw",
+        "--report",
+        blocker / "report",
+        "--no-cache",
+        "--no-all-pairs",
+    )
+    assert_one_line_error(done, str(blocker))

@@ -85,11 +85,14 @@ def test_verification_cli_reports_and_counts_failures(shared_dir: Path, tmp_path
 
 def test_malformed_pairs_file_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "pairs.txt"
-    bad.write_text("1 1\nAaron 1 2\nAaron 1 Bob x\n")
+    bad.write_text("2 1\nAaron 1 2\nAaron 1 Bob x\nAaron 1 2\nAaron 1 Bob 2\n")
     with pytest.raises(PairsFormatError, match=r"pairs.txt:3"):
         parse_pairs(bad)
-    bad.write_text("1 2\nAaron 1 2\n")
+    bad.write_text("2 2\nAaron 1 2\n")
     with pytest.raises(PairsFormatError, match="found 1"):
+        parse_pairs(bad)
+    bad.write_text("1 1\nAaron 1 2\nAaron 1 Bob 1\n")
+    with pytest.raises(PairsFormatError, match="at least 2 folds"):
         parse_pairs(bad)
 
 

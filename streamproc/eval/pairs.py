@@ -39,6 +39,8 @@ def parse_pairs(path: Path) -> list[Pair]:
     if not lines or len(lines[0]) != 2 or not all(t.isdigit() for t in lines[0]):
         raise PairsFormatError(f"{path}:1: expected a header 'FOLDS PAIRS_PER_CLASS'")
     folds, per = int(lines[0][0]), int(lines[0][1])
+    if folds < 2 or per < 1:
+        raise PairsFormatError(f"{path}:1: need at least 2 folds of at least 1 pair each (k-fold protocol)")
     body = lines[1:]
     if len(body) != folds * 2 * per:
         raise PairsFormatError(
