@@ -68,6 +68,22 @@ class BestShotSelector(Generic[T]):
         if quality.passed and (state.best is None or quality.score > state.best.quality.score):
             state.best = Shot(track_id, t_s, quality, payload)
 
+    def wants(self, track_id: int, t_s: float) -> bool:
+        """Whether an offer for this track at ``t_s`` could be used (read-only).
+
+        Lets the caller skip aligning and scoring faces of tracks that have used their shots until the
+        next refresh: after the first few windows, most faces of a long track need no work at all.
+        """
+        state = self._tracks.get(track_id)
+        if state is None:
+            return True
+        if state.window_start is not None and not self._closed(state.window_start, t_s):
+            return True
+        shots, last = state.shots, state.last_shot_s
+        if state.window_start is not None and state.best is not None:  # the offer would close this window first
+            shots, last = shots + 1, state.best.t_s
+        return self._allowed(shots, last, t_s)
+
     def due(self, t_s: float) -> list[Shot[T]]:
         """Shots of windows that have closed by ``t_s`` (each window's best passing face), by track id."""
         out: list[Shot[T]] = []
@@ -97,9 +113,12 @@ class BestShotSelector(Generic[T]):
         return t_s - window_start >= self._config.window_s or t_s < window_start
 
     def _may_shoot(self, state: _TrackWindows[T], t_s: float) -> bool:
-        if state.shots < self._config.max_shots:
+        return self._allowed(state.shots, state.last_shot_s, t_s)
+
+    def _allowed(self, shots: int, last_shot_s: float | None, t_s: float) -> bool:
+        if shots < self._config.max_shots:
             return True
-        return state.last_shot_s is not None and t_s - state.last_shot_s >= self._config.refresh_s
+        return last_shot_s is not None and t_s - last_shot_s >= self._config.refresh_s
 
     def _close(self, state: _TrackWindows[T]) -> None:
         if state.best is not None:

@@ -21,7 +21,6 @@ from streamproc.config import (
     ArcFaceConfig,
     DlibResnetConfig,
     RecognitionConfig,
-    RuntimeConfig,
     load_config,
 )
 from streamproc.errors import ConfigError, StreamprocError
@@ -92,7 +91,7 @@ def _recognition_config(
     if device is not None:
         if device not in ("auto", "cpu", "cuda", "tensorrt"):
             raise ConfigError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
-        update["runtime"] = RuntimeConfig(device=device, threads=cfg.runtime.threads)
+        update["runtime"] = cfg.runtime.model_copy(update={"device": device})
     return cfg.model_copy(update=update)
 
 

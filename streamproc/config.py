@@ -40,6 +40,11 @@ class RuntimeConfig(_Strict):
     threads: int | None = Field(
         None, ge=1, le=256, description="Intra-op CPU threads per model session; default: onnxruntime's."
     )
+    allow_spinning: bool = Field(
+        False,
+        description="Let onnxruntime's idle worker threads spin: lower latency for a lone model, but it "
+        "starves the decode and embed threads sharing the cores.",
+    )
 
 
 class RetinaFaceConfig(_Strict):
@@ -63,6 +68,13 @@ class RetinaFaceConfig(_Strict):
         ge=64,
         le=8192,
         description="Upscale images whose shorter side is below this before detection (small stills).",
+    )
+    max_batch: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Streams detect up to this many frames per network call, taking only frames already "
+        "waiting in the buffer (never waiting for more): ~9 ms instead of ~13 ms a 640x360 frame on 2 cores.",
     )
 
 

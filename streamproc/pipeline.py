@@ -42,7 +42,7 @@ from streamproc.protocols import FaceDetector
 from streamproc.quality import QualityGate
 from streamproc.source import SourceReader, VideoSource
 from streamproc.track import FaceTracker
-from streamproc.types import Frame, Quality
+from streamproc.types import Detections, Frame, Quality
 from streamproc.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
@@ -184,15 +184,25 @@ class StreamWorker:
         reader.start()
         m.source_up.labels(**labels).set(1)
         try:
-            while not self._stop.is_set():
+            ended = False
+            while not ended and not self._stop.is_set():
                 try:
-                    frame = buffer.get(timeout=0.2)
+                    batch = [buffer.get(timeout=0.2)]
                 except TimeoutError:
                     continue
                 except BufferClosed:
                     break
+                # Detect frames that are already waiting together; never wait for more (live latency).
+                while len(batch) < self._config.detector.max_batch:
+                    try:
+                        batch.append(buffer.get(timeout=0))
+                    except TimeoutError:
+                        break
+                    except BufferClosed:
+                        ended = True
+                        break
                 m.queue_depth.labels(stream=self.stream_id, queue="decoded").set(buffer.depth)
-                self._process(frame)
+                self._process(batch)
             self._finish()
         except StreamprocError as err:
             self._fail(err)
@@ -206,11 +216,17 @@ class StreamWorker:
         self._metrics.source_errors.labels(stream=self.stream_id).inc()
         log.error("stream %s: %s", self.stream_id, err)
 
-    def _process(self, frame: Frame) -> None:
-        m, sid = self._metrics, self.stream_id
+    def _process(self, frames: list[Frame]) -> None:
         t0 = time.perf_counter()
-        dets = self._detector.detect([frame.image])[0]
+        detections = self._detector.detect([f.image for f in frames])
+        per_frame = (time.perf_counter() - t0) / len(frames)
+        for frame, dets in zip(frames, detections, strict=True):
+            self._process_frame(frame, dets, per_frame)
+
+    def _process_frame(self, frame: Frame, dets: Detections, detect_s: float) -> None:
+        m, sid = self._metrics, self.stream_id
         t1 = time.perf_counter()
+        t0 = t1 - detect_s
         out = self._tracker.update(dets, frame.pts_s)
         t2 = time.perf_counter()
         m.stage_seconds.labels(stream=sid, stage="detect").observe(t1 - t0)
@@ -223,6 +239,8 @@ class StreamWorker:
         self.stats.tracks += len(out.started)
         timings = {"detect": (t1 - t0) * 1000, "track": (t2 - t1) * 1000}
         for tracked in out.active:
+            if not self._shots.wants(tracked.track_id, frame.pts_s):
+                continue  # this track has its shots until the next refresh: no alignment needed
             i = tracked.det_index
             chip = align(frame.image, dets.landmarks[i], self._embedder.chip_template)
             quality = self._gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)

@@ -47,6 +47,9 @@ def create_session(model: Path, runtime: RuntimeConfig, purpose: str) -> ort.Inf
     providers = choose_providers(runtime.device, ort.get_available_providers())
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Spinning worker threads burn the cores the decode and embed threads need (Hamilton clip, 2 cores:
+    # 70 -> 77 fps without spinning; bench/RESULTS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if runtime.allow_spinning else "0")
     if runtime.threads is not None:
         options.intra_op_num_threads = runtime.threads
         options.inter_op_num_threads = 1

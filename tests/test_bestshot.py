@@ -134,3 +134,29 @@ def test_never_more_than_max_shots_within_refresh(max_shots: int) -> None:
     sel: BestShotSelector[str] = BestShotSelector(cfg)
     shots = run(sel, 1, frames=200)
     assert len(shots) + len(sel.end(1)) == max_shots
+
+
+def test_wants_predicts_exactly_whether_an_offer_is_used() -> None:
+    """wants() must agree with what offer() does, so skipping unwanted faces changes no shot."""
+    import random
+
+    rng = random.Random(5)
+    config = BestShotConfig(window_s=0.3, max_shots=2, refresh_s=2.0)
+    skipping: BestShotSelector[int] = BestShotSelector(config)
+    reference: BestShotSelector[int] = BestShotSelector(config)
+    shots_a, shots_b = [], []
+    skipped = 0
+    t = 0.0
+    for i in range(400):
+        t += rng.choice([0.033, 0.066, 0.1])
+        track = rng.choice([1, 2, 3])
+        q = Quality(rng.random(), 80, 100, 0, 0, 0.9, () if rng.random() > 0.2 else ("blurry",))
+        if skipping.wants(track, t):
+            skipping.offer(track, t, q, i)
+        else:
+            skipped += 1
+        reference.offer(track, t, q, i)
+        shots_a += [(s.track_id, s.payload) for s in skipping.due(t)]
+        shots_b += [(s.track_id, s.payload) for s in reference.due(t)]
+    assert shots_a == shots_b and len(shots_a) > 6
+    assert skipped > 100  # most offers come while tracks wait for their refresh

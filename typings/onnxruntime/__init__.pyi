@@ -20,6 +20,7 @@ class SessionOptions:
     graph_optimization_level: GraphOptimizationLevel
     log_severity_level: int
     def __init__(self) -> None: ...
+    def add_session_config_entry(self, key: str, value: str) -> None: ...
 
 class NodeArg:
     @property
