@@ -18,7 +18,6 @@ Last line: key=value headline.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import tempfile
@@ -36,19 +35,11 @@ from streamproc.config import PipelineConfig, RecognitionConfig, RetinaFaceConfi
 from streamproc.enrol import FaceChoice, templates_from_images
 from streamproc.events import EventSubscriber, MatchEvent
 from streamproc.faces import FaceAnalyzer
+from streamproc.sysinfo import machine_description
 from streamproc.types import Frame
 from streamproc.watchlist import NewSubject, NewTemplate, Watchlist
 
 STAGES = ("detect", "track", "align", "embed", "search", "policy", "publish")
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores, {cpu}"
 
 
 def decode_fps(path: Path) -> float:
@@ -167,7 +158,7 @@ def main() -> None:
     clips = sorted((args.data / "video").glob("*.mp4"))
     hamilton = args.data / "video" / "face_recognition_short_hamilton_clip.mp4"
     analyzer = build_analyzer(RecognitionConfig(detector=RetinaFaceConfig(max_side=None)))
-    print(f"machine: {machine()}; onnxruntime CPU; python {platform.python_version()}")
+    print(f"machine: {machine_description()}; onnxruntime CPU; python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
         watchlist = Path(tmp) / "wl"
         build_watchlist(analyzer, args.data, watchlist, clips)

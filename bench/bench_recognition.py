@@ -10,7 +10,6 @@ Medians over repeated runs after a warm-up. Last line: key=value headline.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import time
@@ -25,15 +24,7 @@ from streamproc.config import DlibResnetConfig, RecognitionConfig, RetinaFaceCon
 from streamproc.faces import FaceAnalyzer, central_face
 from streamproc.imageio import read_image
 from streamproc.quality import QualityGate
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores, {cpu}"
+from streamproc.sysinfo import machine_description
 
 
 def median_ms(fn: object, repeats: int) -> float:
@@ -96,7 +87,7 @@ def main() -> None:
                 median_ms(lambda n=n, e=embedder, s=stack: e.embed(s[:n]), args.repeats) / n
             )
 
-    print(f"machine: {machine()}; onnxruntime CPU; python {platform.python_version()}")
+    print(f"machine: {machine_description()}; onnxruntime CPU; python {platform.python_version()}")
     for key, value in results.items():
         print(f"{key:34s} {value:8.2f}")
     print(" ".join(f"{k}={v:.2f}" for k, v in results.items()))

@@ -141,9 +141,12 @@ def build_pipeline(
     threshold = resolve_threshold(config, embedder)
     detector = build_detector(pipeline_detector_config(config))
     watchlist = WatchlistHandle(config.watchlist.path, embedder.identity, config.watchlist.reload_s)
+    publisher = None
     try:
         publisher = EventPublisher(config.events.endpoint)
+        return Pipeline(config, detector, embedder, watchlist, threshold, publisher, registry, on_frame)
     except BaseException:
+        if publisher is not None:
+            publisher.close()
         watchlist.close()
         raise
-    return Pipeline(config, detector, embedder, watchlist, threshold, publisher, registry, on_frame)

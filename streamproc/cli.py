@@ -524,21 +524,6 @@ def demo(
 
 
 # ------------------------------------------------------------------------------------------- evaluate
-def _machine() -> str:
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}"
-
-
 def _eval_cache(analyzer: Any, no_cache: bool, cache_dir: Path | None) -> Any:
     from streamproc.eval.cache import EmbeddingCache
     from streamproc.eval.embedding import setting_key
@@ -577,6 +562,7 @@ def evaluate_verification(
     from streamproc.build import build_analyzer
     from streamproc.eval.report import format_headline_lines, write_verification_report
     from streamproc.eval.verification import run_verification
+    from streamproc.sysinfo import machine_description
 
     cfg = _recognition_config(config, embedder, embedder_model, device)
     analyzer = build_analyzer(cfg)
@@ -586,7 +572,7 @@ def evaluate_verification(
         "model_sha256": ident.model_sha256,
         "detector": analyzer.detector.cache_key,
         "pairs": str(pairs),
-        "machine": _machine(),
+        "machine": machine_description(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     cache = _eval_cache(analyzer, no_cache, cfg.models.cache_dir)

@@ -13,6 +13,7 @@ published on ZeroMQ as a candidate for human review.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -42,7 +43,7 @@ from streamproc.protocols import FaceDetector
 from streamproc.quality import QualityGate
 from streamproc.source import SourceReader, VideoSource
 from streamproc.track import FaceTracker
-from streamproc.types import Detections, Frame, Quality
+from streamproc.types import Detections, EmbedderIdentity, Frame, Quality
 from streamproc.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,7 @@ class StreamStats:
 class WatchlistHandle:
     """The current read-only watchlist, reopened when another process changes it (hot reload)."""
 
-    def __init__(self, path: Path, embedder_identity: object, reload_s: float) -> None:
-        from streamproc.types import EmbedderIdentity
-
-        assert isinstance(embedder_identity, EmbedderIdentity)
+    def __init__(self, path: Path, embedder_identity: EmbedderIdentity, reload_s: float) -> None:
         self._path = path
         self._identity = embedder_identity
         self._reload_s = reload_s
@@ -183,33 +181,41 @@ class StreamWorker:
         reader = SourceReader(video, buffer, on_frame=lambda f: m.frames_decoded.labels(**labels).inc())
         reader.start()
         m.source_up.labels(**labels).set(1)
+        error: StreamprocError | None = None
         try:
-            ended = False
-            while not ended and not self._stop.is_set():
-                try:
-                    batch = [buffer.get(timeout=0.2)]
-                except TimeoutError:
-                    continue
-                except BufferClosed:
-                    break
-                # Detect frames that are already waiting together; never wait for more (live latency).
-                while len(batch) < self._config.detector.max_batch:
-                    try:
-                        batch.append(buffer.get(timeout=0))
-                    except TimeoutError:
-                        break
-                    except BufferClosed:
-                        ended = True
-                        break
+            while not self._stop.is_set():
+                batch, ended, error = self._next_batch(buffer)
                 m.queue_depth.labels(stream=self.stream_id, queue="decoded").set(buffer.depth)
-                self._process(batch)
-            self._finish()
-        except StreamprocError as err:
-            self._fail(err)
+                if batch:
+                    self._process(batch)
+                if ended:
+                    break
+            self._finish()  # also after a source error: what was seen is still judged
         finally:
             reader.stop()
             reader.join()
             m.source_up.labels(**labels).set(0)
+        if error is not None:
+            self._fail(error)
+
+    def _next_batch(self, buffer: FrameBuffer[Frame]) -> tuple[list[Frame], bool, StreamprocError | None]:
+        """(frames, stream ended, source error): the next frame, plus those already waiting behind it.
+
+        Frames already decoded are detected together (one network call); it never waits for more, so a
+        live stream gains no latency.
+        """
+        batch: list[Frame] = []
+        try:
+            batch.append(buffer.get(timeout=0.2))
+            while len(batch) < self._config.detector.max_batch:
+                batch.append(buffer.get(timeout=0))
+        except TimeoutError:
+            return batch, False, None
+        except BufferClosed:
+            return batch, True, None
+        except StreamprocError as err:  # the decode thread failed (SourceError)
+            return batch, True, err
+        return batch, False, None
 
     def _fail(self, err: StreamprocError) -> None:
         self.stats.error = str(err)
@@ -325,8 +331,6 @@ class StreamWorker:
         if self._config.events.include_face_jpeg:
             ok, buf = cv2.imencode(".jpg", shot.payload.chip[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
             if ok:
-                import base64
-
                 jpeg = base64.b64encode(buf.tobytes()).decode("ascii")
         th = self._threshold
         t_pub = time.time()
