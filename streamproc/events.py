@@ -113,6 +113,12 @@ class MatchEvent(_Wire):
         description="Deterministic id (see make_event_id): the same flag re-sent after a restart has the same "
         "id, so consumers can de-duplicate.",
     )
+    seq: int | None = Field(
+        None,
+        ge=1,
+        description="Sequence number assigned by the publisher's durable journal (1, 2, 3, ... per publisher): a "
+        "subscriber that was away asks for everything after the last seq it saw. Null when no journal is kept.",
+    )
     type: Literal["match"] = Field("match", description="Event kind; always 'match' in this schema.")
     stream_id: str = Field(pattern=_STREAM_ID_PATTERN, description="Configured id of the video stream.")
     track_id: int = Field(ge=0, description="Face track id, unique within the stream for this run.")
