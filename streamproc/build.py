@@ -134,19 +134,21 @@ def build_pipeline(
     on_frame: Callable[[str, Frame], None] | None = None,
 ) -> Pipeline:
     """Everything `streamproc run` needs, validated before any stream starts."""
-    from streamproc.events import EventPublisher
+    from streamproc.feed import EventFeed
+    from streamproc.metrics import PipelineMetrics
     from streamproc.pipeline import Pipeline, WatchlistHandle
 
     embedder = build_embedder(config)
     threshold = resolve_threshold(config, embedder)
     detector = build_detector(pipeline_detector_config(config))
     watchlist = WatchlistHandle(config.watchlist.path, embedder.identity, config.watchlist.reload_s)
-    publisher = None
+    metrics = PipelineMetrics(registry)
+    feed = None
     try:
-        publisher = EventPublisher(config.events.endpoint)
-        return Pipeline(config, detector, embedder, watchlist, threshold, publisher, registry, on_frame)
+        feed = EventFeed(config.events, metrics)
+        return Pipeline(config, detector, embedder, watchlist, threshold, feed, metrics, on_frame)
     except BaseException:
-        if publisher is not None:
-            publisher.close()
+        if feed is not None:
+            feed.close()
         watchlist.close()
         raise

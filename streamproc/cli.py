@@ -43,13 +43,15 @@ config_app = typer.Typer(help="Inspect the configuration format.", no_args_is_he
 app.add_typer(config_app, name="config")
 
 
-def _mount_events() -> None:
+def _mount_subcommands() -> None:
     from streamproc.cli_events import events_app
+    from streamproc.cli_keys import keys_app
 
     app.add_typer(events_app, name="events", help="Subscribe to the match event feed.")
+    app.add_typer(keys_app, name="keys", help="CURVE key pairs for the secured event feed.")
 
 
-_mount_events()
+_mount_subcommands()
 
 out = Console(soft_wrap=True)
 err_console = Console(stderr=True)
@@ -221,6 +223,8 @@ def run(
             server = serve(registry, cfg.metrics.host, cfg.metrics.port)
             err_console.print(f"metrics: {server.url}")
         err_console.print(f"events: {pipeline.publisher_endpoint} (topics match.<stream>)")
+        if pipeline.replay_endpoint is not None:
+            err_console.print(f"replay: {pipeline.replay_endpoint} (events tail --since SEQ --replay …)")
 
         def on_signal(signum: int, _frame: object) -> None:
             err_console.print(f"{signal.Signals(signum).name}: draining and stopping…")
@@ -351,13 +355,26 @@ def watchlist_remove(
     subject_id: Annotated[str, typer.Option("--subject-id", help="Subject to remove.")],
     operator: Annotated[str, typer.Option("--operator", help="Who is removing (recorded).")],
     reason: Annotated[str, typer.Option("--reason", help="Why.")],
+    journal: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--journal", help="Also erase the subject's match events (with face crops) from this event journal."
+        ),
+    ] = None,
 ) -> None:
-    """Remove a subject: it stops matching at once; templates leave the index at the next compaction."""
+    """Remove a subject: it stops matching at once (running pipelines reload within seconds), its template
+    vectors are erased, and with --journal its journaled match events too."""
+    from streamproc.journal import EventJournal
     from streamproc.watchlist import Watchlist
 
     with Watchlist.open(watchlist, writable=True) as wl:
         wl.remove(subject_id, removed_by=operator, reason=reason)
     out.print(f"removed {subject_id}")
+    for path in journal or []:
+        if not path.is_file():
+            raise ConfigError(f"--journal {path}: no such journal file")
+        with EventJournal(path) as events:
+            out.print(f"erased {events.erase_subject(subject_id)} event(s) of {subject_id} from {path}")
 
 
 @watchlist_app.command("verify")

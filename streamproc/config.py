@@ -228,9 +228,46 @@ class PolicyConfig(_Strict):
         return self
 
 
+class JournalConfig(_Strict):
+    """The durable journal every event is written to before it is published (nothing lost, no duplicates)."""
+
+    path: Path | None = Field(
+        None, description="SQLite journal file; null: no journal (events are fire-and-forget, no replay)."
+    )
+    sync: Literal["full", "normal"] = Field(
+        "full",
+        description="full: each event is on disk before it is published (survives power loss); normal: "
+        "survives a process crash, may lose the last events on power loss, faster.",
+    )
+    max_age_days: float | None = Field(
+        30.0, gt=0.0, description="Delete journaled events older than this (they hold face crops)."
+    )
+    max_events: int | None = Field(None, ge=1, description="Keep at most this many events.")
+
+
+class CurveConfig(_Strict):
+    """ZeroMQ CURVE encryption and client authentication for the event and replay endpoints."""
+
+    server_secret_key: Path = Field(description="Server key pair's secret file (`streamproc keys generate`).")
+    allowed_clients_dir: Path = Field(description="Directory of the public key files of allowed subscribers.")
+
+
 class EventsConfig(_Strict):
     endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the pipeline binds.")
     include_face_jpeg: bool = Field(True, description="Attach the probe's best-shot JPEG to each match event.")
+    journal: JournalConfig = JournalConfig()
+    replay_endpoint: str | None = Field(
+        None,
+        description="ZeroMQ ROUTER endpoint serving journaled events after a sequence number (needs "
+        "journal.path); null: no replay.",
+    )
+    curve: CurveConfig | None = Field(None, description="Encrypt and authenticate the feed; null: plain TCP.")
+
+    @model_validator(mode="after")
+    def _replay_needs_journal(self) -> EventsConfig:
+        if self.replay_endpoint is not None and self.journal.path is None:
+            raise ValueError("replay_endpoint needs journal.path: replay serves events from the journal")
+        return self
 
 
 class MetricsConfig(_Strict):
@@ -323,11 +360,24 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
         s if "://" in s.url or Path(s.url).is_absolute() else s.model_copy(update={"url": str(base / s.url)})
         for s in config.sources
     ]
+    events = config.events
+    journal = events.journal.model_copy(update={"path": fix(events.journal.path)})
+    curve = (
+        None
+        if events.curve is None
+        else events.curve.model_copy(
+            update={
+                "server_secret_key": fix(events.curve.server_secret_key),
+                "allowed_clients_dir": fix(events.curve.allowed_clients_dir),
+            }
+        )
+    )
     return config.model_copy(
         update={
             "sources": sources,
             "watchlist": config.watchlist.model_copy(update={"path": fix(config.watchlist.path)}),
             "policy": config.policy.model_copy(update={"calibration": fix(config.policy.calibration)}),
+            "events": events.model_copy(update={"journal": journal, "curve": curve}),
         }
     )
 

@@ -29,6 +29,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamproc.errors import StreamprocError
+from streamproc.security import Authenticator, ClientSecurity, ServerSecurity, secure_client, secure_server
 
 SCHEMA_VERSION: Final = "1.0"
 """Major.minor. Minor: fields added (optional, so old JSON stays valid); major: anything that breaks readers."""
@@ -277,22 +278,46 @@ class EventPublisher:
     event for a subscriber whose queue holds ``sndhwm`` messages is dropped by ZeroMQ without notice, and
     events published before a subscriber has connected and subscribed are not delivered to it (slow joiner).
     ``sent`` counts events handed to ZeroMQ, not events delivered.
+
+    With ``security`` the feed is CURVE-encrypted and only clients whose public keys are in
+    ``security.allowed_clients_dir`` receive anything. The publisher then starts the context's ZAP
+    :class:`~streamproc.security.Authenticator` and stops it in :meth:`close`, unless ``authenticator`` is given:
+    one already running on ``context`` and shared with the context's other server sockets (there can be only one
+    per context), which the caller keeps and closes.
     """
 
-    def __init__(self, endpoint: str, context: zmq.SyncContext | None = None, sndhwm: int = 10000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.SyncContext | None = None,
+        sndhwm: int = 10000,
+        *,
+        security: ServerSecurity | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        if authenticator is not None and (security is None or context is None or authenticator.context is not context):
+            raise ValueError("authenticator needs security and must run on the context given to the publisher")
         self._own_context = context is None
         self._context: zmq.SyncContext = zmq.Context() if context is None else context
         self._socket: zmq.SyncSocket = self._context.socket(zmq.PUB)
+        self._authenticator: Authenticator | None = None
         self.sent = 0
         self.dropped = 0
         self._closed = False
         try:
+            if security is not None:
+                secure_server(self._socket, security)
+                if authenticator is None:
+                    self._authenticator = Authenticator(self._context, security.allowed_clients_dir)
             self._socket.setsockopt(zmq.SNDHWM, sndhwm)
             self._socket.setsockopt(zmq.LINGER, 1000)
             self._socket.bind(endpoint)
         except zmq.ZMQError as err:
             self.close()
             raise EventEndpointError(f"cannot bind event endpoint {endpoint!r}: {err.strerror}") from None
+        except StreamprocError:
+            self.close()
+            raise
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         """The bound address, with the actual port when ``endpoint`` asked for any (``tcp://host:*``)."""
 
@@ -313,6 +338,10 @@ class EventPublisher:
             return
         self._closed = True
         self._socket.close(linger=1000)
+        if self._authenticator is not None:
+            # After the socket (no handshake is left waiting on it), before term() (which would wait for it).
+            self._authenticator.close()
+            self._authenticator = None
         if self._own_context:
             self._context.term()
 
@@ -331,10 +360,18 @@ class EventSubscriber:
     ``topics`` are byte prefixes: ``match.`` is every stream, ``match.cam2`` is cam2 (and also ``cam20``,
     ``cam2.x``: check ``event.stream_id`` when the exact stream matters). Connecting succeeds even when no
     publisher is there yet; ZeroMQ keeps reconnecting in the background.
+
+    With ``security`` the subscriber talks CURVE to the one server whose public key it names. A publisher that
+    refuses its key (or a plain publisher) delivers nothing, and ZeroMQ raises no error: :meth:`recv` times out.
     """
 
     def __init__(
-        self, endpoint: str, topics: Sequence[str] = (TOPIC_PREFIX,), context: zmq.SyncContext | None = None
+        self,
+        endpoint: str,
+        topics: Sequence[str] = (TOPIC_PREFIX,),
+        context: zmq.SyncContext | None = None,
+        *,
+        security: ClientSecurity | None = None,
     ) -> None:
         if isinstance(topics, str):
             topics = (topics,)
@@ -344,6 +381,8 @@ class EventSubscriber:
         self._closed = False
         self.endpoint = endpoint
         try:
+            if security is not None:
+                secure_client(self._socket, security)
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.connect(endpoint)
             for topic in topics:
@@ -351,6 +390,9 @@ class EventSubscriber:
         except zmq.ZMQError as err:
             self.close()
             raise EventEndpointError(f"cannot connect to event endpoint {endpoint!r}: {err.strerror}") from None
+        except StreamprocError:
+            self.close()
+            raise
 
     def recv(self, timeout_s: float) -> MatchEvent | None:
         """The next event, or None after ``timeout_s`` without one.

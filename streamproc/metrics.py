@@ -80,6 +80,12 @@ class PipelineMetrics:
         self.watchlist_subjects = Gauge(
             "streamproc_watchlist_subjects", "Active subjects in the loaded watchlist.", registry=registry
         )
+        self.journal_bytes = Gauge(
+            "streamproc_journal_bytes", "Size of the durable event journal on disk.", registry=registry
+        )
+        self.replay_requests = Counter(
+            "streamproc_replay_requests_total", "Replay requests served from the event journal.", registry=registry
+        )
         self.tracks_live = gauge("tracks_live", "Face tracks currently alive.")
         self.source_up = gauge("source_up", "1 while the stream's source is open and delivering, else 0.")
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry
 
 from streamproc.align import align
 from streamproc.batcher import BatchPolicy, MicroBatcher
@@ -36,7 +35,8 @@ from streamproc.calibration import Threshold
 from streamproc.config import PipelineConfig, SourceConfig
 from streamproc.embed import OnnxEmbedder
 from streamproc.errors import StreamprocError
-from streamproc.events import CalibrationInfo, EventPublisher, MatchEvent, QualityInfo, make_event_id
+from streamproc.events import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
+from streamproc.feed import EventFeed
 from streamproc.metrics import PipelineMetrics
 from streamproc.policy import Flag, MatchPolicy, ShotResult
 from streamproc.protocols import FaceDetector
@@ -49,6 +49,7 @@ from streamproc.watchlist import Watchlist
 log = logging.getLogger(__name__)
 
 EMBED_MAX_WAIT_S = 0.010
+JOURNAL_PRUNE_EVERY_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,6 @@ class WatchlistHandle:
             self._current.close()
 
 
-class LockedPublisher:
-    """ZeroMQ sockets are not thread-safe: stream threads publish through one lock."""
-
-    def __init__(self, publisher: EventPublisher) -> None:
-        self._publisher = publisher
-        self._lock = threading.Lock()
-
-    def publish(self, event: MatchEvent) -> None:
-        with self._lock:
-            self._publisher.publish(event)
-
-
 class StreamWorker:
     """One stream's thread: decode buffer → detect → track → best shot → embed → search → policy → event."""
 
@@ -127,7 +116,7 @@ class StreamWorker:
         batcher: MicroBatcher[NDArray[np.uint8], NDArray[np.float32]],
         watchlist: WatchlistHandle,
         threshold: Threshold,
-        publisher: LockedPublisher,
+        publisher: EventFeed,
         metrics: PipelineMetrics,
         stop: threading.Event,
         on_frame: Callable[[str, Frame], None] | None = None,
@@ -364,7 +353,9 @@ class StreamWorker:
             ),
             face_jpeg_b64=jpeg,
         )
-        self._publisher.publish(event)
+        if not self._publisher.publish(event):
+            log.info("event %s already journaled (a resend): not published again", event.event_id)
+            return
         m.events_published.labels(stream=sid).inc()
         m.end_to_end_seconds.labels(stream=sid).observe(t_pub - shot.payload.captured_at)
         m.stage_seconds.labels(stream=sid, stage="publish").observe(time.time() - t_pub)
@@ -381,22 +372,21 @@ class Pipeline:
         embedder: OnnxEmbedder,
         watchlist: WatchlistHandle,
         threshold: Threshold,
-        publisher: EventPublisher,
-        registry: CollectorRegistry,
+        feed: EventFeed,
+        metrics: PipelineMetrics,
         on_frame: Callable[[str, Frame], None] | None = None,
     ) -> None:
-        self.metrics = PipelineMetrics(registry)
+        self.metrics = metrics
         self._config = config
         self._stop = threading.Event()
         self._watchlist = watchlist
-        self._publisher = publisher
+        self._feed = feed
         self._batcher: MicroBatcher[NDArray[np.uint8], NDArray[np.float32]] = MicroBatcher(
             lambda chips: list(embedder.embed(np.stack(list(chips)))),
             BatchPolicy(max_batch=embedder.max_batch, max_wait_s=EMBED_MAX_WAIT_S, queue_size=1024),
             on_batch=self.metrics.embed_batch_size.observe,
             name="embed",
         )
-        locked = LockedPublisher(publisher)
         for source in config.sources:
             self.metrics.init_stream(source.id, drop_reasons=("buffer_full",), queues=("decoded", "embed"))
         self.workers = [
@@ -408,7 +398,7 @@ class Pipeline:
                 self._batcher,
                 watchlist,
                 threshold,
-                locked,
+                feed,
                 self.metrics,
                 self._stop,
                 on_frame,
@@ -419,26 +409,34 @@ class Pipeline:
 
     @property
     def publisher_endpoint(self) -> str:
-        return self._publisher.endpoint
+        return self._feed.endpoint
+
+    @property
+    def replay_endpoint(self) -> str | None:
+        return self._feed.replay_endpoint
 
     def stop(self) -> None:
         """Ask every stream to stop; each drains what it has and publishes pending flags."""
         self._stop.set()
 
     def close(self) -> None:
-        """Release the event socket and the watchlist (after :meth:`run`)."""
-        self._publisher.close()
+        """Release the event feed (sockets, journal) and the watchlist (after :meth:`run`)."""
+        self._feed.close()
         self._watchlist.close()
 
     def run(self) -> dict[str, StreamStats]:
         """Run until every stream ends (files) or :meth:`stop` is called; returns per-stream stats."""
         for worker in self.workers:
             worker.start()
+        last_prune = time.monotonic()
         try:
             while any(w.is_alive() for w in self.workers):
                 for worker in self.workers:
                     worker.join(timeout=0.5)
                 self.metrics.watchlist_subjects.set(len(self._watchlist.get()))
+                if time.monotonic() - last_prune > JOURNAL_PRUNE_EVERY_S:
+                    self._feed.prune()
+                    last_prune = time.monotonic()
         finally:
             self._stop.set()
             for worker in self.workers:

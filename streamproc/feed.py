@@ -1,0 +1,124 @@
+"""The event feed a pipeline publishes to: PUB socket, optional durable journal, replay endpoint and CURVE.
+
+Built in one place from ``events`` config so the pipeline only sees ``publish(event)``. The PUB and replay
+ROUTER sockets share one ZeroMQ context, so one ZAP authenticator serves both when CURVE is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Self
+
+import zmq
+
+from streamproc.config import EventsConfig
+from streamproc.events import EventPublisher, MatchEvent
+from streamproc.journal import EventJournal, JournaledPublisher
+from streamproc.metrics import PipelineMetrics
+from streamproc.replay import ReplayServer
+from streamproc.security import Authenticator, ServerSecurity, secure_server
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+
+
+class EventFeed:
+    """Publishes match events (journaled first when a journal is configured); thread-safe."""
+
+    def __init__(self, config: EventsConfig, metrics: PipelineMetrics) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._context: zmq.SyncContext = zmq.Context()
+        self._authenticator: Authenticator | None = None
+        self._journal: EventJournal | None = None
+        self._replay: ReplayServer | None = None
+        self._publisher: EventPublisher | None = None
+        self._journaled: JournaledPublisher | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        cfg = self._config
+        security = None
+        if cfg.curve is not None:
+            security = ServerSecurity(cfg.curve.server_secret_key, cfg.curve.allowed_clients_dir)
+            self._authenticator = Authenticator(self._context, cfg.curve.allowed_clients_dir)
+        self._publisher = EventPublisher(
+            cfg.endpoint, context=self._context, security=security, authenticator=self._authenticator
+        )
+        if cfg.journal.path is not None:
+            self._journal = EventJournal(cfg.journal.path, cfg.journal.sync)
+            self._journaled = JournaledPublisher(self._publisher, self._journal, owns=False)
+            self.prune()
+        if cfg.replay_endpoint is not None and self._journal is not None:
+
+            def setup(sock: zmq.SyncSocket) -> None:
+                if security is not None:
+                    secure_server(sock, security)
+
+            self._replay = ReplayServer(
+                self._journal,
+                cfg.replay_endpoint,
+                on_request=self._metrics.replay_requests.inc,
+                context=self._context,
+                socket_setup=setup,
+            )
+
+    @property
+    def endpoint(self) -> str:
+        assert self._publisher is not None
+        return self._publisher.endpoint
+
+    @property
+    def replay_endpoint(self) -> str | None:
+        return self._replay.endpoint if self._replay is not None else None
+
+    def publish(self, event: MatchEvent) -> bool:
+        """Journal (if configured) then publish; False when the event id was already journaled (a resend)."""
+        with self._lock:
+            if self._journaled is not None:
+                sent = self._journaled.publish(event)
+            else:
+                assert self._publisher is not None
+                self._publisher.publish(event)
+                sent = True
+        if self._journal is not None:
+            self._metrics.journal_bytes.set(self._journal.size_bytes())
+        return sent
+
+    def prune(self) -> None:
+        """Apply journal retention (age, count); run at start and periodically."""
+        journal, cfg = self._journal, self._config.journal
+        if journal is None:
+            return
+        max_age = cfg.max_age_days * DAY_S if cfg.max_age_days is not None else None
+        removed = journal.prune(max_age, cfg.max_events)
+        if removed:
+            log.info("journal retention removed %d event(s)", removed)
+        self._metrics.journal_bytes.set(journal.size_bytes())
+
+    def close(self) -> None:
+        if self._replay is not None:
+            self._replay.close()
+        if self._publisher is not None:
+            self._publisher.close()
+        if self._journal is not None:
+            self._journal.close()
+        if self._authenticator is not None:
+            self._authenticator.close()
+        self._context.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,300 @@
+"""Deployment material: Dockerfiles (hadolint), Kubernetes manifests (kubernetes-validate + the ServiceMonitor
+schema), Compose, Grafana provisioning, and the docs that point at them.
+
+The linters are the ones installed in the venv next to this interpreter (dev dependencies). Without them the
+tests skip visibly; under CI=true they fail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DOCKER = DEPLOY / "docker"
+K8S = DEPLOY / "k8s"
+DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
+MANIFESTS = sorted(K8S.glob("*.yaml"))
+SERVICEMONITOR_SCHEMA = K8S / "crds" / "servicemonitor-schema.json"
+# The Kubernetes version the manifests are validated against (kubernetes-validate picks its newest schema
+# set not newer than this). Raise it with the oldest cluster version you support.
+K8S_VERSION = "1.32.0"
+CONFIG_PATH = "/etc/streamproc/config.yaml"
+WATCHLIST_PATH = "/srv/streamproc/watchlist"
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {what} is missing (install the dev dependencies)")
+    pytest.skip(f"needs {what}, which this environment lacks (pip install -e '.[dev]')")
+
+
+def _tool(name: str) -> Path:
+    """A console script installed beside this interpreter (the venv's bin/)."""
+    path = Path(sys.executable).with_name(name)
+    if not path.is_file():
+        _missing(f"{name} ({path})")
+    return path
+
+
+def _module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"the Python module {name}")
+        raise  # unreachable: _missing skips or fails
+
+
+def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _resources(kind: str) -> list[dict[str, Any]]:
+    return [d for m in MANIFESTS for d in _docs(m) if d["kind"] == kind]
+
+
+def _dockerfile_instruction(path: Path, name: str) -> str:
+    """The last (effective) instruction `name` of a Dockerfile, continuation lines joined."""
+    text = path.read_text().replace("\\\n", " ")
+    found = [line.split(None, 1)[1].strip() for line in text.splitlines() if line.split(None, 1)[:1] == [name]]
+    assert found, f"{path.name}: no {name}"
+    return found[-1]
+
+
+# ---------------------------------------------------------------------------------------------- Dockerfiles
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_clean(dockerfile: Path) -> None:
+    hadolint = _tool("hadolint")
+    result = _run(hadolint, "--failure-threshold", "style", "--no-color", dockerfile)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_contract(dockerfile: Path) -> None:
+    assert json.loads(_dockerfile_instruction(dockerfile, "ENTRYPOINT")) == ["streamproc"]
+    assert json.loads(_dockerfile_instruction(dockerfile, "CMD")) == ["run", CONFIG_PATH]
+    assert _dockerfile_instruction(dockerfile, "EXPOSE").split() == ["9108", "5560"]
+    user = _dockerfile_instruction(dockerfile, "USER")
+    assert user.split(":")[0] not in {"root", "0"}
+    healthcheck = _dockerfile_instruction(dockerfile, "HEALTHCHECK")
+    assert "http://127.0.0.1:9108/metrics" in healthcheck and "curl" not in healthcheck
+    text = dockerfile.read_text()
+    assert "pip install --no-cache-dir ." in text
+    assert "streamproc models prepare" in text and "STREAMPROC_CACHE_DIR=/opt/streamproc/models" in text
+    # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile when the context is the repo root.
+    assert dockerfile.with_name(dockerfile.name + ".dockerignore").is_file()
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
+        for source in copied.split():
+            assert (ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
+
+
+# ------------------------------------------------------------------------------------------ Kubernetes
+def test_manifests_present() -> None:
+    kinds = {d["kind"] for d in (d for m in MANIFESTS for d in _docs(m))}
+    expected = {"Namespace", "ConfigMap", "Deployment", "PersistentVolumeClaim", "Service", "ServiceMonitor"}
+    assert expected <= kinds
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_kubernetes_validate(manifest: Path) -> None:
+    tool = _tool("kubernetes-validate")
+    result = _run(tool, "--strict", "-k", K8S_VERSION, manifest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for doc in _docs(manifest):
+        name = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
+        if doc["kind"] == "ServiceMonitor":
+            # kubernetes-validate has schemas for built-in kinds only: a CRD kind is a warning and exit 0, so
+            # it proves nothing. test_servicemonitor_schema validates it against crds/servicemonitor-schema.json.
+            assert any(line.startswith("WARN") and "kind ServiceMonitor" in line for line in lines), lines
+        else:
+            assert any(line.startswith("INFO") and f"passed for resource {name} " in line for line in lines), lines
+    unexpected = [
+        line for line in lines if line.startswith(("WARN", "ERROR", "FATAL")) and "ServiceMonitor" not in line
+    ]
+    assert not unexpected
+
+
+def test_kubernetes_validate_rejects_unknown_fields(tmp_path: Path) -> None:
+    """--strict really rejects a misspelt field (so the passes above mean something)."""
+    tool = _tool("kubernetes-validate")
+    broken = _docs(K8S / "pipeline-shard-a.yaml")[1]
+    broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {"periodSeconds": 1}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    result = _run(tool, "--strict", "-k", K8S_VERSION, path)
+    assert result.returncode != 0 and "livenesProbe" in result.stdout
+
+
+def test_servicemonitor_schema() -> None:
+    jsonschema = _module("jsonschema")
+    schema = json.loads(SERVICEMONITOR_SCHEMA.read_text())
+    validator_cls = jsonschema.Draft202012Validator
+    validator_cls.check_schema(schema)
+    validator = validator_cls(schema)
+    (monitor,) = _resources("ServiceMonitor")
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(monitor)]
+    assert not errors
+    typo = json.loads(json.dumps(monitor))
+    typo["spec"]["endpoints"][0]["intervall"] = "15s"
+    assert not validator.is_valid(typo)
+    # It selects every pipeline Service, on a port those Services name.
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        s for s in _resources("Service") if s["metadata"]["labels"].get("app.kubernetes.io/component") == "pipeline"
+    ]
+    assert services
+    for service in services:
+        assert selector.items() <= service["metadata"]["labels"].items()
+        assert monitor["metadata"]["namespace"] in monitor["spec"]["namespaceSelector"]["matchNames"]
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+
+
+def _pipeline_config(deployment: dict[str, Any]) -> dict[str, Any]:
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    configmap_name = volumes["config"]["configMap"]["name"]
+    (configmap,) = [c for c in _resources("ConfigMap") if c["metadata"]["name"] == configmap_name]
+    config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
+    return config
+
+
+def test_deployments_shape() -> None:
+    deployments = _resources("Deployment")
+    assert len(deployments) >= 2
+    claims = {c["metadata"]["name"] for c in _resources("PersistentVolumeClaim")}
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        spec = deployment["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        (container,) = pod["containers"]
+        assert container["args"] == ["run", CONFIG_PATH], name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"metrics": 9108, "events": 5560}, name
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert get["path"] == "/metrics" and ports[get["port"]] == 9108, (name, probe)
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys() <= container["resources"]["limits"].keys()
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]], name
+        config_mount = mounts[str(Path(CONFIG_PATH).parent)]
+        assert config_mount["readOnly"] is True and "configMap" in volumes[config_mount["name"]], name
+        watchlist = mounts[WATCHLIST_PATH]
+        assert watchlist["readOnly"] is True, name
+        assert volumes[watchlist["name"]]["persistentVolumeClaim"]["claimName"] in claims, name
+
+        config = _pipeline_config(deployment)
+        assert config["watchlist"]["path"] == WATCHLIST_PATH, name
+        assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}, name
+        assert config["events"]["endpoint"] == "tcp://0.0.0.0:5560", name
+        gpu = "nvidia.com/gpu" in container["resources"]["limits"]
+        assert (config["runtime"]["device"] == "cuda") == gpu, name
+        assert container["image"].endswith("-cuda") == gpu, name
+    assert any(
+        "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] for d in deployments
+    )
+
+
+def test_each_stream_in_one_shard_only() -> None:
+    ids = [s["id"] for d in _resources("Deployment") for s in _pipeline_config(d)["sources"]]
+    assert ids and len(ids) == len(set(ids)), ids
+
+
+def test_pipeline_configs_pass_streamproc_validate(tmp_path: Path) -> None:
+    streamproc = _tool("streamproc")
+    for configmap in _resources("ConfigMap"):
+        path = tmp_path / f"{configmap['metadata']['name']}.yaml"
+        path.write_text(configmap["data"]["config.yaml"])
+        result = _run(streamproc, "validate", path)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_select_their_deployments() -> None:
+    templates = [d["spec"]["template"]["metadata"]["labels"] for d in _resources("Deployment")]
+    for service in _resources("Service"):
+        selector = service["spec"]["selector"]
+        assert sum(selector.items() <= labels.items() for labels in templates) == 1, service["metadata"]["name"]
+
+
+# ----------------------------------------------------------------------------------------------- Compose
+def _host_path(spec: str) -> Path:
+    """A compose bind source, `${VAR:-default}` resolved to its default, relative to deploy/."""
+    spec = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", spec)
+    return (DEPLOY / spec).resolve()
+
+
+def test_compose() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"streamproc", "prometheus", "grafana"} <= services.keys()
+
+    pipeline = services["streamproc"]
+    dockerfile = (DEPLOY / pipeline["build"]["context"] / pipeline["build"]["dockerfile"]).resolve()
+    assert dockerfile == DOCKERFILES[0].resolve()
+    assert pipeline["command"] == json.loads(_dockerfile_instruction(dockerfile, "CMD"))
+    targets = {v["target"]: v for v in pipeline["volumes"]}
+    assert targets[CONFIG_PATH]["read_only"] is True
+    assert _host_path(targets[CONFIG_PATH]["source"]).is_file()
+    assert targets[WATCHLIST_PATH]["read_only"] is True
+    default_config = yaml.safe_load(_host_path(targets[CONFIG_PATH]["source"]).read_text())
+    assert default_config["watchlist"]["path"] == WATCHLIST_PATH
+    assert default_config["metrics"]["host"] == "0.0.0.0" and default_config["metrics"]["port"] == 9108
+    assert all(str(p).startswith("127.0.0.1:") for p in pipeline["ports"]), "publish on localhost only"
+
+    mounted: dict[str, Path] = {}
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):
+                assert _host_path(source).exists(), f"{name}: {source} missing"
+                mounted[target] = _host_path(source)
+
+    prometheus = yaml.safe_load(mounted["/etc/prometheus/prometheus.yml"].read_text())
+    for rule_file in prometheus.get("rule_files", []):
+        in_container = Path("/etc/prometheus") / rule_file
+        assert str(in_container) in mounted, f"rule file {rule_file} is not mounted"
+
+    # Grafana: the provider's path is where compose mounts the dashboard; the datasource is Prometheus.
+    providers = yaml.safe_load((mounted["/etc/grafana/provisioning/dashboards"] / "streamproc.yaml").read_text())
+    (provider,) = providers["providers"]
+    dashboards = [t for t in mounted if t.endswith(".json")]
+    assert [Path(t).parent for t in dashboards] == [Path(provider["options"]["path"])]
+    json.loads(mounted[dashboards[0]].read_text())
+    sources = yaml.safe_load((mounted["/etc/grafana/provisioning/datasources"] / "prometheus.yaml").read_text())
+    assert [d["type"] for d in sources["datasources"]] == ["prometheus"]
+
+
+# ------------------------------------------------------------------------------------------------- Docs
+@pytest.mark.parametrize("doc", [DEPLOY / "README.md", ROOT / "docs" / "operations.md"], ids=lambda p: p.name)
+def test_docs_reference_existing_files(doc: Path) -> None:
+    referenced = set(re.findall(r"`((?:deploy|configs|docs)/[\w./-]+?)`", doc.read_text()))
+    assert referenced
+    missing = sorted(p for p in referenced if not (ROOT / p).exists())
+    assert not missing
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    alerts = DEPLOY / "prometheus" / "alerts.yml"
+    names = [r["alert"] for g in yaml.safe_load(alerts.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    assert names
+    headings = set(re.findall(r"^#+ `?(\w+)`?", (ROOT / "docs" / "operations.md").read_text(), flags=re.MULTILINE))
+    assert not [n for n in names if n not in headings]

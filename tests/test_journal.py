@@ -1,0 +1,299 @@
+"""The event journal: seqs, duplicates, retention, erasure, threads, and a real kill -9 mid-append.
+
+Real SQLite files in tmp_path, real ZeroMQ sockets on 127.0.0.1 and a real child process.
+"""
+
+from __future__ import annotations
+
+import base64
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamproc.errors import StreamprocError
+from streamproc.events import (
+    CalibrationInfo,
+    EventPublisher,
+    EventSubscriber,
+    MatchEvent,
+    QualityInfo,
+    make_event_id,
+)
+from streamproc.journal import EventJournal, JournaledPublisher, JournalError
+
+ANY_PORT = "tcp://127.0.0.1:*"
+WARMUP = "warmup"
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
+
+
+def make_event(stream: str = "cam1", track: int = 1, subject: str = "s-001", **over: Any) -> MatchEvent:
+    fields: dict[str, Any] = {
+        "event_id": make_event_id(stream, track, subject, 12.5),
+        "stream_id": stream,
+        "track_id": track,
+        "subject_id": subject,
+        "subject_name": "Jane Example",
+        "distance": 0.41,
+        "distances": [0.45, 0.41],
+        "threshold": 0.5,
+        "metric": "l2",
+        "calibration": CalibrationInfo(fmr_target=1e-3, source="dlib-resnet-v1.json", uncalibrated=False),
+        "k": 2,
+        "n": 3,
+        "frame_pts_s": 12.9,
+        "captured_at": 1_800_000_000.25,
+        "published_at": 1_800_000_000.40,
+        "latency_ms": {"detect": 8.0, "end_to_end": 150.0},
+        "box": (100.0, 80.0, 180.0, 180.0),
+        "quality": QualityInfo(score=0.7, face_px=80.0, sharpness=240.0, yaw=0.05, detector_score=0.98),
+        "face_jpeg_b64": JPEG,
+    }
+    fields.update(over)
+    return MatchEvent(**fields)
+
+
+def test_append_stamps_consecutive_seqs_and_since_reads_in_order(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite") as journal:
+        assert journal.last_seq() == 0
+        assert journal.count() == 0
+        assert list(journal.since(0)) == []
+        stored = [journal.append(make_event(track=i)) for i in range(10)]
+        assert [e.seq if e else None for e in stored] == list(range(1, 11))
+        assert stored[0] == make_event(track=0).model_copy(update={"seq": 1})
+        assert list(journal.since(0)) == stored
+        assert [e.seq for e in journal.since(7)] == [8, 9, 10]
+        assert [e.seq for e in journal.since(2, limit=3)] == [3, 4, 5]
+        assert list(journal.since(10)) == []
+        assert journal.last_seq() == 10
+        assert journal.count() == 10
+        assert journal.size_bytes() > 0
+
+
+def test_since_reads_across_batches(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite", sync="normal") as journal:
+        for i in range(1203):
+            journal.append(make_event(track=i, face_jpeg_b64=None))
+        assert [e.seq for e in journal.since(0)] == list(range(1, 1204))
+        assert [e.seq for e in journal.since(100, limit=600)] == list(range(101, 701))
+
+
+def test_duplicate_event_id_is_refused_even_after_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with EventJournal(path) as journal:
+        assert journal.append(make_event(track=1)) is not None
+        assert journal.append(make_event(track=1)) is None
+    with EventJournal(path) as journal:
+        assert journal.append(make_event(track=1, distance=0.3, distances=[0.3])) is None  # same event_id
+        assert journal.count() == 1
+        second = journal.append(make_event(track=2))
+        assert second is not None
+        assert second.seq == 2
+
+
+def test_seqs_are_never_reused_after_deletion_or_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with EventJournal(path) as journal:
+        for i in range(3):
+            journal.append(make_event(track=i, subject=f"s-{i}"))
+        assert journal.erase_subject("s-2") == 1  # the newest
+        assert journal.last_seq() == 3
+    with EventJournal(path) as journal:
+        again = journal.append(make_event(track=9))
+        assert again is not None
+        assert again.seq == 4
+        assert [e.seq for e in journal.since(0)] == [1, 2, 4]
+
+
+def test_prune_by_count_keeps_the_newest(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite") as journal:
+        for i in range(10):
+            journal.append(make_event(track=i))
+        assert journal.prune(max_age_s=None, max_events=4) == 6
+        assert [e.seq for e in journal.since(0)] == [7, 8, 9, 10]
+        assert journal.prune(max_age_s=None, max_events=4) == 0
+        assert journal.prune(max_age_s=None, max_events=None) == 0
+        assert journal.prune(max_age_s=None, max_events=0) == 4
+        assert journal.count() == 0
+        assert journal.last_seq() == 10
+
+
+def test_prune_by_age_uses_published_at(tmp_path: Path) -> None:
+    now = time.time()
+    with EventJournal(tmp_path / "j.sqlite") as journal:
+        journal.append(make_event(track=1, published_at=now - 3 * 86400))
+        journal.append(make_event(track=2, published_at=now - 2 * 86400))
+        journal.append(make_event(track=3, published_at=now - 60))
+        assert journal.prune(max_age_s=86400, max_events=None) == 2
+        assert [e.track_id for e in journal.since(0)] == [3]
+
+
+def test_erase_subject_removes_every_event_and_its_bytes_from_disk(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    marker = "Zyx Erasable Qwv"
+    with EventJournal(path) as journal:
+        for i in range(20):
+            subject = "s-erase-me" if i % 2 else "s-keep"
+            name = marker if i % 2 else "Kept Person"
+            journal.append(make_event(track=i, subject=subject, subject_name=name))
+        assert marker.encode() in path.read_bytes() + Path(f"{path}-wal").read_bytes()
+        assert journal.erase_subject("s-erase-me") == 10
+        assert journal.erase_subject("s-erase-me") == 0
+        assert {e.subject_id for e in journal.since(0)} == {"s-keep"}
+        assert journal.count() == 10
+        wal = Path(f"{path}-wal")
+        on_disk = path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+        assert marker.encode() not in on_disk  # secure_delete + WAL truncation: not just unlinked
+        assert b"s-erase-me" not in on_disk
+
+
+def test_concurrent_appends_from_threads_get_unique_seqs(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite", sync="normal") as journal:
+        seqs: list[int] = []
+        lock = threading.Lock()
+
+        def work(worker: int) -> None:
+            for i in range(50):
+                stored = journal.append(make_event(stream=f"cam{worker}", track=i))
+                assert stored is not None
+                assert stored.seq is not None
+                with lock:
+                    seqs.append(stored.seq)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(seqs) == list(range(1, 201))
+        assert [e.seq for e in journal.since(0)] == list(range(1, 201))
+
+
+def test_bad_files_and_closed_journal_are_one_line_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(JournalError) as info:
+        EventJournal(junk)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, StreamprocError)
+
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE x (y)")
+    with pytest.raises(JournalError, match="format"):
+        EventJournal(other)
+
+    with pytest.raises(JournalError, match="sync"):
+        EventJournal(tmp_path / "j.sqlite", sync="sometimes")  # type: ignore[arg-type]
+
+    journal = EventJournal(tmp_path / "j.sqlite")
+    journal.close()
+    journal.close()
+    with pytest.raises(JournalError, match="closed"):
+        journal.append(make_event())
+
+
+def test_wal_mode_and_sync_setting(tmp_path: Path) -> None:
+    for sync, level in (("full", 2), ("normal", 1)):
+        with EventJournal(tmp_path / f"{sync}.sqlite", sync=sync) as journal:  # type: ignore[arg-type]
+            journal.append(make_event())
+            db = journal._db
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute("PRAGMA synchronous").fetchone()[0] == level
+
+
+# --------------------------------------------------------------------------------------- kill -9
+CHILD = """
+import sys
+from pathlib import Path
+from streamproc.journal import EventJournal
+from streamproc.events import MatchEvent
+template = MatchEvent.model_validate_json(sys.stdin.buffer.read())
+journal = EventJournal(Path(sys.argv[1]), sync="full")
+i = 0
+while True:
+    stored = journal.append(template.model_copy(update={"track_id": i, "event_id": f"{i:032x}"}))
+    print(stored.seq, flush=True)
+    i += 1
+"""
+
+
+def test_kill_9_mid_append_leaves_no_torn_record_and_the_sequence_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        child.stdin.write(make_event().model_dump_json().encode())
+        child.stdin.close()
+        acknowledged = 0
+        deadline = time.monotonic() + 60
+        while acknowledged < 40:  # let it get well into its loop, then kill it wherever it is
+            assert time.monotonic() < deadline, "child never appended"
+            line = child.stdout.readline()
+            assert line, child.stderr.read() if child.stderr else "child exited"
+            acknowledged = int(line)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with EventJournal(path) as journal:
+        last = journal.last_seq()
+        assert last >= acknowledged  # every acknowledged append survived
+        events = list(journal.since(0))  # every stored body decodes
+        assert [e.seq for e in events] == list(range(1, last + 1))
+        assert [e.track_id for e in events] == list(range(last))
+        new = journal.append(make_event(track=10_000))
+        assert new is not None
+        assert new.seq == last + 1
+
+
+# ----------------------------------------------------------------------------- JournaledPublisher
+def test_journaled_publisher_stamps_publishes_and_drops_duplicates(tmp_path: Path) -> None:
+    journal = EventJournal(tmp_path / "j.sqlite")
+    with (
+        JournaledPublisher(EventPublisher(ANY_PORT), journal) as pub,
+        EventSubscriber(pub.endpoint) as sub,
+    ):
+        deadline = time.monotonic() + 15
+        while sub.recv(timeout_s=0.05) is None:  # warm up on the raw publisher: not journaled
+            assert time.monotonic() < deadline, "subscriber never connected"
+            pub.publisher.publish(make_event(subject=WARMUP))
+
+        def next_real() -> MatchEvent:
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                event = sub.recv(timeout_s=0.2)
+                if event is not None and event.subject_id != WARMUP:
+                    return event
+            raise AssertionError("no event arrived")
+
+        assert pub.publish(make_event(track=1)) is True
+        assert pub.publish(make_event(track=1)) is False
+        assert pub.publish(make_event(track=2)) is True
+        first, second = next_real(), next_real()
+        assert (first.track_id, first.seq) == (1, 1)
+        assert (second.track_id, second.seq) == (2, 2)
+        assert pub.duplicates == 1
+        trailing = [sub.recv(timeout_s=0.3) for _ in range(3)]
+        assert all(e is None or e.subject_id == WARMUP for e in trailing)  # the duplicate was never sent
+        assert journal.count() == 2
+    with pytest.raises(JournalError, match="closed"):
+        journal.count()

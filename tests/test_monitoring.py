@@ -1,0 +1,303 @@
+"""The Grafana dashboard and Prometheus rules in deploy/ only name metrics a real pipeline exports.
+
+A real pipeline runs once (module fixture) on the Hamilton clip with a real watchlist; its metrics endpoint
+is scraped over HTTP, and every ``streamproc_*`` series named by a dashboard query, a template variable or
+an alert/recording rule must appear in that scrape under exactly that name (so ``_total``, ``_bucket``,
+``_sum`` and ``_count`` are checked as Prometheus stores them, not guessed). promtool validates the rule
+and scrape files when installed (required under CI=true).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc.build import build_analyzer, build_pipeline
+from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.enrol import FaceChoice, templates_from_images
+from streamproc.events import EventSubscriber, MatchEvent
+from streamproc.metrics import serve
+from streamproc.watchlist import NewSubject, Watchlist
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "deploy/grafana/streamproc.json"
+ALERTS = ROOT / "deploy/prometheus/alerts.yml"
+PROMETHEUS = ROOT / "deploy/prometheus/prometheus.yml"
+HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
+MIRANDA = "data/identity/face_recognition/lin_manuel_miranda"
+
+# Metrics a rule may name although the pipeline does not export them yet, keyed by the rule that may use
+# them. Keep this to a minimum: each entry must say which change adds the metric, and is removed once it
+# lands (the test below fails as soon as the metric is exported, so a stale entry cannot hide a typo).
+ALLOWED_MISSING_IN_ALERTS: dict[str, frozenset[str]] = {
+    # added by a separate issue (predicted false alerts per hour from calibration, watchlist size and volume)
+    "PredictedFalseAlertsHigh": frozenset({"streamproc_predicted_false_alerts_per_hour"}),
+}
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_BUCKET_LE = re.compile(r"\b(streamproc_\w+_bucket)\s*\{[^}]*\ble\s*=\s*\"([^\"]+)\"")
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
+
+
+def metric_names(expr: str) -> set[str]:
+    """``streamproc_*`` series names in a PromQL expression (string literals such as label values ignored).
+
+    Names are returned exactly as written: a counter must be queried as ``..._total`` and a histogram as
+    ``..._bucket``/``_sum``/``_count``, the names under which the scrape (and Prometheus) exposes them.
+    Recording-rule names (``streamproc:...``) are not series of the exporter and are not returned.
+    """
+    code = _STRING.sub('""', expr)
+    return {tok for tok in _IDENT.findall(code) if tok.startswith("streamproc_")}
+
+
+def test_metric_names_tokenizer() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (le, stream) (rate(streamproc_end_to_end_seconds_bucket{stream=~"$stream",'
+        ' x="streamproc_not_a_metric"}[$__rate_interval]))) / streamproc:slow_ratio:rate5m'
+        " and on (stream) streamproc_source_up==1 or label_values(streamproc_frames_processed_total, stream)"
+    )
+    assert metric_names(expr) == {
+        "streamproc_end_to_end_seconds_bucket",
+        "streamproc_source_up",
+        "streamproc_frames_processed_total",
+    }
+
+
+def run_and_scrape(config: PipelineConfig) -> tuple[dict[str, Any], list[MatchEvent], str]:
+    """Run in-process with a subscriber connected first; scrape the metrics over HTTP at the end
+    (the approach of tests/test_pipeline.py's run_with_subscriber)."""
+    registry = CollectorRegistry()
+    pipeline = build_pipeline(config, registry)
+    received: list[MatchEvent] = []
+    done = threading.Event()
+    with EventSubscriber(pipeline.publisher_endpoint) as sub:
+
+        def listen() -> None:
+            while not done.is_set():
+                event = sub.recv(timeout_s=0.2)
+                if event is not None:
+                    received.append(event)
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        threading.Event().wait(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
+        with serve(registry, "127.0.0.1", 0) as server:
+            try:
+                stats = pipeline.run()
+                threading.Event().wait(0.5)
+                done.set()
+                listener.join()
+                with urllib.request.urlopen(server.url, timeout=10) as response:
+                    scrape = response.read().decode()
+            finally:
+                done.set()
+                pipeline.close()
+    return dict(stats.items()), received, scrape
+
+
+@pytest.fixture(scope="module")
+def scrape(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The metrics endpoint's text after a real run on the Hamilton clip with Miranda enrolled."""
+    analyzer = build_analyzer(RecognitionConfig())
+    directory = tmp_path_factory.mktemp("monitoring") / "watchlist"
+    with Watchlist.create(directory, analyzer.embedder.identity) as wl:
+        images = sorted((shared_dir / MIRANDA).iterdir())
+        wl.enroll(
+            NewSubject(
+                subject_id="lin_manuel_miranda",
+                display_name="Lin Manuel Miranda",
+                reason="test",
+                legal_basis="test fixture",
+                added_by="pytest",
+            ),
+            templates_from_images(images, analyzer, FaceChoice(largest=True)),
+        )
+    config = PipelineConfig.model_validate(
+        {
+            "sources": [{"id": "ham", "url": str(shared_dir / HAMILTON)}],
+            "watchlist": {"path": directory},
+            "events": {"endpoint": "tcp://127.0.0.1:*"},
+        }
+    )
+    stats, events, text = run_and_scrape(config)
+    assert stats["ham"].error is None and stats["ham"].frames > 0
+    assert events, "the run published no event, so end-to-end latency would have no samples"
+    return text
+
+
+@pytest.fixture(scope="module")
+def exported(scrape: str) -> set[str]:
+    """Every sample name in the scrape, e.g. streamproc_frames_processed_total, streamproc_stage_seconds_bucket."""
+    names = {s.name for family in text_string_to_metric_families(scrape) for s in family.samples}
+    assert any(n.startswith("streamproc_") for n in names), scrape[:500]
+    return names
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from walk_panels(panel.get("panels", []))  # collapsed rows hold their panels
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query template variable."""
+    board = dashboard()
+    found: list[tuple[str, str]] = []
+    for panel in walk_panels(board["panels"]):
+        for target in panel.get("targets", []):
+            if target.get("expr"):
+                found.append((f"panel {panel['title']!r} target {target.get('refId')}", target["expr"]))
+    for var in board["templating"]["list"]:
+        if var.get("type") == "query":
+            query = var["query"]
+            found.append((f"variable ${var['name']}", query["query"] if isinstance(query, dict) else query))
+    return found
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def scrape_le_values(scrape: str, bucket: str) -> set[str]:
+    return {
+        s.labels["le"]
+        for family in text_string_to_metric_families(scrape)
+        for s in family.samples
+        if s.name == bucket and "le" in s.labels
+    }
+
+
+def test_dashboard_structure() -> None:
+    board = dashboard()
+    assert 36 <= board["schemaVersion"] <= 41
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    stream = variables["stream"]
+    assert stream["type"] == "query"
+    assert stream["query"]["query"] == "label_values(streamproc_frames_processed_total, stream)"
+    panels = [p for p in walk_panels(board["panels"]) if p["type"] != "row"]
+    assert len({p["id"] for p in walk_panels(board["panels"])}) == len(list(walk_panels(board["panels"])))
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+    kinds = {p["type"] for p in panels}
+    assert {"timeseries", "heatmap", "stat", "state-timeline"} <= kinds
+    exprs = " ".join(e for _, e in dashboard_exprs())
+    assert "histogram_quantile(0.99, " in exprs and "histogram_quantile(0.95, " in exprs
+
+
+def test_every_dashboard_metric_is_exported(exported: set[str], scrape: str) -> None:
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 20
+    missing = [(where, name) for where, expr in exprs for name in sorted(metric_names(expr)) if name not in exported]
+    assert not missing, f"dashboard queries name series the pipeline does not export: {missing}"
+    used = set().union(*(metric_names(e) for _, e in exprs))
+    # every series family of the pipeline is on the dashboard (a new metric needs a panel)
+    families = {
+        f.name
+        for f in text_string_to_metric_families(scrape)
+        if f.name.startswith("streamproc_") and not f.name.endswith("_created")
+    }
+    shown = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in used}
+    assert families <= shown, f"metrics without a panel: {sorted(families - shown)}"
+
+
+def test_every_alert_metric_is_exported_except_the_allowed_one(exported: set[str], scrape: str) -> None:
+    rules = alert_rules()
+    alerts = {r["alert"]: r for r in rules if "alert" in r}
+    assert {
+        "StreamDown",
+        "HighDropRate",
+        "LatencySLOBurn",
+        "NoFramesProcessed",
+        "EmbedStalled",
+        "SourceErrors",
+        "PredictedFalseAlertsHigh",
+    } <= set(alerts)
+    for name, rule in alerts.items():
+        for key in ("summary", "description", "runbook"):
+            assert str(rule.get("annotations", {}).get(key, "")).strip(), (name, key)
+        assert rule.get("labels", {}).get("severity"), name
+    recorded = {r["record"] for r in rules if "record" in r}
+    for record in recorded:
+        assert record.startswith("streamproc:"), record  # level:metric:operations, kept out of the exporter's names
+    missing: list[tuple[str, str]] = []
+    allowed_used: set[str] = set()
+    for rule in rules:
+        where = rule.get("alert") or rule["record"]
+        for name in sorted(metric_names(rule["expr"])):
+            if name in exported:
+                continue
+            if name in ALLOWED_MISSING_IN_ALERTS.get(where, frozenset()):
+                allowed_used.add(name)
+                continue
+            missing.append((where, name))
+        for ref in re.findall(r"streamproc:[A-Za-z0-9_:]+", rule["expr"]):
+            assert ref in recorded, (where, ref)
+    assert not missing, f"rules name series the pipeline does not export: {missing}"
+    allowed = set().union(*ALLOWED_MISSING_IN_ALERTS.values())
+    assert allowed_used == allowed, f"unused allow-list entries: {sorted(allowed - allowed_used)}"
+    now_exported = allowed & exported
+    assert not now_exported, f"{sorted(now_exported)} is exported now: remove it from ALLOWED_MISSING_IN_ALERTS"
+    dependency = alerts["PredictedFalseAlertsHigh"]["annotations"]["description"]
+    assert "streamproc_predicted_false_alerts_per_hour" in dependency and "DEPENDS ON" in dependency
+
+
+def test_histogram_buckets_named_by_le_exist(scrape: str) -> None:
+    """A `le="1.0"` selector must match the exporter's spelling of the bucket bound, or it selects nothing."""
+    exprs = [e for _, e in dashboard_exprs()] + [r["expr"] for r in alert_rules()]
+    checked = 0
+    for expr in exprs:
+        for bucket, le in _BUCKET_LE.findall(expr):
+            assert le in scrape_le_values(scrape, bucket), (bucket, le, sorted(scrape_le_values(scrape, bucket)))
+            checked += 1
+    assert checked >= 1  # the latency SLO selects the 1 s bucket
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but promtool is not on PATH (install it: apt-get install -y prometheus)")
+        pytest.skip("promtool not on PATH (apt-get install -y prometheus); rule/config syntax not checked")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("what", "path"),
+    [("rules", ALERTS), ("config", PROMETHEUS)],
+    ids=["check-rules", "check-config"],
+)
+def test_promtool_accepts(what: str, path: Path) -> None:
+    done = subprocess.run([promtool(), "check", what, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_scrape_config_points_at_the_metrics_port_and_the_rules() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    assert [ALERTS.name] == config["rule_files"]
+    targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert any(t.endswith(":9108") for t in targets), targets
