@@ -21,6 +21,7 @@ from streamproc.types import Frame
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from streamproc.audit import AuditLog
     from streamproc.pipeline import Pipeline
 
 
@@ -132,6 +133,7 @@ def build_pipeline(
     config: PipelineConfig,
     registry: CollectorRegistry,
     on_frame: Callable[[str, Frame], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> Pipeline:
     """Everything `streamproc run` needs, validated before any stream starts."""
     from streamproc.feed import EventFeed
@@ -146,7 +148,7 @@ def build_pipeline(
     feed = None
     try:
         feed = EventFeed(config.events, metrics)
-        return Pipeline(config, detector, embedder, watchlist, threshold, feed, metrics, on_frame)
+        return Pipeline(config, detector, embedder, watchlist, threshold, feed, metrics, on_frame, audit)
     except BaseException:
         if feed is not None:
             feed.close()

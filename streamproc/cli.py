@@ -17,12 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamproc.config import (
-    ArcFaceConfig,
-    DlibResnetConfig,
-    RecognitionConfig,
-    load_config,
-)
+from streamproc.cli_common import eval_cache, recognition_config
 from streamproc.errors import ConfigError, StreamprocError
 
 app = typer.Typer(
@@ -44,11 +39,15 @@ app.add_typer(config_app, name="config")
 
 
 def _mount_subcommands() -> None:
+    from streamproc.cli_audit import audit_app
+    from streamproc.cli_demographics import demographics_command
     from streamproc.cli_events import events_app
     from streamproc.cli_keys import keys_app
 
     app.add_typer(events_app, name="events", help="Subscribe to the match event feed.")
     app.add_typer(keys_app, name="keys", help="CURVE key pairs for the secured event feed.")
+    app.add_typer(audit_app, name="audit", help="Tamper-evident audit log of the watchlist and its use.")
+    evaluate_app.command("demographics")(demographics_command)
 
 
 _mount_subcommands()
@@ -70,31 +69,6 @@ DeviceOpt = Annotated[
 ]
 CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache directory (default: XDG cache).")]
 WatchlistOpt = Annotated[Path, typer.Option("--watchlist", "-w", help="Watchlist directory.")]
-
-
-def _recognition_config(
-    config: Path | None,
-    embedder: str | None = None,
-    embedder_model: Path | None = None,
-    device: str | None = None,
-) -> RecognitionConfig:
-    cfg = load_config(config) if config is not None else RecognitionConfig()
-    update: dict[str, Any] = {}
-    if embedder is not None or embedder_model is not None:
-        kind = embedder or cfg.embedder.type
-        if kind == "arcface":
-            if embedder_model is None:
-                raise ConfigError("--embedder arcface needs --embedder-model PATH (your ONNX model)")
-            update["embedder"] = ArcFaceConfig(model=embedder_model)
-        elif kind == "dlib-resnet":
-            update["embedder"] = DlibResnetConfig(model=embedder_model)
-        else:
-            raise ConfigError(f"--embedder must be dlib-resnet or arcface, not {kind!r}")
-    if device is not None:
-        if device not in ("auto", "cpu", "cuda", "tensorrt"):
-            raise ConfigError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
-        update["runtime"] = cfg.runtime.model_copy(update={"device": device})
-    return cfg.model_copy(update=update)
 
 
 def _parse_date(value: str | None, option: str) -> datetime | None:
@@ -202,21 +176,34 @@ def run(
         int | None, typer.Option("--metrics-port", help="Replace metrics.port (0 = any free port).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    operator: Annotated[
+        str | None, typer.Option("--operator", help="Who starts the pipeline (audit log); default: $USER.")
+    ] = None,
 ) -> None:
     """Run the pipeline: decode, detect, track, embed best shots, search, publish match events.
 
     Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop."""
+    import os
     import signal
 
     from prometheus_client import CollectorRegistry
 
+    from streamproc.audit import AuditLog
     from streamproc.build import build_pipeline
     from streamproc.metrics import serve
 
     cfg = _load_pipeline_config(config, source, watchlist, events, metrics_port)
+    actor = operator or os.environ.get("USER") or "unknown"
     registry = CollectorRegistry()
     progress = _RunProgress(cfg, enabled=not quiet)
-    pipeline = build_pipeline(cfg, registry, on_frame=progress.frame)
+    audit = AuditLog.open_or_create(cfg.watchlist.path, actor=actor)
+    pipeline = build_pipeline(cfg, registry, on_frame=progress.frame, audit=audit)
+    audit.append(
+        actor,
+        "pipeline_start",
+        details={"config": str(config), "sources": [s.id for s in cfg.sources], "threshold": pipeline.threshold},
+    )
+    stats: dict[str, Any] = {}
     server = None
     try:
         if cfg.metrics.port is not None:
@@ -238,6 +225,14 @@ def run(
         pipeline.close()
         if server is not None:
             server.close()
+        audit.append(
+            actor,
+            "pipeline_stop",
+            details={  # counts only: comparisons that matched nothing are never logged one by one
+                sid: {"frames": st.frames, "faces": st.faces, "embeddings": st.embeddings, "events": st.events}
+                for sid, st in stats.items()
+            },
+        )
     failed = {sid: st.error for sid, st in stats.items() if st.error}
     for sid, st in stats.items():
         out.print(
@@ -298,6 +293,7 @@ def watchlist_enroll(
 
     Refuses, writing nothing, unreadable photos, photos with no face or several faces, and faces below the
     quality gate."""
+    from streamproc.audit import AuditLog
     from streamproc.build import build_analyzer
     from streamproc.enrol import FaceChoice, templates_from_images
     from streamproc.watchlist import NewSubject, Watchlist
@@ -305,7 +301,7 @@ def watchlist_enroll(
     expires_at = _parse_date(expires, "--expires")
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise ConfigError(f"--expires {expires} is in the past")
-    analyzer = build_analyzer(_recognition_config(config, embedder, embedder_model, device))
+    analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     templates = templates_from_images(images, analyzer, FaceChoice(index=face, largest=largest))
     with Watchlist.open_or_create(watchlist, analyzer.embedder.identity) as wl:
         subject = wl.enroll(
@@ -320,6 +316,19 @@ def watchlist_enroll(
             templates,
             add_to_existing=add_templates,
         )
+    AuditLog.open_or_create(watchlist, actor=operator).append(
+        operator,
+        "enrol",
+        subject_id=subject_id,
+        reason=reason,
+        details={
+            "legal_basis": legal_basis,
+            "templates": len(templates),
+            "add_templates": add_templates,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "embedder": analyzer.embedder.identity.kind,
+        },
+    )
     out.print(f"enrolled {subject.subject_id} ({subject.display_name}): {subject.n_templates} template(s)")
 
 
@@ -364,11 +373,15 @@ def watchlist_remove(
 ) -> None:
     """Remove a subject: it stops matching at once (running pipelines reload within seconds), its template
     vectors are erased, and with --journal its journaled match events too."""
+    from streamproc.audit import AuditLog
     from streamproc.journal import EventJournal
     from streamproc.watchlist import Watchlist
 
     with Watchlist.open(watchlist, writable=True) as wl:
         wl.remove(subject_id, removed_by=operator, reason=reason)
+    AuditLog.open_or_create(watchlist, actor=operator).append(
+        operator, "remove", subject_id=subject_id, reason=reason, details={"journals": [str(p) for p in journal or []]}
+    )
     out.print(f"removed {subject_id}")
     for path in journal or []:
         if not path.is_file():
@@ -397,6 +410,8 @@ def watchlist_verify(watchlist: WatchlistOpt) -> None:
 def identify(
     watchlist: WatchlistOpt,
     images: Annotated[list[Path], typer.Argument(help="Photos to search.")],
+    operator: Annotated[str, typer.Option("--operator", help="Who is searching (recorded in the audit log).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: case reference or purpose (recorded).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=100, help="Candidates per face.")] = 5,
     config: ConfigOpt = None,
     embedder: EmbedderOpt = None,
@@ -406,12 +421,13 @@ def identify(
     """Search every face in the photos against a watchlist; print candidates with their distance.
 
     Candidates are leads for human review, not identifications."""
+    from streamproc.audit import AuditLog
     from streamproc.build import build_analyzer
     from streamproc.calibration import shipped_calibration
     from streamproc.imageio import read_image
     from streamproc.watchlist import Watchlist
 
-    analyzer = build_analyzer(_recognition_config(config, embedder, embedder_model, device))
+    analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     shipped = shipped_calibration(analyzer.embedder.identity)
     threshold = shipped[0].threshold_for(1e-3).distance_threshold if shipped else None
     if shipped is not None and threshold is not None:
@@ -419,6 +435,10 @@ def identify(
     else:
         out.print("no calibration for this model: distances are shown without a threshold")
     with Watchlist.open(watchlist, analyzer.embedder.identity) as wl:
+        # The search is recorded before it runs: who, why, on what (file names only, never faces).
+        AuditLog.open_or_create(watchlist, actor=operator).append(
+            operator, "identify", reason=reason, details={"images": [p.name for p in images], "top_k": top_k}
+        )
         for path in images:
             faces = analyzer.faces(read_image(path))
             if not faces:
@@ -469,14 +489,14 @@ def demo(
     err_console.print("[dim]preparing models (the first run builds them offline)…[/dim]")
     with tempfile.TemporaryDirectory(prefix="streamproc-demo-") as tmp:
         work = workdir or Path(tmp)
-        analyzer = build_analyzer(_recognition_config(None, device=device))
+        analyzer = build_analyzer(recognition_config(None, device=device))
         assets = prepare_demo(analyzer, work)
         cfg = load_pipeline_config(assets.config)
         # Ephemeral ports, so the demo never collides with a running pipeline.
         cfg = cfg.model_copy(
             update={
                 "events": cfg.events.model_copy(update={"endpoint": "tcp://127.0.0.1:*"}),
-                "runtime": _recognition_config(None, device=device).runtime,
+                "runtime": recognition_config(None, device=device).runtime,
             }
         )
         out.print(f"clip: {assets.clip}  watchlist: {assets.watchlist} (1 subject)  config: {assets.config}")
@@ -541,17 +561,6 @@ def demo(
 
 
 # ------------------------------------------------------------------------------------------- evaluate
-def _eval_cache(analyzer: Any, no_cache: bool, cache_dir: Path | None) -> Any:
-    from streamproc.eval.cache import EmbeddingCache
-    from streamproc.eval.embedding import setting_key
-    from streamproc.models.registry import default_cache_dir
-
-    if no_cache:
-        return None
-    base = (cache_dir or default_cache_dir()).parent
-    return EmbeddingCache(base / "eval-embeddings.sqlite", setting_key(analyzer, analyzer.detector.cache_key))
-
-
 @evaluate_app.command("verification")
 def evaluate_verification(
     pairs: Annotated[Path, typer.Option("--pairs", help="LFW View-2 style pairs file.")],
@@ -581,7 +590,7 @@ def evaluate_verification(
     from streamproc.eval.verification import run_verification
     from streamproc.sysinfo import machine_description
 
-    cfg = _recognition_config(config, embedder, embedder_model, device)
+    cfg = recognition_config(config, embedder, embedder_model, device)
     analyzer = build_analyzer(cfg)
     ident = analyzer.embedder.identity
     extra = {
@@ -592,7 +601,7 @@ def evaluate_verification(
         "machine": machine_description(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    cache = _eval_cache(analyzer, no_cache, cfg.models.cache_dir)
+    cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
     try:
         with Progress(console=err_console, transient=True) as bar:
             task = bar.add_task("embedding images", total=None)
@@ -650,13 +659,13 @@ def evaluate_identification(
     from streamproc.demo import default_calibration
     from streamproc.eval.identification import run_identification, split_persons
 
-    analyzer = build_analyzer(_recognition_config(config, embedder, embedder_model, device))
+    analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     if threshold is None:
         calibration = default_calibration(analyzer)
         if calibration is not None:
             threshold = calibration.threshold_for(1e-3).distance_threshold
     split = split_persons(images, enrolled_fraction, seed, max_probes, max_persons)
-    cache = _eval_cache(analyzer, no_cache, None)
+    cache = eval_cache(analyzer, no_cache, None)
     try:
         with Progress(console=err_console, transient=True) as bar:
             task = bar.add_task("embedding images", total=None)

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.align import align
+from streamproc.audit import AuditLog
 from streamproc.batcher import BatchPolicy, MicroBatcher
 from streamproc.bestshot import BestShotSelector, Shot
 from streamproc.buffer import BufferClosed, FrameBuffer
@@ -120,8 +121,10 @@ class StreamWorker:
         metrics: PipelineMetrics,
         stop: threading.Event,
         on_frame: Callable[[str, Frame], None] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.source_config = source
+        self._audit = audit
         self.stream_id = source.id
         self._config = config
         self._detector = detector
@@ -357,6 +360,20 @@ class StreamWorker:
             log.info("event %s already journaled (a resend): not published again", event.event_id)
             return
         m.events_published.labels(stream=sid).inc()
+        if self._audit is not None:  # every flag is audited (never the faces that matched nothing)
+            self._audit.append(
+                "pipeline",
+                "flag",
+                subject_id=flag.subject_id,
+                details={
+                    "event_id": event.event_id,
+                    "stream": sid,
+                    "track": flag.track_id,
+                    "distance": round(flag.distances[0], 6),
+                    "threshold": flag.threshold,
+                    "frame_pts_s": round(shot.payload.frame_pts_s, 3),
+                },
+            )
         m.end_to_end_seconds.labels(stream=sid).observe(t_pub - shot.payload.captured_at)
         m.stage_seconds.labels(stream=sid, stage="publish").observe(time.time() - t_pub)
         self.stats.events += 1
@@ -375,8 +392,10 @@ class Pipeline:
         feed: EventFeed,
         metrics: PipelineMetrics,
         on_frame: Callable[[str, Frame], None] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.metrics = metrics
+        self.threshold = threshold.distance
         self._config = config
         self._stop = threading.Event()
         self._watchlist = watchlist
@@ -402,6 +421,7 @@ class Pipeline:
                 self.metrics,
                 self._stop,
                 on_frame,
+                audit,
             )
             for source in config.sources
         ]

@@ -18,6 +18,7 @@ from skimage import data
 from streamproc.imageio import read_image
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
+WHO = ("--operator", "officer-1", "--reason", "case 2026/42")
 
 pytestmark = pytest.mark.shared
 
@@ -76,7 +77,7 @@ def watchlist(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_identify_finds_the_enrolled_person_first(shared_dir: Path, watchlist: Path) -> None:
     probe = person(shared_dir, "barack_obama")[-1]  # not enrolled: held back above
-    done = run("identify", "--watchlist", watchlist, probe, check=True)
+    done = run("identify", "--watchlist", watchlist, *WHO, probe, check=True)
     first = next(line for line in done.stdout.splitlines() if line.strip().startswith("1."))
     assert "barack_obama" in first
     assert "human review" in done.stdout
@@ -87,6 +88,11 @@ def test_list_and_verify(watchlist: Path) -> None:
     assert "barack_obama" in listed.stdout and "warrant 42" in listed.stdout
     verified = run("watchlist", "verify", "--watchlist", watchlist, check=True)
     assert "OK" in verified.stdout
+    # every enrolment and search so far is in the tamper-evident audit log, and the chain verifies
+    audited = run("audit", "verify", "--watchlist", watchlist, check=True)
+    assert "OK" in audited.stdout
+    shown = run("audit", "show", "--watchlist", watchlist, check=True).stdout
+    assert "enrol" in shown and "barack_obama" in shown and "officer-1" in shown
 
 
 def test_verify_reports_tampering(shared_dir: Path, tmp_path: Path) -> None:
@@ -127,9 +133,9 @@ def test_remove_stops_matching(shared_dir: Path, tmp_path: Path) -> None:
     wl = tmp_path / "wl"
     photos = person(shared_dir, "kit_harington")
     assert enroll(wl, "kit", photos[1:2], "--largest").returncode == 0
-    assert "1. kit" in run("identify", "--watchlist", wl, photos[2], check=True).stdout
+    assert "1. kit" in run("identify", "--watchlist", wl, *WHO, photos[2], check=True).stdout
     run("watchlist", "remove", "--watchlist", wl, "--subject-id", "kit", "--operator", "o", "--reason", "r", check=True)
-    after = run("identify", "--watchlist", wl, photos[2], check=True)
+    after = run("identify", "--watchlist", wl, *WHO, photos[2], check=True)
     assert "1. kit" not in after.stdout
     assert_one_line_error(
         run("watchlist", "remove", "--watchlist", wl, "--subject-id", "nobody", "--operator", "o", "--reason", "r"),
@@ -140,14 +146,14 @@ def test_remove_stops_matching(shared_dir: Path, tmp_path: Path) -> None:
 def test_another_embedder_is_refused(shared_dir: Path, watchlist: Path) -> None:
     model = shared_dir / "models/mobilefacenet192_expo.onnx"
     probe = person(shared_dir, "barack_obama")[-1]
-    done = run("identify", "--watchlist", watchlist, "--embedder", "arcface", "--embedder-model", model, probe)
+    done = run("identify", "--watchlist", watchlist, *WHO, "--embedder", "arcface", "--embedder-model", model, probe)
     assert_one_line_error(done, "re-enrol")
 
 
 def test_bad_config_is_one_line_with_the_key_path(tmp_path: Path, watchlist: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("detector:\n  score_treshold: 0.5\n")
-    done = run("identify", "--watchlist", watchlist, "--config", cfg, tmp_path)
+    done = run("identify", "--watchlist", watchlist, *WHO, "--config", cfg, tmp_path)
     assert_one_line_error(done, "detector.score_treshold")
     assert_one_line_error(run("watchlist", "list", "--watchlist", tmp_path / "missing"), "missing")
 

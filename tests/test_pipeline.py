@@ -208,6 +208,10 @@ def test_run_command_with_a_real_subscriber_process(shared_dir: Path, enrolled: 
     assert "ham: 275 frames" in done.stdout
     assert tail.returncode == 0, err
     assert "lin_manuel_miranda" in out and "review: pending" in out
+    # start, every flag and stop are in the audit log (counts only for what matched nothing)
+    assert run_cli("audit", "verify", "--watchlist", enrolled).returncode == 0
+    shown = run_cli("audit", "show", "--watchlist", enrolled).stdout
+    assert "pipeline_start" in shown and "flag" in shown and "pipeline_stop" in shown
 
 
 def test_config_errors_are_one_line_with_key_path_and_line(tmp_path: Path) -> None:

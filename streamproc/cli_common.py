@@ -1,0 +1,51 @@
+"""Option handling shared by the command-line modules: recognition overrides and the evaluation cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamproc.config import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, load_config
+from streamproc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamproc.eval.cache import EmbeddingCache
+    from streamproc.faces import FaceAnalyzer
+
+
+def recognition_config(
+    config: Path | None,
+    embedder: str | None = None,
+    embedder_model: Path | None = None,
+    device: str | None = None,
+) -> RecognitionConfig:
+    """The recognition settings with the command-line overrides, as ``evaluate verification`` applies them."""
+    cfg = load_config(config) if config is not None else RecognitionConfig()
+    update: dict[str, Any] = {}
+    if embedder is not None or embedder_model is not None:
+        kind = embedder or cfg.embedder.type
+        if kind == "arcface":
+            if embedder_model is None:
+                raise ConfigError("--embedder arcface needs --embedder-model PATH (your ONNX model)")
+            update["embedder"] = ArcFaceConfig(model=embedder_model)
+        elif kind == "dlib-resnet":
+            update["embedder"] = DlibResnetConfig(model=embedder_model)
+        else:
+            raise ConfigError(f"--embedder must be dlib-resnet or arcface, not {kind!r}")
+    if device is not None:
+        if device not in ("auto", "cpu", "cuda", "tensorrt"):
+            raise ConfigError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
+        update["runtime"] = cfg.runtime.model_copy(update={"device": device})
+    return cfg.model_copy(update=update)
+
+
+def eval_cache(analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None) -> EmbeddingCache | None:
+    """The shared evaluation-embedding cache (same file and key as the other ``evaluate`` commands)."""
+    from streamproc.eval.cache import EmbeddingCache
+    from streamproc.eval.embedding import setting_key
+    from streamproc.models.registry import default_cache_dir
+
+    if no_cache:
+        return None
+    base = (cache_dir or default_cache_dir()).parent
+    return EmbeddingCache(base / "eval-embeddings.sqlite", setting_key(analyzer, analyzer.detector.cache_key))
