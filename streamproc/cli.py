@@ -40,6 +40,7 @@ app.add_typer(config_app, name="config")
 
 def _mount_subcommands() -> None:
     from streamproc.cli_audit import audit_app
+    from streamproc.cli_calibrate import calibrate_command
     from streamproc.cli_demographics import demographics_command
     from streamproc.cli_events import events_app
     from streamproc.cli_keys import keys_app
@@ -48,6 +49,7 @@ def _mount_subcommands() -> None:
     app.add_typer(keys_app, name="keys", help="CURVE key pairs for the secured event feed.")
     app.add_typer(audit_app, name="audit", help="Tamper-evident audit log of the watchlist and its use.")
     evaluate_app.command("demographics")(demographics_command)
+    app.command("calibrate")(calibrate_command)
 
 
 _mount_subcommands()
@@ -197,6 +199,7 @@ def run(
     registry = CollectorRegistry()
     progress = _RunProgress(cfg, enabled=not quiet)
     audit = AuditLog.open_or_create(cfg.watchlist.path, actor=actor)
+    _purge_before_run(cfg.watchlist.path, audit)
     pipeline = build_pipeline(cfg, registry, on_frame=progress.frame, audit=audit)
     audit.append(
         actor,
@@ -242,6 +245,23 @@ def run(
         )
     if failed:
         raise typer.Exit(1)
+
+
+def _purge_before_run(path: Path, audit: Any) -> None:
+    """Expired subjects are purged at start; running pipelines also stop matching them at expiry."""
+    from streamproc.errors import WatchlistError
+    from streamproc.governance import purge_expired
+    from streamproc.watchlist import Watchlist
+
+    try:
+        with Watchlist.open(path, writable=True) as wl:
+            for gone in purge_expired(wl, audit):
+                err_console.print(f"purged expired subject {gone.subject_id}")
+    except WatchlistError as err:
+        if "for writing" not in str(err):
+            raise
+        # Another writer holds it, or the directory is mounted read-only: searches still skip expired entries.
+        err_console.print(f"[dim]expiry purge skipped: {err}[/dim]")
 
 
 class _RunProgress:
@@ -295,7 +315,9 @@ def watchlist_enroll(
     quality gate."""
     from streamproc.audit import AuditLog
     from streamproc.build import build_analyzer
+    from streamproc.calibration import shipped_calibration
     from streamproc.enrol import FaceChoice, templates_from_images
+    from streamproc.governance import check_collisions, purge_expired
     from streamproc.watchlist import NewSubject, Watchlist
 
     expires_at = _parse_date(expires, "--expires")
@@ -303,7 +325,13 @@ def watchlist_enroll(
         raise ConfigError(f"--expires {expires} is in the past")
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     templates = templates_from_images(images, analyzer, FaceChoice(index=face, largest=largest))
+    shipped = shipped_calibration(analyzer.embedder.identity)
     with Watchlist.open_or_create(watchlist, analyzer.embedder.identity) as wl:
+        audit = AuditLog.open_or_create(watchlist, actor=operator)  # lives in the watchlist directory
+        for gone in purge_expired(wl, audit):
+            out.print(f"purged expired subject {gone.subject_id}")
+        if shipped is not None:
+            check_collisions(wl, subject_id, templates, shipped[0].threshold_for(1e-3).distance_threshold)
         subject = wl.enroll(
             NewSubject(
                 subject_id=subject_id,
@@ -316,7 +344,7 @@ def watchlist_enroll(
             templates,
             add_to_existing=add_templates,
         )
-    AuditLog.open_or_create(watchlist, actor=operator).append(
+    audit.append(
         operator,
         "enrol",
         subject_id=subject_id,
@@ -388,6 +416,20 @@ def watchlist_remove(
             raise ConfigError(f"--journal {path}: no such journal file")
         with EventJournal(path) as events:
             out.print(f"erased {events.erase_subject(subject_id)} event(s) of {subject_id} from {path}")
+
+
+@watchlist_app.command("purge-expired")
+def watchlist_purge_expired(watchlist: WatchlistOpt) -> None:
+    """Remove every subject whose expiry has passed (also done at every enrolment and pipeline start)."""
+    from streamproc.audit import AuditLog
+    from streamproc.governance import purge_expired
+    from streamproc.watchlist import Watchlist
+
+    with Watchlist.open(watchlist, writable=True) as wl:
+        purged = purge_expired(wl, AuditLog.open_or_create(watchlist))
+    for subject in purged:
+        out.print(f"purged {subject.subject_id} (expired {subject.expires_at})")
+    out.print(f"{len(purged)} expired subject(s) purged")
 
 
 @watchlist_app.command("verify")

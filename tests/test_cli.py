@@ -186,3 +186,33 @@ def test_unwritable_report_path_is_one_line(shared_dir: Path, tmp_path: Path) ->
         "--no-all-pairs",
     )
     assert_one_line_error(done, str(blocker))
+
+
+def test_expired_subjects_are_purged_and_audited(shared_dir: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from streamproc.audit import AuditLog
+    from streamproc.governance import purge_expired
+    from streamproc.watchlist import Watchlist
+
+    wl = tmp_path / "wl"
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    assert enroll(wl, "rose", person(shared_dir, "rose_leslie")[:1], "--largest", "--expires", soon).returncode == 0
+    with Watchlist.open(wl, writable=True) as opened:
+        assert purge_expired(opened, AuditLog.open(wl)) == []  # not yet
+        later = datetime.now(UTC) + timedelta(seconds=5)
+        assert [s.subject_id for s in purge_expired(opened, AuditLog.open(wl), now=later)] == ["rose"]
+        assert len(opened) == 0
+    shown = run("audit", "show", "--watchlist", wl, check=True).stdout
+    assert "expire" in shown and "rose" in shown
+    assert "0 expired subject(s) purged" in run("watchlist", "purge-expired", "--watchlist", wl, check=True).stdout
+
+
+def test_enrolling_a_second_id_for_the_same_face_is_refused(shared_dir: Path, tmp_path: Path) -> None:
+    wl = tmp_path / "wl"
+    photos = person(shared_dir, "kit_harington")
+    assert enroll(wl, "kit", photos[1:2], "--largest").returncode == 0
+    done = enroll(wl, "jon_snow", photos[2:3], "--largest")
+    assert_one_line_error(done, "within the match threshold of subject kit")
+    listed = run("watchlist", "list", "--watchlist", wl, check=True).stdout
+    assert "jon_snow" not in listed

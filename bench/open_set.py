@@ -1,0 +1,123 @@
+"""ACLU-style replay: how many innocent people does a calibrated watchlist flag?
+
+Three person-disjoint sets from ``--data`` (see :func:`streamproc.eval.openset.split_open_set`): a
+calibration set, a gallery of >= 2,500 persons (LFW enrolled persons + LFW/UTKFace distractors) and probes
+(another photo of each enrolled person; every photo of persons in neither the gallery nor the calibration
+set). The threshold is calibrated for FPIR 1e-3 at the gallery's size on the calibration set only, then
+applied to the probes. Last line: ``false_flags=<n> nonenrolled_probes=<n> tar=<x.xx> threshold=<distance>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from streamproc.build import build_analyzer
+from streamproc.calibration import similarity_to_distance
+from streamproc.cli_common import eval_cache, recognition_config
+from streamproc.eval.embedding import embed_images
+from streamproc.eval.metrics import clopper_pearson, open_set_at_threshold, rank1_split
+from streamproc.eval.openset import (
+    fpir_point,
+    nonmated_top1,
+    similarity_matrix,
+    split_open_set,
+    sufficiency_message,
+    threshold_at_tar,
+)
+
+TARGET_FPIR = 1e-3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gallery-size", type=int, default=2500)
+    parser.add_argument("--enrolled", type=int, default=300)
+    parser.add_argument("--embedder", default=None)
+    parser.add_argument("--embedder-model", type=Path, default=None)
+    parser.add_argument("--no-cache", action="store_true")
+    args = parser.parse_args()
+
+    cfg = recognition_config(None, args.embedder, args.embedder_model, None)
+    analyzer = build_analyzer(cfg)
+    metric = analyzer.embedder.identity.metric
+    split = split_open_set(
+        args.data / "identity" / "lfw",
+        args.data / "demographic" / "utkface",
+        args.seed,
+        args.gallery_size,
+        args.enrolled,
+    )
+    sets = [split.calibration, split.gallery, split.enrolled_probes, split.nonenrolled_probes]
+    everything = [item for s in sets for item in s]
+    cache = eval_cache(analyzer, args.no_cache, cfg.models.cache_dir)
+    try:
+        vectors = embed_images([p for _, p in everything], analyzer, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+    parts, start = [], 0
+    for s in sets:
+        parts.append(vectors[start : start + len(s)])
+        start += len(s)
+    found = [[(s[i][0], v) for i, v in enumerate(vs) if v is not None] for s, vs in zip(sets, parts, strict=True)]
+    calib, gallery, enrolled, nonenrolled = found
+    # An enrolled person whose gallery photo has no face is not enrolled at all: drop their probe, not reclassify it.
+    enrolled_ids = {p for p, _ in gallery}
+    enrolled = [item for item in enrolled if item[0] in enrolled_ids]
+    print(f"embedder {analyzer.embedder.identity.kind} ({analyzer.embedder.identity.model_sha256[:12]}), {metric}")
+    for name, s, f in zip(
+        ("calibration", "gallery", "enrolled probes", "non-enrolled probes"), sets, found, strict=True
+    ):
+        print(f"{name:>20}: {len(f)} images with a face of {len(s)}, {len({p for p, _ in f})} persons")
+
+    # Calibrate on the calibration set only, for the gallery as it actually is (faces found).
+    n_gallery = len(gallery)
+    cal_emb = np.stack([v for _, v in calib])
+    top1, replaced = nonmated_top1(cal_emb, [p for p, _ in calib], n_gallery, metric, args.seed)
+    point = fpir_point(top1, TARGET_FPIR)
+    distance = similarity_to_distance(point.threshold, metric)
+    print(f"calibration: FPIR {TARGET_FPIR:g} at gallery size {n_gallery}, {point.n_searches} searches")
+    if replaced:
+        print("  (fewer calibration persons than the gallery: impostor galleries drawn with replacement)")
+    print(f"  threshold {metric} distance <= {distance:.4f}; {sufficiency_message(point)}")
+
+    # Replay the probes against the real gallery at that threshold.
+    gal_emb = np.stack([v for _, v in gallery])
+    probes = enrolled + nonenrolled
+    sims = similarity_matrix(np.stack([v for _, v in probes]), gal_emb, metric)
+    correct, mated_score, nonmated_score = rank1_split(sims, [p for p, _ in gallery], [p for p, _ in probes])
+    at = open_set_at_threshold(correct, mated_score, nonmated_score, point.threshold)
+    flagged_nonenrolled = round(at.fpir * at.n_nonmated)
+    wrong_enrolled = at.false_candidates - flagged_nonenrolled
+    tar = 1.0 - at.fnir
+    upper = clopper_pearson(flagged_nonenrolled, at.n_nonmated)[1]
+    print(f"replay at distance <= {distance:.4f} (gallery {n_gallery}):")
+    print(
+        f"  non-enrolled probes flagged: {flagged_nonenrolled} of {at.n_nonmated} "
+        f"(FPIR {at.fpir:.5f}, 95% upper bound {upper:.5f})"
+    )
+    print(f"  enrolled probes flagged with the wrong person: {wrong_enrolled} of {at.n_mated}")
+    print(f"  false flags in all: {at.false_candidates}; true match rate of enrolled probes: {tar:.4f}")
+    t90 = threshold_at_tar(correct, mated_score, 0.90)
+    if t90 is None:
+        print("  descriptive, not a calibration: 90% TAR is out of reach (rank-1 accuracy below 90%)")
+    else:
+        d90 = open_set_at_threshold(correct, mated_score, nonmated_score, t90)
+        k90 = round(d90.fpir * d90.n_nonmated)
+        print(
+            f"  descriptive, measured on these probes, not a calibration: at 90% TAR (distance <= "
+            f"{similarity_to_distance(t90, metric):.4f}) FPIR is {d90.fpir:.4f} "
+            f"({k90} of {d90.n_nonmated} non-enrolled probes), {d90.false_candidates} false flags"
+        )
+    print(
+        f"false_flags={at.false_candidates} nonenrolled_probes={at.n_nonmated} tar={tar:.2f} threshold={distance:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Watchlist governance: expired entries are purged (and audited); a new enrolment that collides with
+another subject is refused.
+
+A collision (a new template within the calibrated threshold of *another* subject) means the same person
+enrolled twice under two ids, or a look-alike that would make every match of either ambiguous: both are
+for a person to resolve before anyone is searched for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+
+from streamproc.audit import AuditLog
+from streamproc.errors import EnrolmentError
+from streamproc.watchlist import NewTemplate, Subject, Watchlist
+
+EXPIRY_ACTOR = "streamproc-expiry"
+
+
+def purge_expired(watchlist: Watchlist, audit: AuditLog, now: datetime | None = None) -> list[Subject]:
+    """Remove every subject whose ``expires_at`` has passed; one audit record each. ``watchlist`` writable."""
+    now = now or datetime.now(UTC)
+    purged = watchlist.expired(now)
+    for subject in purged:
+        reason = f"expired at {subject.expires_at.isoformat() if subject.expires_at else '?'}"
+        watchlist.remove(subject.subject_id, removed_by=EXPIRY_ACTOR, reason=reason, now=now)
+        audit.append(
+            EXPIRY_ACTOR,
+            "expire",
+            subject_id=subject.subject_id,
+            reason=reason,
+            details={"added_by": subject.added_by, "legal_basis": subject.legal_basis},
+        )
+    return purged
+
+
+def check_collisions(watchlist: Watchlist, subject_id: str, templates: Sequence[NewTemplate], threshold: float) -> None:
+    """Refuse templates within ``threshold`` (distance) of a different active subject."""
+    if not templates or len(watchlist) == 0:
+        return
+    queries = np.stack([t.vector for t in templates])
+    for i, candidates in enumerate(watchlist.search(queries, k=3)):
+        for cand in candidates:
+            if cand.subject_id != subject_id and cand.distance <= threshold:
+                raise EnrolmentError(
+                    f"enrolment refused, nothing written: photo {i + 1} is within the match threshold of "
+                    f"subject {cand.subject_id} ({cand.display_name}; distance {cand.distance:.4f} <= "
+                    f"{threshold:.4f}): the same person under two ids, or a look-alike whose matches would be "
+                    "ambiguous; resolve it (remove or merge) before enrolling"
+                )
