@@ -21,6 +21,7 @@ import pytest
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import make_event
 from typer.testing import CliRunner
 
 from streamproc.cli_events import events_app
@@ -45,33 +46,6 @@ from streamproc.events import (
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WARMUP = "warmup"
-JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
-
-
-def make_event(stream: str = "cam1", track: int = 1, subject: str = "s-001", **over: Any) -> MatchEvent:
-    fields: dict[str, Any] = {
-        "event_id": make_event_id(stream, track, subject, 12.5),
-        "stream_id": stream,
-        "track_id": track,
-        "subject_id": subject,
-        "subject_name": "Jane Example",
-        "distance": 0.41,
-        "distances": [0.45, 0.41],
-        "threshold": 0.5,
-        "metric": "l2",
-        "calibration": CalibrationInfo(fmr_target=1e-3, source="dlib-resnet-v1.json", uncalibrated=False),
-        "k": 2,
-        "n": 3,
-        "frame_pts_s": 12.9,
-        "captured_at": 1_800_000_000.25,
-        "published_at": 1_800_000_000.40,
-        "latency_ms": {"detect": 8.0, "track": 0.2, "embed": 12.0, "search": 0.3, "policy": 0.05, "end_to_end": 150.0},
-        "box": (100.0, 80.0, 180.0, 180.0),
-        "quality": QualityInfo(score=0.7, face_px=80.0, sharpness=240.0, yaw=0.05, detector_score=0.98),
-        "face_jpeg_b64": JPEG,
-    }
-    fields.update(over)
-    return MatchEvent(**fields)
 
 
 def body_dict(event: MatchEvent | None = None) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Real SQLite files in tmp_path, real ZeroMQ sockets on 127.0.0.1 and a real child
 
 from __future__ import annotations
 
-import base64
 import signal
 import sqlite3
 import subprocess
@@ -13,50 +12,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support import make_event
 
 from streamproc.errors import StreamprocError
 from streamproc.events import (
-    CalibrationInfo,
     EventPublisher,
     EventSubscriber,
     MatchEvent,
-    QualityInfo,
-    make_event_id,
 )
 from streamproc.journal import EventJournal, JournaledPublisher, JournalError
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WARMUP = "warmup"
-JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
-
-
-def make_event(stream: str = "cam1", track: int = 1, subject: str = "s-001", **over: Any) -> MatchEvent:
-    fields: dict[str, Any] = {
-        "event_id": make_event_id(stream, track, subject, 12.5),
-        "stream_id": stream,
-        "track_id": track,
-        "subject_id": subject,
-        "subject_name": "Jane Example",
-        "distance": 0.41,
-        "distances": [0.45, 0.41],
-        "threshold": 0.5,
-        "metric": "l2",
-        "calibration": CalibrationInfo(fmr_target=1e-3, source="dlib-resnet-v1.json", uncalibrated=False),
-        "k": 2,
-        "n": 3,
-        "frame_pts_s": 12.9,
-        "captured_at": 1_800_000_000.25,
-        "published_at": 1_800_000_000.40,
-        "latency_ms": {"detect": 8.0, "end_to_end": 150.0},
-        "box": (100.0, 80.0, 180.0, 180.0),
-        "quality": QualityInfo(score=0.7, face_px=80.0, sharpness=240.0, yaw=0.05, detector_score=0.98),
-        "face_jpeg_b64": JPEG,
-    }
-    fields.update(over)
-    return MatchEvent(**fields)
 
 
 def test_append_stamps_consecutive_seqs_and_since_reads_in_order(tmp_path: Path) -> None:

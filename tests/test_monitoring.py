@@ -14,22 +14,18 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from support import run_with_subscriber
 
-from streamproc.build import build_analyzer, build_pipeline
+from streamproc.build import build_analyzer
 from streamproc.config import PipelineConfig, RecognitionConfig
 from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.events import EventSubscriber, MatchEvent
-from streamproc.metrics import serve
 from streamproc.watchlist import NewSubject, Watchlist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,38 +74,6 @@ def test_metric_names_tokenizer() -> None:
     }
 
 
-def run_and_scrape(config: PipelineConfig) -> tuple[dict[str, Any], list[MatchEvent], str]:
-    """Run in-process with a subscriber connected first; scrape the metrics over HTTP at the end
-    (the approach of tests/test_pipeline.py's run_with_subscriber)."""
-    registry = CollectorRegistry()
-    pipeline = build_pipeline(config, registry)
-    received: list[MatchEvent] = []
-    done = threading.Event()
-    with EventSubscriber(pipeline.publisher_endpoint) as sub:
-
-        def listen() -> None:
-            while not done.is_set():
-                event = sub.recv(timeout_s=0.2)
-                if event is not None:
-                    received.append(event)
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        threading.Event().wait(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
-        with serve(registry, "127.0.0.1", 0) as server:
-            try:
-                stats = pipeline.run()
-                threading.Event().wait(0.5)
-                done.set()
-                listener.join()
-                with urllib.request.urlopen(server.url, timeout=10) as response:
-                    scrape = response.read().decode()
-            finally:
-                done.set()
-                pipeline.close()
-    return dict(stats.items()), received, scrape
-
-
 @pytest.fixture(scope="module")
 def scrape(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The metrics endpoint's text after a real run on the Hamilton clip with Miranda enrolled."""
@@ -134,7 +98,7 @@ def scrape(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
             "events": {"endpoint": "tcp://127.0.0.1:*"},
         }
     )
-    stats, events, text = run_and_scrape(config)
+    stats, events, text = run_with_subscriber(config)
     assert stats["ham"].error is None and stats["ham"].frames > 0
     assert events, "the run published no event, so end-to-end latency would have no samples"
     return text

@@ -14,18 +14,15 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from support import run_with_subscriber
 
-from streamproc.build import build_analyzer, build_pipeline
+from streamproc.build import build_analyzer
 from streamproc.config import PipelineConfig, RecognitionConfig
 from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.events import EventSubscriber, MatchEvent
-from streamproc.metrics import serve
 from streamproc.watchlist import NewSubject, Watchlist
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
@@ -85,36 +82,6 @@ def pipeline_config(sources: list[dict[str, Any]], watchlist: Path, endpoint: st
     return PipelineConfig.model_validate(
         {"sources": sources, "watchlist": {"path": watchlist}, "events": {"endpoint": endpoint}}
     )
-
-
-def run_with_subscriber(config: PipelineConfig) -> tuple[dict[str, Any], list[MatchEvent], str]:
-    """Run in-process with a subscriber connected first; scrape the metrics over HTTP at the end."""
-    registry = CollectorRegistry()
-    pipeline = build_pipeline(config, registry)
-    received: list[MatchEvent] = []
-    done = threading.Event()
-    with EventSubscriber(pipeline.publisher_endpoint) as sub:
-
-        def listen() -> None:
-            while not done.is_set():
-                event = sub.recv(timeout_s=0.2)
-                if event is not None:
-                    received.append(event)
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        threading.Event().wait(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
-        with serve(registry, "127.0.0.1", 0) as server:
-            try:
-                stats = pipeline.run()
-                threading.Event().wait(0.5)
-                done.set()
-                listener.join()
-                scrape = urllib.request.urlopen(server.url, timeout=10).read().decode()
-            finally:
-                done.set()
-                pipeline.close()
-    return {k: v for k, v in stats.items()}, received, scrape
 
 
 def metric(scrape: str, name: str, stream: str) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support import make_event
 
 from streamproc.build import build_analyzer, build_pipeline
 from streamproc.config import PipelineConfig, RecognitionConfig
@@ -154,32 +155,6 @@ def test_curve_feed_reaches_allowed_subscribers_only(shared_dir: Path, watchlist
     assert got["stranger"] == [] and got["plain"] == []
 
 
-def _event(seq: int) -> MatchEvent:
-    from streamproc.events import CalibrationInfo, QualityInfo, make_event_id
-
-    return MatchEvent(
-        event_id=make_event_id("cam1", seq, "s-1", 1.0),
-        stream_id="cam1",
-        track_id=seq,
-        subject_id="s-1",
-        subject_name="Test Subject",
-        distance=0.4,
-        distances=[0.4],
-        threshold=0.5,
-        metric="l2",
-        calibration=CalibrationInfo(fmr_target=1e-3, source="test", uncalibrated=False),
-        k=1,
-        n=1,
-        frame_pts_s=1.0,
-        captured_at=1.0,
-        published_at=2.0,
-        latency_ms={"end_to_end": 1.0},
-        box=(0.0, 0.0, 10.0, 10.0),
-        quality=QualityInfo(score=0.5, face_px=50.0, sharpness=100.0, yaw=0.0, detector_score=0.9),
-        face_jpeg_b64=None,
-    )
-
-
 def test_events_tail_with_keys_receives_and_without_keys_does_not(tmp_path: Path) -> None:
     from streamproc.events import EventPublisher
     from streamproc.security import ServerSecurity
@@ -196,7 +171,7 @@ def test_events_tail_with_keys_receives_and_without_keys_does_not(tmp_path: Path
             i = 0
             while not stop.is_set():
                 i += 1
-                pub.publish(_event(i))
+                pub.publish(make_event(track=i, subject="s-1"))
                 stop.wait(0.05)
 
         thread = threading.Thread(target=keep_publishing)

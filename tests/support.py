@@ -1,0 +1,79 @@
+"""Shared test helpers: event builders, and running a real pipeline with a subscriber and a metrics scrape."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import urllib.request
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from streamproc.build import build_pipeline
+from streamproc.config import PipelineConfig
+from streamproc.events import CalibrationInfo, EventSubscriber, MatchEvent, QualityInfo, make_event_id
+from streamproc.metrics import serve
+
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
+"""A tiny base64 payload that starts like a JPEG (the schema checks the magic bytes)."""
+
+
+def make_event(stream: str = "cam1", track: int = 1, subject: str = "s-001", **over: Any) -> MatchEvent:
+    """A valid match event; ``over`` replaces any field."""
+    fields: dict[str, Any] = {
+        "event_id": make_event_id(stream, track, subject, 12.5),
+        "stream_id": stream,
+        "track_id": track,
+        "subject_id": subject,
+        "subject_name": "Jane Example",
+        "distance": 0.41,
+        "distances": [0.45, 0.41],
+        "threshold": 0.5,
+        "metric": "l2",
+        "calibration": CalibrationInfo(fmr_target=1e-3, source="dlib-resnet-v1.json", uncalibrated=False),
+        "k": 2,
+        "n": 3,
+        "frame_pts_s": 12.9,
+        "captured_at": 1_800_000_000.25,
+        "published_at": 1_800_000_000.40,
+        "latency_ms": {"detect": 8.0, "track": 0.2, "embed": 12.0, "search": 0.3, "policy": 0.05, "end_to_end": 150.0},
+        "box": (100.0, 80.0, 180.0, 180.0),
+        "quality": QualityInfo(score=0.7, face_px=80.0, sharpness=240.0, yaw=0.05, detector_score=0.98),
+        "face_jpeg_b64": JPEG,
+    }
+    fields.update(over)
+    return MatchEvent(**fields)
+
+
+def run_with_subscriber(config: PipelineConfig) -> tuple[dict[str, Any], list[MatchEvent], str]:
+    """Run a pipeline in-process with a subscriber connected first; scrape its metrics over HTTP at the end.
+
+    Returns (per-stream stats, events received, the scrape text).
+    """
+    registry = CollectorRegistry()
+    pipeline = build_pipeline(config, registry)
+    received: list[MatchEvent] = []
+    done = threading.Event()
+    with EventSubscriber(pipeline.publisher_endpoint) as sub:
+
+        def listen() -> None:
+            while not done.is_set():
+                event = sub.recv(timeout_s=0.2)
+                if event is not None:
+                    received.append(event)
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        done.wait(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
+        with serve(registry, "127.0.0.1", 0) as server:
+            try:
+                stats = pipeline.run()
+                threading.Event().wait(0.5)
+                done.set()
+                listener.join()
+                with urllib.request.urlopen(server.url, timeout=10) as response:
+                    scrape = response.read().decode()
+            finally:
+                done.set()
+                pipeline.close()
+    return dict(stats.items()), received, scrape
