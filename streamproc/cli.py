@@ -198,7 +198,7 @@ def run(
     actor = operator or os.environ.get("USER") or "unknown"
     registry = CollectorRegistry()
     progress = _RunProgress(cfg, enabled=not quiet)
-    audit = AuditLog.open_or_create(cfg.watchlist.path, actor=actor)
+    audit = AuditLog.open_or_create(cfg.audit.dir or cfg.watchlist.path, cfg.audit.key, actor=actor)
     _purge_before_run(cfg.watchlist.path, audit)
     pipeline = build_pipeline(cfg, registry, on_frame=progress.frame, audit=audit)
     audit.append(

@@ -280,6 +280,17 @@ class WatchlistConfig(_Strict):
     reload_s: float = Field(2.0, gt=0.0, le=600.0, description="Poll for watchlist changes this often.")
 
 
+class AuditConfig(_Strict):
+    """Where the pipeline appends its audit records (start, stop, every flag)."""
+
+    dir: Path | None = Field(
+        None,
+        description="Directory of audit.log; null: the watchlist directory (where enrolments are audited). Set "
+        "it to a writable, persistent volume when the watchlist is mounted read-only.",
+    )
+    key: Path | None = Field(None, description="HMAC key file; null: audit.key in the audit directory.")
+
+
 class PipelineConfig(RecognitionConfig):
     """A whole `streamproc run` configuration: recognition settings plus streams and outputs."""
 
@@ -290,6 +301,7 @@ class PipelineConfig(RecognitionConfig):
     policy: PolicyConfig = PolicyConfig()
     events: EventsConfig = EventsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 def format_validation_error(
@@ -378,6 +390,7 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
             "watchlist": config.watchlist.model_copy(update={"path": fix(config.watchlist.path)}),
             "policy": config.policy.model_copy(update={"calibration": fix(config.policy.calibration)}),
             "events": events.model_copy(update={"journal": journal, "curve": curve}),
+            "audit": config.audit.model_copy(update={"dir": fix(config.audit.dir), "key": fix(config.audit.key)}),
         }
     )
 
