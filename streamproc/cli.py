@@ -185,6 +185,7 @@ def run(
     """Run the pipeline: decode, detect, track, embed best shots, search, publish match events.
 
     Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop."""
+    import hashlib
     import os
     import signal
 
@@ -192,6 +193,7 @@ def run(
 
     from streamproc.audit import AuditLog
     from streamproc.build import build_pipeline
+    from streamproc.fsutil import sha256_file
     from streamproc.metrics import serve
 
     cfg = _load_pipeline_config(config, source, watchlist, events, metrics_port)
@@ -204,7 +206,17 @@ def run(
     audit.append(
         actor,
         "pipeline_start",
-        details={"config": str(config), "sources": [s.id for s in cfg.sources], "threshold": pipeline.threshold},
+        details={  # what is in force, so any change of threshold or config between runs is on record
+            "config": str(config),
+            "config_sha256": sha256_file(config),
+            "effective_config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest(),
+            "sources": [s.id for s in cfg.sources],
+            "threshold": pipeline.threshold.distance,
+            "threshold_source": pipeline.threshold.source,
+            "target_fmr": pipeline.threshold.fmr_target,
+            "uncalibrated": pipeline.threshold.uncalibrated,
+            "k_of_n": [cfg.policy.k, cfg.policy.n],
+        },
     )
     stats: dict[str, Any] = {}
     server = None

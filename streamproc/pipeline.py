@@ -395,7 +395,7 @@ class Pipeline:
         audit: AuditLog | None = None,
     ) -> None:
         self.metrics = metrics
-        self.threshold = threshold.distance
+        self.threshold = threshold
         self._config = config
         self._stop = threading.Event()
         self._watchlist = watchlist

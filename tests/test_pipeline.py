@@ -179,6 +179,11 @@ def test_run_command_with_a_real_subscriber_process(shared_dir: Path, enrolled: 
     assert run_cli("audit", "verify", "--watchlist", enrolled).returncode == 0
     shown = run_cli("audit", "show", "--watchlist", enrolled).stdout
     assert "pipeline_start" in shown and "flag" in shown and "pipeline_stop" in shown
+    start = next(
+        json.loads(line) for line in (enrolled / "audit.log").read_text().splitlines() if '"pipeline_start"' in line
+    )
+    assert start["details"]["threshold_source"] == "dlib-resnet-v1.json" and not start["details"]["uncalibrated"]
+    assert len(start["details"]["config_sha256"]) == 64
 
 
 def test_config_errors_are_one_line_with_key_path_and_line(tmp_path: Path) -> None:
