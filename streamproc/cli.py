@@ -17,7 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamproc.cli_common import eval_cache, recognition_config
+from streamproc.cli_common import (
+    ConfigOpt,
+    DeviceOpt,
+    EmbedderModelOpt,
+    EmbedderOpt,
+    NoCacheOpt,
+    eval_cache,
+    recognition_config,
+)
 from streamproc.errors import ConfigError, StreamprocError
 
 app = typer.Typer(
@@ -57,18 +65,6 @@ _mount_subcommands()
 out = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config (recognition sections); defaults apply.")
-]
-EmbedderOpt = Annotated[
-    str | None, typer.Option("--embedder", help="Override embedder kind: dlib-resnet (default) or arcface.")
-]
-EmbedderModelOpt = Annotated[
-    Path | None, typer.Option("--embedder-model", help="ONNX file for the embedder (required for arcface).")
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="Override runtime.device: auto, cpu, cuda or tensorrt.")
-]
 CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache directory (default: XDG cache).")]
 WatchlistOpt = Annotated[Path, typer.Option("--watchlist", "-w", help="Watchlist directory.")]
 
@@ -626,7 +622,7 @@ def evaluate_verification(
     all_pairs: Annotated[
         bool, typer.Option("--all-pairs/--no-all-pairs", help="Also score every pair among the images.")
     ] = True,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     embedder: EmbedderOpt = None,
     embedder_model: EmbedderModelOpt = None,
@@ -697,7 +693,7 @@ def evaluate_identification(
         float | None,
         typer.Option("--threshold", help="Distance threshold to count false candidates at (default: calibrated)."),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     embedder: EmbedderOpt = None,
     embedder_model: EmbedderModelOpt = None,
@@ -710,14 +706,14 @@ def evaluate_identification(
     from rich.progress import Progress
 
     from streamproc.build import build_analyzer
-    from streamproc.demo import default_calibration
+    from streamproc.calibration import shipped_calibration
     from streamproc.eval.identification import run_identification, split_persons
 
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     if threshold is None:
-        calibration = default_calibration(analyzer)
-        if calibration is not None:
-            threshold = calibration.threshold_for(1e-3).distance_threshold
+        shipped = shipped_calibration(analyzer.embedder.identity)
+        if shipped is not None:
+            threshold = shipped[0].threshold_for(1e-3).distance_threshold
     split = split_persons(images, enrolled_fraction, seed, max_probes, max_persons)
     cache = eval_cache(analyzer, no_cache, None)
     try:

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from streamproc.cli_common import eval_cache, recognition_config
+from streamproc.cli_common import (
+    ConfigOpt,
+    DeviceOpt,
+    EmbedderModelOpt,
+    EmbedderOpt,
+    NoCacheOpt,
+    eval_cache,
+    recognition_config,
+)
 from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -66,19 +74,11 @@ def calibrate_command(
         float | None, typer.Option("--target-fmr", min=0.0, max=1.0, help="Per-comparison false-match rate.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random impostor galleries.")] = 0,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (recognition sections); defaults apply.")
-    ] = None,
-    embedder: Annotated[
-        str | None, typer.Option("--embedder", help="Override embedder kind: dlib-resnet (default) or arcface.")
-    ] = None,
-    embedder_model: Annotated[
-        Path | None, typer.Option("--embedder-model", help="ONNX file for the embedder (required for arcface).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="Override runtime.device: auto, cpu, cuda or tensorrt.")
-    ] = None,
+    no_cache: NoCacheOpt = False,
+    config: ConfigOpt = None,
+    embedder: EmbedderOpt = None,
+    embedder_model: EmbedderModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Calibrate a threshold for a false-alarm budget (--target-fpir with --gallery-size) or a --target-fmr.
 

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from streamproc.config import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, load_config
 from streamproc.errors import ConfigError
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (recognition sections); defaults apply.")
+]
+EmbedderOpt = Annotated[
+    str | None, typer.Option("--embedder", help="Override embedder kind: dlib-resnet (default) or arcface.")
+]
+EmbedderModelOpt = Annotated[
+    Path | None, typer.Option("--embedder-model", help="ONNX file for the embedder (required for arcface).")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="Override runtime.device: auto, cpu, cuda or tensorrt.")
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
 
 if TYPE_CHECKING:
     from streamproc.eval.cache import EmbeddingCache

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamproc.cli_common import eval_cache, recognition_config
+from streamproc.cli_common import (
+    ConfigOpt,
+    DeviceOpt,
+    EmbedderModelOpt,
+    EmbedderOpt,
+    NoCacheOpt,
+    eval_cache,
+    recognition_config,
+)
 from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,19 +55,11 @@ def demographics_command(
         float | None,
         typer.Option("--max-ratio", min=1.0, help="Exit 1 when the max/min FMR ratio across groups exceeds this."),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (recognition sections); defaults apply.")
-    ] = None,
-    embedder: Annotated[
-        str | None, typer.Option("--embedder", help="Override embedder kind: dlib-resnet (default) or arcface.")
-    ] = None,
-    embedder_model: Annotated[
-        Path | None, typer.Option("--embedder-model", help="ONNX file for the embedder (required for arcface).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="Override runtime.device: auto, cpu, cuda or tensorrt.")
-    ] = None,
+    no_cache: NoCacheOpt = False,
+    config: ConfigOpt = None,
+    embedder: EmbedderOpt = None,
+    embedder_model: EmbedderModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """False-match rate per demographic group, with 95% intervals and an optional deployment gate.
 

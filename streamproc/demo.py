@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.calibration import Calibration, shipped_calibration
 from streamproc.faces import FaceAnalyzer
 from streamproc.fsutil import sha256_file
 from streamproc.types import ImageBGR
@@ -40,12 +39,6 @@ def _skimage(name: str) -> ImageBGR:
 def _skimage_sha256(name: str) -> str:
     with importlib.resources.as_file(importlib.resources.files("skimage") / "data" / f"{name}.png") as path:
         return sha256_file(path)
-
-
-def default_calibration(analyzer: FaceAnalyzer) -> Calibration | None:
-    """The calibration shipped for the configured embedder, if it is the default model."""
-    shipped = shipped_calibration(analyzer.embedder.identity)
-    return shipped[0] if shipped else None
 
 
 def synth_bodycam_clip(path: Path, seconds: float = 6.0, fps: int = 15, seed: int = 7) -> Path:
