@@ -7,6 +7,7 @@ unknown keys so a typo is an error with its key path, never a silently ignored s
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,11 @@ class RuntimeConfig(_Strict):
         False,
         description="Let onnxruntime's idle worker threads spin: lower latency for a lone model, but it "
         "starves the decode and embed threads sharing the cores.",
+    )
+    precision: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="GPU arithmetic: fp16 enables TensorRT's FP16 kernels (use only where the calibration was "
+        "measured at fp16: thresholds move with precision). Ignored on CPU.",
     )
 
 
@@ -153,6 +159,20 @@ class RecognitionConfig(_Strict):
     quality: QualityConfig = QualityConfig()
 
 
+class ReconnectConfig(_Strict):
+    """How a live (URL) source recovers from an outage: exponential backoff with jitter, forever by default."""
+
+    initial_s: float = Field(0.5, gt=0.0, le=60.0, description="Wait before the first reconnect attempt.")
+    max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between attempts.")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0, description="Each failed attempt multiplies the wait by this.")
+    jitter: float = Field(
+        0.25, ge=0.0, le=1.0, description="Random fraction (+/-) applied to each wait, so cameras do not retry in step."
+    )
+    max_attempts: int | None = Field(
+        None, ge=0, description="Give up (stream fails) after this many failed attempts in a row; null: never."
+    )
+
+
 class SourceConfig(_Strict):
     """One video stream: a file, a folder of clips (processed in name order), or an RTSP/HTTP URL."""
 
@@ -170,6 +190,17 @@ class SourceConfig(_Strict):
     open_timeout_s: float = Field(10.0, gt=0.0, le=300.0, description="Give up opening a URL after this long.")
     realtime: bool = Field(
         False, description="Pace file sources at their frame rate (replay as if live); default: as fast as possible."
+    )
+    loop: bool = Field(False, description="Start a file or folder source again when it ends (soak tests, benches).")
+    camera: Literal["body_camera", "fixed"] = Field(
+        "body_camera",
+        description="What the source films: live 1:N search on a body camera needs policy.authorisation.",
+    )
+    reconnect: ReconnectConfig = Field(
+        ReconnectConfig(), description="Live (URL) sources only: reconnect policy after the camera drops."
+    )
+    hwaccel: Literal["none", "cuda"] = Field(
+        "none", description="Decode on the GPU (NVDEC via PyAV's hardware acceleration); falls back to CPU."
     )
 
 
@@ -199,6 +230,26 @@ class BestShotConfig(_Strict):
     refresh_s: float = Field(10.0, gt=0.0, le=3600.0, description="... then one more every refresh_s for long tracks.")
 
 
+class AuthorisationConfig(_Strict):
+    """A warrant, court order or policy approval that permits live 1:N search, with its scope and expiry."""
+
+    reference: str = Field(min_length=3, max_length=200, description="Case or authorisation reference.")
+    scope: str = Field(min_length=3, max_length=2000, description="What the authorisation covers, in words.")
+    streams: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Stream ids (shell-style patterns) the authorisation covers.",
+    )
+    expires: datetime = Field(description="End of validity, with a UTC offset (ISO 8601); refused after it.")
+    issued_by: str | None = Field(None, max_length=200, description="Who granted it.")
+
+    @model_validator(mode="after")
+    def _aware(self) -> AuthorisationConfig:
+        if self.expires.tzinfo is None:
+            raise ValueError("expires needs a UTC offset, e.g. 2027-01-31T23:59:59+00:00")
+        return self
+
+
 class PolicyConfig(_Strict):
     """When a track becomes a candidate for review."""
 
@@ -219,6 +270,11 @@ class PolicyConfig(_Strict):
     allow_uncalibrated: bool = Field(False, description="Permit an explicit, uncalibrated threshold.")
     cooldown_s: float = Field(
         30.0, ge=0.0, le=86400.0, description="No second flag for the same subject on a stream within this time."
+    )
+    authorisation: AuthorisationConfig | None = Field(
+        None,
+        description="Legal authority for live 1:N search on body-camera (URL) sources; without one the "
+        "pipeline refuses to start such a source. Recorded in the audit log at every start.",
     )
 
     @model_validator(mode="after")
@@ -291,6 +347,43 @@ class AuditConfig(_Strict):
     key: Path | None = Field(None, description="HMAC key file; null: audit.key in the audit directory.")
 
 
+class ReviewConfig(_Strict):
+    """Human review of candidates (`streamproc review decide`)."""
+
+    confirmations: int = Field(
+        2,
+        ge=1,
+        le=5,
+        description="Distinct reviewers who must confirm a candidate before it counts as confirmed (2: the "
+        "two-person rule); a single rejection rejects it.",
+    )
+
+
+class ScaleConfig(_Strict):
+    """Process layout: one process (workers: 0), or a supervisor with stream-worker processes and one embed
+    service connected over ZeroMQ (see docs/scaling.md)."""
+
+    workers: int = Field(
+        0, ge=0, le=256, description="Stream-worker processes (streams split evenly); 0: everything in one process."
+    )
+    embed_endpoint: str = Field(
+        "tcp://127.0.0.1:5570",
+        description="Where the embed service receives face chips (it binds; workers connect). Workers on other "
+        "hosts use its reachable address.",
+    )
+    embed_max_wait_ms: float = Field(
+        10.0, ge=0.0, le=1000.0, description="The embed service waits at most this long to fill a batch."
+    )
+    queue_hwm: int = Field(
+        256,
+        ge=1,
+        le=100000,
+        description="Chips a worker may have in flight to the embed service; more are dropped (counted).",
+    )
+    restart_initial_s: float = Field(1.0, gt=0.0, le=60.0, description="First wait before restarting a dead process.")
+    restart_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between restarts.")
+
+
 class PipelineConfig(RecognitionConfig):
     """A whole `streamproc run` configuration: recognition settings plus streams and outputs."""
 
@@ -302,6 +395,8 @@ class PipelineConfig(RecognitionConfig):
     events: EventsConfig = EventsConfig()
     metrics: MetricsConfig = MetricsConfig()
     audit: AuditConfig = AuditConfig()
+    review: ReviewConfig = ReviewConfig()
+    scale: ScaleConfig = ScaleConfig()
 
 
 def format_validation_error(
