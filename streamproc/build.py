@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streamproc.align import ARCFACE_112, DLIB_150
+from streamproc.authorisation import check_authorisation
 from streamproc.calibration import Threshold, load_calibration, shipped_calibration
 from streamproc.config import ArcFaceConfig, DlibResnetConfig, PipelineConfig, RecognitionConfig
 from streamproc.detect import RetinaFaceDetector
@@ -135,10 +136,12 @@ def build_pipeline(
     on_frame: Callable[[str, Frame], None] | None = None,
     audit: AuditLog | None = None,
 ) -> Pipeline:
-    """Everything `streamproc run` needs, validated before any stream starts."""
+    """Everything `streamproc run` needs, validated before any stream starts (use policy first)."""
+    check_authorisation(config)
     from streamproc.feed import EventFeed
     from streamproc.metrics import PipelineMetrics
-    from streamproc.pipeline import Pipeline, WatchlistHandle
+    from streamproc.pipeline import Pipeline
+    from streamproc.watchlist_handle import WatchlistHandle
 
     embedder = build_embedder(config)
     threshold = resolve_threshold(config, embedder)

@@ -52,10 +52,12 @@ def _mount_subcommands() -> None:
     from streamproc.cli_demographics import demographics_command
     from streamproc.cli_events import events_app
     from streamproc.cli_keys import keys_app
+    from streamproc.cli_review import review_app
 
     app.add_typer(events_app, name="events", help="Subscribe to the match event feed.")
     app.add_typer(keys_app, name="keys", help="CURVE key pairs for the secured event feed.")
     app.add_typer(audit_app, name="audit", help="Tamper-evident audit log of the watchlist and its use.")
+    app.add_typer(review_app, name="review", help="Human review of match events (confirm / reject).")
     evaluate_app.command("demographics")(demographics_command)
     app.command("calibrate")(calibrate_command)
 

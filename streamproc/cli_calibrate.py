@@ -4,12 +4,16 @@ Kept out of :mod:`streamproc.cli` so the command can be mounted (``app.command("
 module importing the CLI. The file written is the standard calibration file with one operating point: its
 ``fmr_target`` is the per-comparison FMR measured at the threshold, which is the value ``policy.target_fmr``
 must name; the FPIR target, gallery size, searches and bound travel in ``data`` and ``notes``.
+
+With ``--tracks`` (or ``--tracks-only`` on an existing file) the file also gets the per-track false-flag
+rate of the k-of-n rule at each operating point, measured on impostor tracks
+(:mod:`streamproc.eval.tracks`): what the pipeline turns into predicted false alerts per hour.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,7 +34,9 @@ from streamproc.errors import ConfigError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from streamproc.calibration import Calibration
+    from streamproc.calibration import Calibration, TrackFalseFlags
+    from streamproc.eval.cache import EmbeddingCache
+    from streamproc.faces import FaceAnalyzer
     from streamproc.types import Metric
 
 
@@ -74,6 +80,41 @@ def calibrate_command(
         float | None, typer.Option("--target-fmr", min=0.0, max=1.0, help="Per-comparison false-match rate.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random impostor galleries.")] = 0,
+    pairs: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="Use only the --images named in this LFW pairs file as the calibration set."),
+    ] = None,
+    tracks: Annotated[
+        bool, typer.Option("--tracks", help="Also measure the per-track false-flag rate of the k-of-n rule.")
+    ] = False,
+    tracks_only: Annotated[
+        bool,
+        typer.Option(
+            "--tracks-only",
+            help="Keep the thresholds of the existing --out file (same model); add the per-track measurement.",
+        ),
+    ] = False,
+    track_images: Annotated[
+        Path | None,
+        typer.Option(
+            "--track-images",
+            help="<person>/<photo> folders: persons with >= n photos make impostor tracks, persons with one "
+            "photo gallery distractors (default: --images).",
+        ),
+    ] = None,
+    track_distractors: Annotated[
+        Path | None,
+        typer.Option("--track-distractors", help="Folder of face images, each its own gallery person (UTKFace)."),
+    ] = None,
+    track_gallery_sizes: Annotated[
+        str, typer.Option("--track-gallery-sizes", help="Comma-separated gallery sizes to measure.")
+    ] = "100,300,1000,2500",
+    track_k: Annotated[int, typer.Option("--track-k", min=1, help="k of the k-of-n rule measured.")] = 2,
+    track_n: Annotated[int, typer.Option("--track-n", min=1, help="n of the k-of-n rule (shots per track).")] = 3,
+    track_folds: Annotated[int, typer.Option("--track-folds", min=2, help="Cross-fitting folds of persons.")] = 2,
+    track_max_per_person: Annotated[
+        int, typer.Option("--track-max-per-person", min=1, help="Disjoint tracks per person at most.")
+    ] = 1,
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     embedder: EmbedderOpt = None,
@@ -86,19 +127,26 @@ def calibrate_command(
     each; drawn with replacement when the set has fewer persons); the threshold lets at most
     floor(target x searches) of those top-1 scores through, and the 95% upper bound on FPIR that count
     supports is reported, with a plain warning when there are too few searches to show the target. FMR: all
-    impostor pairs among the images. Images without a face are left out. Prints the YAML to paste."""
+    impostor pairs among the images. Images without a face are left out. Prints the YAML to paste.
+
+    --tracks / --tracks-only: per operating point, the share of impostor tracks (n photos of one person who is
+    in no gallery) that the k-of-n rule flags against random galleries of each --track-gallery-sizes; each
+    track is judged at a threshold set at the same FMR on the calibration persons of the other folds."""
     import numpy as np
-    from rich.console import Console
-    from rich.progress import Progress
 
     from streamproc.build import build_analyzer
     from streamproc.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
-    from streamproc.eval.embedding import embed_images
     from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
-    from streamproc.eval.openset import fpir_point, nonmated_top1, person_folders, sufficiency_message
+    from streamproc.eval.openset import fpir_point, nonmated_top1, sufficiency_message
 
+    if tracks_only:
+        if target_fpir is not None or target_fmr is not None:
+            raise ConfigError("--tracks-only keeps the thresholds of --out: give no --target-fpir/--target-fmr")
+        _tracks_only(out_file, images, pairs, _TrackOptions.parse(locals()), config, embedder, embedder_model, device)
+        return
     if (target_fpir is None) == (target_fmr is None):
         raise ConfigError("give exactly one of --target-fpir or --target-fmr")
+    track_opts = _TrackOptions.parse(locals()) if tracks else None
     if target_fpir is not None and gallery_size is None:
         raise ConfigError("--target-fpir needs --gallery-size (false alarms grow with the watchlist)")
     target = target_fpir if target_fpir is not None else target_fmr
@@ -108,17 +156,10 @@ def calibrate_command(
     cfg = recognition_config(config, embedder, embedder_model, device)
     analyzer = build_analyzer(cfg)
     ident = analyzer.embedder.identity
-    items = person_folders(images)
+    items = _calibration_items(images, pairs)
     cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
     try:
-        with Progress(transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task("embedding images", total=None)
-            vectors = embed_images(
-                [p for _, p in items],
-                analyzer,
-                cache,
-                lambda done, total: bar.update(task, completed=done, total=total),
-            )
+        vectors = _embed([p for _, p in items], analyzer, cache)
     finally:
         if cache is not None:
             cache.close()
@@ -198,8 +239,203 @@ def calibrate_command(
         ),
         notes=tuple(notes),
     )
+    if track_opts is not None:
+        sections = _measure_tracks(calibration, analyzer, emb, persons, track_opts, no_cache, cfg.models.cache_dir)
+        calibration = replace(calibration, track_false_flags=sections)
     save_calibration(calibration, out_file)
     _print_summary(calibration, out_file)
+
+
+@dataclass(frozen=True)
+class _TrackOptions:
+    """The --track-* options, checked once."""
+
+    images: Path | None
+    distractors: Path | None
+    gallery_sizes: tuple[int, ...]
+    k: int
+    n: int
+    folds: int
+    max_per_person: int
+    seed: int
+
+    @staticmethod
+    def parse(opts: dict[str, Any]) -> _TrackOptions:
+        try:
+            sizes = tuple(sorted({int(x) for x in str(opts["track_gallery_sizes"]).split(",") if x.strip()}))
+        except ValueError:
+            raise ConfigError(
+                f"--track-gallery-sizes: expected comma-separated integers, got {opts['track_gallery_sizes']!r}"
+            ) from None
+        if not sizes or sizes[0] < 1:
+            raise ConfigError("--track-gallery-sizes: need at least one size >= 1")
+        if opts["track_k"] > opts["track_n"]:
+            raise ConfigError(f"--track-k ({opts['track_k']}) must be <= --track-n ({opts['track_n']})")
+        return _TrackOptions(
+            images=opts["track_images"] or opts["images"],
+            distractors=opts["track_distractors"],
+            gallery_sizes=sizes,
+            k=opts["track_k"],
+            n=opts["track_n"],
+            folds=opts["track_folds"],
+            max_per_person=opts["track_max_per_person"],
+            seed=opts["seed"],
+        )
+
+
+def _calibration_items(images: Path, pairs: Path | None) -> list[tuple[str, Path]]:
+    """``(person, photo)`` of the calibration set: every photo under ``images``, or only those ``pairs`` names."""
+    from streamproc.eval.openset import person_folders
+
+    items = person_folders(images)
+    if pairs is None:
+        return items
+    from streamproc.eval.pairs import parse_pairs
+
+    named = {key for pair in parse_pairs(pairs) for key in (pair.left, pair.right)}
+    chosen = [(person, path) for person, path in items if f"{person}/{path.name}" in named]
+    if len(chosen) < len(named):
+        raise ConfigError(f"{pairs} names {len(named)} images; only {len(chosen)} are under {images}")
+    return chosen
+
+
+def _embed(paths: list[Path], analyzer: FaceAnalyzer, cache: EmbeddingCache | None) -> list[Any]:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from streamproc.eval.embedding import embed_images
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("embedding images", total=None)
+        return embed_images(paths, analyzer, cache, lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _tracks_only(
+    out_file: Path,
+    images: Path,
+    pairs: Path | None,
+    opts: _TrackOptions,
+    config: Path | None,
+    embedder: str | None,
+    embedder_model: Path | None,
+    device: str | None,
+) -> None:
+    import numpy as np
+
+    from streamproc.build import build_analyzer
+    from streamproc.calibration import load_calibration, save_calibration
+
+    cfg = recognition_config(config, embedder, embedder_model, device)
+    analyzer = build_analyzer(cfg)
+    calibration = load_calibration(out_file, analyzer.embedder.identity)
+    items = _calibration_items(images, pairs)
+    cache = eval_cache(analyzer, False, cfg.models.cache_dir)
+    try:
+        vectors = _embed([p for _, p in items], analyzer, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+    persons = [items[i][0] for i, v in enumerate(vectors) if v is not None]
+    emb = np.stack([v for v in vectors if v is not None])
+    sections = _measure_tracks(calibration, analyzer, emb, persons, opts, False, cfg.models.cache_dir)
+    note = f"track_false_flags measured by: {' '.join(sys.argv[1:])}"
+    notes = (*(n for n in calibration.notes if not n.startswith("track_false_flags measured by:")), note)
+    save_calibration(replace(calibration, track_false_flags=sections, notes=notes), out_file)
+    typer.echo(f"per-track false-flag rates added to {out_file}")
+
+
+def _measure_tracks(
+    calibration: Calibration,
+    analyzer: FaceAnalyzer,
+    calib_emb: NDArray[Any],
+    calib_persons: list[str],
+    opts: _TrackOptions,
+    no_cache: bool,
+    cache_dir: Path | None,
+) -> tuple[TrackFalseFlags, ...]:
+    """Impostor tracks and a distractor pool from the --track-* folders, measured at every operating point."""
+    import hashlib
+
+    import numpy as np
+
+    from streamproc.calibration import TrackFalseFlags
+    from streamproc.eval.openset import IMAGE_SUFFIXES, person_folders
+    from streamproc.eval.tracks import crossfit_thresholds, make_tracks, person_fold, track_false_flags
+
+    assert opts.images is not None
+    by_person: dict[str, list[Path]] = {}
+    for person, path in person_folders(opts.images):
+        by_person.setdefault(person, []).append(path)
+    track_paths = [(p, f) for p, fs in by_person.items() if len(fs) >= opts.n for f in fs]
+    pool_paths = [(f"single:{p}", fs[0]) for p, fs in by_person.items() if len(fs) == 1]
+    if opts.distractors is not None:
+        seen: set[bytes] = set()
+        for f in sorted(opts.distractors.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                digest = hashlib.sha256(f.read_bytes()).digest()
+                if digest not in seen:  # a byte duplicate is the same face, not another person
+                    seen.add(digest)
+                    pool_paths.append((f"distractor:{f.name}", f))
+    cache = eval_cache(analyzer, no_cache, cache_dir)
+    try:
+        vectors = _embed([f for _, f in track_paths + pool_paths], analyzer, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+    shots: dict[str, list[Any]] = {}
+    for (person, _), v in zip(track_paths, vectors[: len(track_paths)], strict=True):
+        if v is not None:
+            shots.setdefault(person, []).append(v)
+    pool = [(pid, v) for (pid, _), v in zip(pool_paths, vectors[len(track_paths) :], strict=True) if v is not None]
+    track_set = make_tracks(shots, opts.n, opts.seed, opts.max_per_person)
+    sizes = [s for s in opts.gallery_sizes if s <= len(pool)]
+    if len(sizes) < len(opts.gallery_sizes):
+        typer.echo(f"gallery sizes above the {len(pool)} distractors with a face are left out")
+    if not sizes:
+        raise ConfigError(f"only {len(pool)} distractor faces: no gallery size can be drawn")
+    pool_emb = np.stack([v for _, v in pool])
+    metric = analyzer.embedder.identity.metric
+    folds = [person_fold(p, opts.folds, opts.seed) for p in track_set.persons]
+    sections = []
+    for point in calibration.points:
+        fold_t = crossfit_thresholds(calib_emb, calib_persons, point.fmr_target, metric, opts.folds, opts.seed)
+        rows = track_false_flags(
+            track_set,
+            pool_emb,
+            [pid for pid, _ in pool],
+            np.array([fold_t[f] for f in folds]),
+            metric,
+            opts.k,
+            opts.n,
+            sizes,
+            opts.seed,
+        )
+        data = (
+            f"{len(track_set.persons)} impostor tracks of {opts.n} photos ({len(set(track_set.persons))} persons "
+            f"with >= {opts.n} photos of {opts.images}, at most {opts.max_per_person} per person), each against "
+            f"its own random gallery drawn from {len(pool)} one-photo persons (single-photo persons"
+            f"{' and ' + str(opts.distractors) if opts.distractors else ''}); thresholds cross-fitted over "
+            f"{opts.folds} person folds of the calibration set at FMR {point.fmr_target:g}; seed {opts.seed}"
+        )
+        sections.append(
+            TrackFalseFlags(
+                fmr_target=point.fmr_target,
+                distance_threshold=point.distance_threshold,
+                k=opts.k,
+                n=opts.n,
+                fold_thresholds=tuple(fold_t),
+                data=data,
+                rows=tuple(rows),
+            )
+        )
+        typer.echo(f"FMR {point.fmr_target:g} (distance <= {point.distance_threshold:.4f}), {opts.k}-of-{opts.n}:")
+        for r in rows:
+            typer.echo(
+                f"  gallery {r.gallery_size:>5}: {r.flagged}/{r.tracks} tracks flagged, rate {r.rate:.4f} "
+                f"[95% upper {r.upper95:.4f}]; per shot {r.shot_fpir:.4f}, independence would say "
+                f"{r.independent_rate:.4f}"
+            )
+    return tuple(sections)
 
 
 def _print_summary(calibration: Calibration, out_file: Path) -> None:

@@ -16,7 +16,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streamproc.events import TOPIC_PREFIX, EventFormatError, EventSubscriber, MatchEvent
+from streamproc.events import (
+    REVIEW_TOPIC_PREFIX,
+    TOPIC_PREFIX,
+    EventFormatError,
+    EventSubscriber,
+    FeedEvent,
+    ReviewEvent,
+)
 from streamproc.replay import iter_since
 from streamproc.security import ClientSecurity, client_security_from_options, secure_client
 
@@ -33,9 +40,15 @@ def _events() -> None:
     # A callback keeps `tail` a subcommand even while it is the group's only command.
 
 
-def summary(event: MatchEvent) -> str:
-    """One line a reviewer can scan: when, where, which track, which candidate, how close."""
-    when = datetime.fromtimestamp(event.captured_at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summary(event: FeedEvent) -> str:
+    """One line a reviewer can scan: when, where, which track, which candidate, how close (or who decided)."""
+    if isinstance(event, ReviewEvent):
+        return review_summary(event)
+    when = _utc(event.captured_at)
     calibration = " UNCALIBRATED" if event.uncalibrated else ""
     e2e = event.latency_ms.get("end_to_end")
     latency = f" e2e={e2e:.0f}ms" if e2e is not None else ""
@@ -47,10 +60,21 @@ def summary(event: MatchEvent) -> str:
     )
 
 
-def _sink(as_json: bool) -> Callable[[MatchEvent], None]:
+def review_summary(review: ReviewEvent) -> str:
+    """One line per decision: which event, who, what, and the status it leaves (the note is quoted, one line)."""
+    seq = "" if review.seq is None else f" seq={review.seq}"
+    note = review.note.replace("\n", " ")
+    return (
+        f"{_utc(review.decided_at)} stream={review.stream_id} REVIEW event={review.event_id} "
+        f"candidate={review.subject_id} {review.decision} by {review.reviewer} -> {review.status} "
+        f"({len(review.confirmations)}/{review.required_confirmations} confirmations) note={note!r}{seq}"
+    )
+
+
+def _sink(as_json: bool) -> Callable[[FeedEvent], None]:
     out = Console(soft_wrap=True, markup=False, highlight=False)
 
-    def emit(event: MatchEvent) -> None:
+    def emit(event: FeedEvent) -> None:
         if as_json:
             typer.echo(event.model_dump_json())
         else:
@@ -74,7 +98,7 @@ class _GapFiller:
         since: int,
         prefixes: list[bytes],
         timeout_s: float,
-        emit: Callable[[MatchEvent], None],
+        emit: Callable[[FeedEvent], None],
         report: Callable[[str], None],
         security: ClientSecurity | None = None,
     ) -> None:
@@ -87,9 +111,9 @@ class _GapFiller:
         self.emit = emit
         self.report = report
         self.printed = 0
-        self.pending: deque[MatchEvent] = deque()
+        self.pending: deque[FeedEvent] = deque()
 
-    def _show(self, event: MatchEvent, limit: int | None) -> None:
+    def _show(self, event: FeedEvent, limit: int | None) -> None:
         if (limit is None or self.printed < limit) and any(event.topic.startswith(p) for p in self.prefixes):
             self.emit(event)
             self.printed += 1
@@ -97,7 +121,7 @@ class _GapFiller:
     def _drain_live(self) -> None:
         while True:
             try:
-                event = self.sub.recv(timeout_s=0.0)
+                event = self.sub.recv_any(timeout_s=0.0)
             except EventFormatError as bad:
                 self.report(f"skipped: {bad}")
                 continue
@@ -120,10 +144,10 @@ class _GapFiller:
     def live(self, wait_s: float, limit: int | None) -> None:
         """Handle the next live event (buffered first), waiting up to ``wait_s`` for one."""
         if self.pending:
-            event: MatchEvent | None = self.pending.popleft()
+            event: FeedEvent | None = self.pending.popleft()
         else:
             try:
-                event = self.sub.recv(timeout_s=wait_s)
+                event = self.sub.recv_any(timeout_s=wait_s)
             except EventFormatError as bad:
                 self.report(f"skipped: {bad}")
                 return
@@ -150,7 +174,11 @@ def tail(
     endpoint: Annotated[str, typer.Argument(help="Publisher endpoint, e.g. tcp://127.0.0.1:5560.")],
     topic: Annotated[
         list[str] | None,
-        typer.Option("--topic", "-t", help="Topic prefix to subscribe to (repeatable), e.g. match.cam2."),
+        typer.Option(
+            "--topic",
+            "-t",
+            help="Topic prefix to subscribe to (repeatable), e.g. match.cam2 or review.; default: match. and review.",
+        ),
     ] = None,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit 0 after this many events.")] = None,
     timeout: Annotated[
@@ -185,7 +213,7 @@ def tail(
         float, typer.Option("--replay-timeout", min=0.001, help="Seconds to wait for each replay reply.")
     ] = 10.0,
 ) -> None:
-    """Print match events as they arrive: one summary line each, or JSON with --json.
+    """Print match events and reviewers' decisions as they arrive: one summary line each, or JSON with --json.
 
     Events published before the subscription reaches the publisher are not seen (ZeroMQ PUB/SUB), unless
     --since and --replay fetch them from the publisher's journal first."""
@@ -196,7 +224,7 @@ def tail(
     err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     deadline = None if timeout is None else time.monotonic() + timeout
     received = 0
-    topics = topic or [TOPIC_PREFIX]
+    topics = topic or [TOPIC_PREFIX, REVIEW_TOPIC_PREFIX]
     with EventSubscriber(endpoint, topics, security=security) as sub:
         if since is not None and replay is not None:
             # Subscribed (above) before the gap is fetched, so nothing published meanwhile is missed.
@@ -216,7 +244,7 @@ def tail(
                 if wait <= 0:
                     break
                 try:
-                    event = sub.recv(timeout_s=min(wait, 1.0))
+                    event = sub.recv_any(timeout_s=min(wait, 1.0))
                 except EventFormatError as bad:
                     err.print(f"skipped: {bad}")
                     continue

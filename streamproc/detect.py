@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.config import RetinaFaceConfig
+from streamproc.runtime import BatchRunner
 from streamproc.types import Detections, ImageBGR
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class RetinaFaceDetector:
         self._config = config
         self._model_sha256 = model_sha256
         self._input = session.get_inputs()[0].name
+        self._runner = BatchRunner(session, self._input)
         self._priors: dict[tuple[int, int], NDArray[np.float32]] = {}
 
     @property
@@ -114,7 +116,7 @@ class RetinaFaceDetector:
             groups.setdefault((tensor.shape[1], tensor.shape[2]), []).append(i)
         for (height, width), members in groups.items():
             batch = np.stack([prepared[i][0] for i in members])
-            loc, conf, landm = self._session.run(None, {self._input: batch})
+            loc, conf, landm = self._runner(batch)
             priors = self._priors.get((height, width))
             if priors is None:
                 priors = self._priors[(height, width)] = make_priors(height, width)

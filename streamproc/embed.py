@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from streamproc.align import ChipTemplate
 from streamproc.errors import ModelError
+from streamproc.runtime import BatchRunner
 from streamproc.types import EmbedderIdentity, Metric
 
 if TYPE_CHECKING:
@@ -70,17 +71,19 @@ class OnnxEmbedder:
                 f"{spec.kind} model input '{self._input}' has shape {shape}; expected [N, 3, {size}, {size}]"
             )
         self._fixed_batch_one = shape[0] == 1
+        self._runner = BatchRunner(session, self._input)
         self._max_batch = spec.max_batch
         dim = self._output_dim(spec)
         self._identity = EmbedderIdentity(kind=spec.kind, model_sha256=model_sha256, dim=dim, metric=spec.metric)
         log.info(
-            "embedder %s: input %s %s, %d-d %s, batch %s",
+            "embedder %s: input %s %s, %d-d %s, batch %s%s",
             spec.kind,
             self._input,
             shape,
             dim,
             spec.metric,
             "fixed at 1 (looped)" if self._fixed_batch_one else f"up to {self._max_batch}",
+            ", IO binding" if self._runner.io_binding else "",
         )
 
     def _output_dim(self, spec: EmbedderSpec) -> int:
@@ -134,7 +137,7 @@ class OnnxEmbedder:
     def _infer(self, tensor: NDArray[np.float32]) -> NDArray[np.float32]:
         if self._fixed_batch_one and len(tensor) > 1:
             return np.concatenate([self._infer(tensor[i : i + 1]) for i in range(len(tensor))])
-        out = self._session.run(None, {self._input: tensor})[0]
+        out = self._runner(tensor)[0]
         return np.asarray(out, dtype=np.float32).reshape(len(tensor), -1)
 
     def _run(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:

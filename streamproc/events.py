@@ -1,12 +1,15 @@
-"""Match events: the wire format downstream services consume, and the ZeroMQ publisher/subscriber.
+"""Match and review events: the wire format downstream services consume, and the ZeroMQ publisher/subscriber.
 
 A match event says "this track is a candidate for human review", never "this is that person": every event
-carries ``review: "pending"`` and a fixed notice, and the schema refuses any other value.
+carries ``review: "pending"`` and a fixed notice, and the schema refuses any other value. What a person then
+decides travels separately as a :class:`ReviewEvent` (see :mod:`streamproc.review`), so the match event stays
+an unaltered record of what the machine proposed.
 
-Wire format: a two-frame ZeroMQ multipart message ``[topic, json]``. The topic is ``match.<stream_id>`` so a
-subscriber filters by prefix; the body is UTF-8 JSON validated against :class:`MatchEvent`. JSON only, never
-pickle: a subscriber must not execute what arrives on a socket. ``streamproc/data/event.schema.json`` is the
-same schema for non-Python consumers; :func:`write_json_schema` regenerates it.
+Wire format: a two-frame ZeroMQ multipart message ``[topic, json]``. The topic is ``match.<stream_id>`` or
+``review.<stream_id>`` so a subscriber filters by prefix; the body is UTF-8 JSON validated against
+:class:`MatchEvent` or :class:`ReviewEvent`. JSON only, never pickle: a subscriber must not execute what
+arrives on a socket. ``streamproc/data/event.schema.json`` and ``review-event.schema.json`` are the same
+schemas for non-Python consumers; :func:`write_json_schemas` regenerates them.
 
 PUB/SUB drops what is sent before a subscriber's subscription reaches the publisher ("slow joiner"), and a PUB
 socket silently drops events for a subscriber whose queue is full (``sndhwm``). The feed is for live review;
@@ -31,13 +34,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from streamproc.errors import StreamprocError
 from streamproc.security import Authenticator, ClientSecurity, ServerSecurity, secure_client, secure_server
 
-SCHEMA_VERSION: Final = "1.0"
+SCHEMA_VERSION: Final = "1.1"
 """Major.minor. Minor: fields added (optional, so old JSON stays valid); major: anything that breaks readers."""
+
+READABLE_VERSIONS: Final = ("1.0", "1.1")
+"""Match-event versions :func:`decode` accepts: journals and subscribers outlive a publisher upgrade."""
+
+ADDED_IN_1_1: Final = ("template_label", "gallery_size")
+"""Top-level fields a 1.0 body lacks (and ``calibration.fpir``); they read as null there."""
 
 SCHEMA_ID: Final = f"urn:streamproc:match-event:{SCHEMA_VERSION}"
 NOTICE: Final = "Candidate for human review; not an identification."
 TOPIC_PREFIX: Final = "match."
 SCHEMA_PATH: Final = Path(__file__).resolve().parent / "data" / "event.schema.json"
+
+REVIEW_SCHEMA_VERSION: Final = "1.0"
+"""Version of :class:`ReviewEvent`, versioned on its own: a review consumer need not follow match changes."""
+
+REVIEW_SCHEMA_ID: Final = f"urn:streamproc:review-event:{REVIEW_SCHEMA_VERSION}"
+REVIEW_TOPIC_PREFIX: Final = "review."
+REVIEW_SCHEMA_PATH: Final = Path(__file__).resolve().parent / "data" / "review-event.schema.json"
+
+ReviewDecision = Literal["confirm", "reject"]
+ReviewStatus = Literal["pending", "confirmed", "rejected"]
 
 LatencyStage = Literal["decode", "detect", "track", "align", "embed", "search", "policy", "publish", "end_to_end"]
 """Keys of ``MatchEvent.latency_ms``; a stage not measured on the way to an event is simply absent."""
@@ -45,10 +64,14 @@ LatencyStage = Literal["decode", "detect", "track", "align", "embed", "search", 
 _STREAM_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # the same rule as SourceConfig.id: topics stay plain ASCII
 _JPEG_B64_PATTERN = r"^/9j/[A-Za-z0-9+/]*={0,2}$"  # base64 of a JPEG starts with its FF D8 FF marker
 _MAX_JPEG_B64 = 4 * 1024 * 1024
+_HEX32_PATTERN = r"^[0-9a-f]{32}$"
+REVIEWER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$"
+"""Reviewer ids: a login or badge id, plain ASCII so audit lines and tables stay unambiguous."""
+MAX_NOTE: Final = 2000
 
 
 class EventFormatError(StreamprocError):
-    """A message on the event feed is not a valid match event of this schema version."""
+    """A message on the event feed is not a valid match or review event of a schema version this reader knows."""
 
 
 class EventEndpointError(StreamprocError):
@@ -63,6 +86,9 @@ class _Wire(BaseModel):
 class CalibrationInfo(_Wire):
     """Where the threshold came from, so a reviewer can weigh the candidate."""
 
+    # fpir is always sent (null when unknown), so the schema lists it as required like every MatchEvent field.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     fmr_target: float = Field(
         ge=0.0,
         lt=1.0,
@@ -72,6 +98,13 @@ class CalibrationInfo(_Wire):
     uncalibrated: bool = Field(
         description="True when the threshold was set by hand (policy.threshold) rather than taken from a "
         "calibration: its false-match rate is unknown."
+    )
+    fpir: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Predicted per-track false-positive identification rate at this gallery size, from the "
+        "calibration's impostor-track measurement; null when not measured. (Added in 1.1.)",
     )
 
 
@@ -106,7 +139,7 @@ class MatchEvent(_Wire):
     # Every field is always sent, defaults included, so the schema lists them all as required.
     model_config = ConfigDict(title="streamproc match event", json_schema_serialization_defaults_required=True)
 
-    schema_version: Literal["1.0"] = Field(
+    schema_version: Literal["1.0", "1.1"] = Field(
         SCHEMA_VERSION, description="Schema version (major.minor); readers refuse a version they do not know."
     )
     event_id: str = Field(
@@ -125,6 +158,18 @@ class MatchEvent(_Wire):
     track_id: int = Field(ge=0, description="Face track id, unique within the stream for this run.")
     subject_id: str = Field(min_length=1, description="Watchlist subject id of the candidate.")
     subject_name: str = Field(description="Display name of the candidate, as enrolled, for the reviewer.")
+    template_label: int | None = Field(
+        None,
+        ge=0,
+        description="Watchlist template label (never reused within a watchlist) of the subject's enrolled template "
+        "nearest the best shot, so the reviewer compares against that image; null when unknown. (Added in 1.1.)",
+    )
+    gallery_size: int | None = Field(
+        None,
+        ge=0,
+        description="Active watchlist subjects searched for this event (false alarms grow with it); null when "
+        "unknown. (Added in 1.1.)",
+    )
     distance: float = Field(
         ge=0.0, description="Best (smallest) agreeing distance between the probe and the subject, in `metric` units."
     )
@@ -179,6 +224,10 @@ class MatchEvent(_Wire):
         x1, y1, x2, y2 = self.box
         if x2 < x1 or y2 < y1:
             raise ValueError(f"box {self.box} is not x1, y1, x2, y2 with x2 >= x1 and y2 >= y1")
+        if self.schema_version == "1.0":
+            fpir = self.calibration.fpir if self.calibration is not None else None
+            if self.template_label is not None or self.gallery_size is not None or fpir is not None:
+                raise ValueError("template_label, gallery_size and calibration.fpir are not part of schema 1.0")
         return self
 
     @property
@@ -196,6 +245,81 @@ class MatchEvent(_Wire):
         return None if self.face_jpeg_b64 is None else base64.b64decode(self.face_jpeg_b64, validate=True)
 
 
+class ReviewEvent(_Wire):
+    """One person's decision on a match event, and the status it leaves the candidate in.
+
+    Consistent by construction: a confirm lists its reviewer among ``confirmations``; a reject leaves the status
+    ``rejected``; ``confirmed`` means at least ``required_confirmations`` distinct confirms, ``pending`` fewer.
+    """
+
+    model_config = ConfigDict(title="streamproc review event", json_schema_serialization_defaults_required=True)
+
+    schema_version: Literal["1.0"] = Field(
+        REVIEW_SCHEMA_VERSION,
+        description="Review schema version (major.minor); readers refuse a version they do not know.",
+    )
+    type: Literal["review"] = Field("review", description="Event kind; always 'review' in this schema.")
+    review_id: str = Field(pattern=_HEX32_PATTERN, description="Random id of this decision (32 hex chars).")
+    seq: int | None = Field(
+        None,
+        ge=1,
+        description="Journal sequence number: the same sequence as match events, so a replay from a seq returns "
+        "matches and decisions in the order they were stored. Null only before the decision is stored.",
+    )
+    event_id: str = Field(pattern=_HEX32_PATTERN, description="event_id of the match event decided on.")
+    stream_id: str = Field(pattern=_STREAM_ID_PATTERN, description="Stream of the match event (also in the topic).")
+    subject_id: str = Field(min_length=1, description="Watchlist subject id the match event proposed.")
+    decision: ReviewDecision = Field(
+        description="'confirm': the reviewer judges probe and subject the same person; 'reject': not, or unsure."
+    )
+    reviewer: str = Field(pattern=REVIEWER_PATTERN, description="Id of the person who decided.")
+    note: str = Field(min_length=1, max_length=MAX_NOTE, description="The reviewer's reason, in their words.")
+    decided_at: float = Field(gt=0.0, description="UNIX time (s, wall clock) the decision was stored.")
+    status: ReviewStatus = Field(
+        description="Status of the match event after this decision: 'rejected' after any reject, 'confirmed' "
+        "once required_confirmations distinct reviewers confirmed, else 'pending'."
+    )
+    confirmations: tuple[str, ...] = Field(
+        description="Reviewers who have confirmed so far, this decision included, in the order they decided."
+    )
+    required_confirmations: int = Field(
+        ge=1, description="Distinct confirmations needed for 'confirmed' (2: the two-person rule)."
+    )
+
+    @field_validator("note")
+    @classmethod
+    def _note_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("note must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(set(self.confirmations)) != len(self.confirmations):
+            raise ValueError("confirmations must name distinct reviewers")
+        confirmed = len(self.confirmations) >= self.required_confirmations
+        if self.decision == "reject":
+            if self.status != "rejected" or self.reviewer in self.confirmations:
+                raise ValueError("a reject leaves the status 'rejected' and is not a confirmation")
+        elif self.reviewer not in self.confirmations:
+            raise ValueError("a confirm must list its reviewer in confirmations")
+        elif self.status != ("confirmed" if confirmed else "pending"):
+            raise ValueError(
+                f"{len(self.confirmations)} of {self.required_confirmations} confirmations give status "
+                f"{'confirmed' if confirmed else 'pending'}, not {self.status}"
+            )
+        return self
+
+    @property
+    def topic(self) -> bytes:
+        """The ZeroMQ topic this decision is published under."""
+        return f"{REVIEW_TOPIC_PREFIX}{self.stream_id}".encode("ascii")
+
+
+FeedEvent = MatchEvent | ReviewEvent
+"""Anything the feed, the journal and the replay endpoint carry."""
+
+
 def make_event_id(stream_id: str, track_id: int, subject_id: str, window_start_s: float) -> str:
     """Deterministic event id: 32 hex chars of sha256 over the fields that identify one flag.
 
@@ -207,50 +331,100 @@ def make_event_id(stream_id: str, track_id: int, subject_id: str, window_start_s
     return hashlib.sha256(key.encode("ascii")).hexdigest()[:32]
 
 
-def encode(event: MatchEvent) -> tuple[bytes, bytes]:
+def encode(event: FeedEvent) -> tuple[bytes, bytes]:
     """(topic, UTF-8 JSON body) for a two-frame ZeroMQ message."""
     return event.topic, event.model_dump_json().encode("utf-8")
 
 
-def _one_line(err: ValidationError) -> str:
+def _one_line(err: ValidationError, accepted: Sequence[str]) -> str:
     errors = err.errors()
     for item in errors:
         # Another version's body differs in many ways; the version is the one thing worth saying.
         if item["loc"] == ("schema_version",) and item["type"] != "missing":
-            return f"schema_version {repr(item['input'])[:20]} is not supported (this reader accepts {SCHEMA_VERSION})"
+            return (
+                f"schema_version {repr(item['input'])[:20]} is not supported "
+                f"(this reader accepts {', '.join(accepted)})"
+            )
     parts = [f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in errors[:3]]
     if len(errors) > 3:
         parts.append(f"and {len(errors) - 3} more")
     return "; ".join(parts).replace("\n", " ")
 
 
-def decode(frames: Sequence[bytes]) -> MatchEvent:
-    """Validate a received ``[topic, json]`` message; anything else raises :class:`EventFormatError`.
+def _missing(event: FeedEvent) -> list[str]:
+    """Fields the body left out: defaults are for building events in Python; a publisher sends every field."""
+    if isinstance(event, ReviewEvent):
+        return [name for name in ReviewEvent.model_fields if name not in event.model_fields_set]
+    optional = set(ADDED_IN_1_1) if event.schema_version == "1.0" else set()
+    missing = [name for name in MatchEvent.model_fields if name not in event.model_fields_set | optional]
+    calibration = event.calibration
+    if event.schema_version != "1.0" and calibration is not None and "fpir" not in calibration.model_fields_set:
+        missing.append("calibration.fpir")
+    return missing
 
-    Validation is strict (no string-to-number coercion) and the topic must name the event's own stream, so a
-    message that passes is exactly what a publisher of this schema version sent.
+
+def decode(frames: Sequence[bytes]) -> FeedEvent:
+    """Validate a received ``[topic, json]`` message: a match event (1.0 or 1.1) or a review event by topic.
+
+    Anything else raises :class:`EventFormatError`. Validation is strict (no string-to-number coercion, every
+    field of the body's version present) and the topic must name the event's own kind and stream, so a message
+    that passes is exactly what a publisher of that schema version sent.
     """
     if len(frames) != 2:
-        raise EventFormatError(f"malformed match event: expected 2 frames [topic, json], got {len(frames)}")
+        raise EventFormatError(f"malformed event: expected 2 frames [topic, json], got {len(frames)}")
     topic, body = frames
-    if not topic.startswith(TOPIC_PREFIX.encode("ascii")):
-        raise EventFormatError(f"malformed match event: topic {topic[:80]!r} does not start with {TOPIC_PREFIX!r}")
+    model: type[MatchEvent] | type[ReviewEvent]
+    accepted: Sequence[str]
+    if topic.startswith(TOPIC_PREFIX.encode("ascii")):
+        model, kind, accepted = MatchEvent, "match", READABLE_VERSIONS
+    elif topic.startswith(REVIEW_TOPIC_PREFIX.encode("ascii")):
+        model, kind, accepted = ReviewEvent, "review", (REVIEW_SCHEMA_VERSION,)
+    else:
+        raise EventFormatError(
+            f"malformed event: topic {topic[:80]!r} does not start with {TOPIC_PREFIX!r} or {REVIEW_TOPIC_PREFIX!r}"
+        )
     try:
-        event = MatchEvent.model_validate_json(body, strict=True)
+        event: FeedEvent = model.model_validate_json(body, strict=True)
     except ValidationError as err:
-        raise EventFormatError(f"malformed match event on {topic[:80]!r}: {_one_line(err)}") from None
-    missing = [name for name in MatchEvent.model_fields if name not in event.model_fields_set]
+        raise EventFormatError(f"malformed {kind} event on {topic[:80]!r}: {_one_line(err, accepted)}") from None
+    missing = _missing(event)
     if missing:
-        # Defaults are for building events in Python; a publisher always sends every field.
-        raise EventFormatError(f"malformed match event on {topic[:80]!r}: {', '.join(missing)}: Field required")
+        raise EventFormatError(f"malformed {kind} event on {topic[:80]!r}: {', '.join(missing)}: Field required")
     if event.topic != topic:
-        raise EventFormatError(f"malformed match event: topic {topic[:80]!r} but stream_id {event.stream_id!r}")
+        raise EventFormatError(f"malformed {kind} event: topic {topic[:80]!r} but stream_id {event.stream_id!r}")
     return event
 
 
+def decode_body(body: bytes) -> FeedEvent:
+    """Validate a stored or replayed body (no topic travels with it) with the same strict reader as :func:`decode`.
+
+    The topic is rebuilt from the body's ``type`` and ``stream_id``; a 1.0 match body has ``type: "match"`` too.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise EventFormatError("malformed event: not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stream_id"), str):
+        raise EventFormatError("malformed event: not a JSON object with a stream_id")
+    prefix = REVIEW_TOPIC_PREFIX if data.get("type") == "review" else TOPIC_PREFIX
+    return decode([f"{prefix}{data['stream_id']}".encode("utf-8", errors="replace"), body])
+
+
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the event body as sent, for consumers in any language."""
+    """JSON Schema (draft 2020-12) of the match-event body as this version sends it, for any language.
+
+    It describes 1.1 bodies (``schema_version`` is the constant "1.1"); a 1.0 body lacks the fields added in 1.1
+    and is described by the 1.0 schema file of an earlier release.
+    """
     schema = MatchEvent.model_json_schema(mode="serialization")
+    version = schema["properties"]["schema_version"]
+    schema["properties"]["schema_version"] = {
+        "const": SCHEMA_VERSION,
+        "default": SCHEMA_VERSION,
+        "description": version["description"],
+        "title": version["title"],
+        "type": "string",
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -260,19 +434,45 @@ def json_schema() -> dict[str, Any]:
     }
 
 
+def review_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the review-event body, for consumers in any language."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": REVIEW_SCHEMA_ID,
+        **ReviewEvent.model_json_schema(mode="serialization"),
+        "title": "streamproc review event",
+        "version": REVIEW_SCHEMA_VERSION,
+    }
+
+
+def _schema_text(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 def json_schema_text() -> str:
-    """The schema as committed: 2-space indent, sorted keys, trailing newline (stable diffs)."""
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    """The match schema as committed: 2-space indent, sorted keys, trailing newline (stable diffs)."""
+    return _schema_text(json_schema())
+
+
+def review_json_schema_text() -> str:
+    """The review schema as committed, in the same layout."""
+    return _schema_text(review_json_schema())
 
 
 def write_json_schema(path: Path = SCHEMA_PATH) -> Path:
-    """Regenerate the committed schema file (run after changing :class:`MatchEvent`)."""
+    """Regenerate the committed match schema file (run after changing :class:`MatchEvent`)."""
     path.write_text(json_schema_text(), encoding="utf-8")
     return path
 
 
+def write_json_schemas() -> list[Path]:
+    """Regenerate both committed schema files (run after changing either event model)."""
+    REVIEW_SCHEMA_PATH.write_text(review_json_schema_text(), encoding="utf-8")
+    return [write_json_schema(), REVIEW_SCHEMA_PATH]
+
+
 class EventPublisher:
-    """Binds a ZeroMQ PUB socket and publishes match events on it.
+    """Binds a ZeroMQ PUB socket and publishes match (and review) events on it.
 
     Not thread-safe (ZeroMQ sockets are not): publish from one thread, or behind a lock. PUB never blocks: an
     event for a subscriber whose queue holds ``sndhwm`` messages is dropped by ZeroMQ without notice, and
@@ -321,7 +521,7 @@ class EventPublisher:
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         """The bound address, with the actual port when ``endpoint`` asked for any (``tcp://host:*``)."""
 
-    def publish(self, event: MatchEvent) -> None:
+    def publish(self, event: FeedEvent) -> None:
         """Send one event without blocking."""
         topic, body = encode(event)
         try:
@@ -358,8 +558,9 @@ class EventSubscriber:
     """Connects a ZeroMQ SUB socket to a publisher and yields validated events.
 
     ``topics`` are byte prefixes: ``match.`` is every stream, ``match.cam2`` is cam2 (and also ``cam20``,
-    ``cam2.x``: check ``event.stream_id`` when the exact stream matters). Connecting succeeds even when no
-    publisher is there yet; ZeroMQ keeps reconnecting in the background.
+    ``cam2.x``: check ``event.stream_id`` when the exact stream matters); ``review.`` gets reviewers' decisions,
+    read with :meth:`recv_any`. Connecting succeeds even when no publisher is there yet; ZeroMQ keeps
+    reconnecting in the background.
 
     With ``security`` the subscriber talks CURVE to the one server whose public key it names. A publisher that
     refuses its key (or a plain publisher) delivers nothing, and ZeroMQ raises no error: :meth:`recv` times out.
@@ -395,10 +596,19 @@ class EventSubscriber:
             raise
 
     def recv(self, timeout_s: float) -> MatchEvent | None:
-        """The next event, or None after ``timeout_s`` without one.
+        """The next match event, or None after ``timeout_s`` without one.
 
+        For subscribers to ``match.`` topics only (the default): a review event raises
+        :class:`EventFormatError` here, so a consumer that expects matches never mistakes a decision for one.
         A malformed message raises :class:`EventFormatError`; it has been consumed, so calling again goes on.
         """
+        event = self.recv_any(timeout_s)
+        if isinstance(event, ReviewEvent):
+            raise EventFormatError(f"review event on {event.topic!r} where a match event was expected: use recv_any()")
+        return event
+
+    def recv_any(self, timeout_s: float) -> FeedEvent | None:
+        """The next match or review event, or None after ``timeout_s`` without one (errors as :meth:`recv`)."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             remaining_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
@@ -430,6 +640,10 @@ class EventSubscriber:
 
 __all__ = [
     "NOTICE",
+    "READABLE_VERSIONS",
+    "REVIEW_SCHEMA_PATH",
+    "REVIEW_SCHEMA_VERSION",
+    "REVIEW_TOPIC_PREFIX",
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
     "CalibrationInfo",
@@ -437,13 +651,21 @@ __all__ = [
     "EventFormatError",
     "EventPublisher",
     "EventSubscriber",
+    "FeedEvent",
     "LatencyStage",
     "MatchEvent",
     "QualityInfo",
+    "ReviewDecision",
+    "ReviewEvent",
+    "ReviewStatus",
     "decode",
+    "decode_body",
     "encode",
     "json_schema",
     "json_schema_text",
     "make_event_id",
+    "review_json_schema",
+    "review_json_schema_text",
     "write_json_schema",
+    "write_json_schemas",
 ]

@@ -1,7 +1,8 @@
 """The event feed a pipeline publishes to: PUB socket, optional durable journal, replay endpoint and CURVE.
 
-Built in one place from ``events`` config so the pipeline only sees ``publish(event)``. The PUB and replay
-ROUTER sockets share one ZeroMQ context, so one ZAP authenticator serves both when CURVE is on.
+Built in one place from ``events`` config so the pipeline only sees ``publish(event)`` and, about every half
+second, ``publish_pending_reviews()``. The PUB and replay ROUTER sockets share one ZeroMQ context, so one ZAP
+authenticator serves both when CURVE is on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from streamproc.events import EventPublisher, MatchEvent
 from streamproc.journal import EventJournal, JournaledPublisher
 from streamproc.metrics import PipelineMetrics
 from streamproc.replay import ReplayServer
+from streamproc.review import publish_pending_reviews
 from streamproc.security import Authenticator, ServerSecurity, secure_server
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,23 @@ class EventFeed:
         if self._journal is not None:
             self._metrics.journal_bytes.set(self._journal.size_bytes())
         return sent
+
+    def publish_pending_reviews(self) -> int:
+        """Publish reviewers' decisions stored in the journal since the last call; how many were published.
+
+        ``streamproc review decide`` (another process) only stores decisions; this puts them on the feed, under
+        ``review.<stream>``. The high-water mark is kept in the journal, not in memory, so the first call after a
+        start also publishes the decisions stored while no pipeline ran, and none is published twice except
+        after a crash between sending and recording the mark. Without a journal there are no decisions: 0.
+        Cheap when there is nothing new (one indexed query); call it from the main loop about every 0.5 s.
+        """
+        journal = self._journal
+        if journal is None:
+            return 0
+        with self._lock:
+            publisher = self._publisher
+            assert publisher is not None
+            return publish_pending_reviews(journal, publisher.publish)
 
     def prune(self) -> None:
         """Apply journal retention (age, count); run at start and periodically."""

@@ -17,6 +17,12 @@ Guarantees:
 - **Erasure reaches the disk.** The journal holds face crops of matches; :meth:`EventJournal.erase_subject`
   and :meth:`EventJournal.prune` delete with ``secure_delete`` (freed pages are zeroed), then checkpoint and
   truncate the WAL and give freed pages back to the file system, so the deleted bytes do not linger.
+
+Reviewers' decisions (:class:`~streamproc.events.ReviewEvent`, see :mod:`streamproc.review`) live in a second
+table but take their seq from the same counter, so a replay returns matches and decisions in the order they
+were stored. They are written by another process (``streamproc review decide``) than the pipeline that owns the
+PUB socket; the ``reviews_published`` high-water mark records how far the pipeline's feed has published them.
+A review goes when its match event goes (retention, erasure): it names the subject and means nothing alone.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -32,10 +38,13 @@ from typing import Final, Literal, Self
 from pydantic import ValidationError
 
 from streamproc.errors import StreamprocError
-from streamproc.events import EventPublisher, MatchEvent
+from streamproc.events import EventPublisher, FeedEvent, MatchEvent, ReviewEvent
 
-JOURNAL_FORMAT: Final = 1
-"""``PRAGMA user_version`` of a journal file this code writes; another value is refused."""
+JOURNAL_FORMAT: Final = 2
+"""``PRAGMA user_version`` of a journal file this code writes (2: with reviews); another value is refused."""
+
+_UPGRADABLE: Final = (1,)
+"""Older formats opened by adding what they lack (format 1 had no reviews); older code then refuses the file."""
 
 _BATCH: Final = 500
 
@@ -52,7 +61,25 @@ _SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS events_published_at ON events(published_at)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', 0)",
+    """CREATE TABLE IF NOT EXISTS reviews (
+        seq INTEGER PRIMARY KEY,
+        review_id TEXT UNIQUE NOT NULL,
+        event_id TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        subject_id TEXT,
+        body BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS reviews_event ON reviews(event_id)",
+    "CREATE INDEX IF NOT EXISTS reviews_subject ON reviews(subject_id)",
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('reviews_published', 0)",
 )
+
+_ORPHAN_REVIEWS: Final = "DELETE FROM reviews WHERE event_id NOT IN (SELECT event_id FROM events)"
+
+ReviewBuilder = Callable[[MatchEvent | None, Sequence[ReviewEvent], int], ReviewEvent]
+"""Given the match event (None if not journaled), its earlier reviews and the next seq: the review to store.
+
+It may raise to refuse; nothing is stored then."""
 
 
 class JournalError(StreamprocError):
@@ -60,7 +87,7 @@ class JournalError(StreamprocError):
 
 
 class EventJournal:
-    """Match events in a SQLite file (WAL mode), in the order they were appended, each with its ``seq``.
+    """Match events and reviews in a SQLite file (WAL mode), in the order they were appended, each with its ``seq``.
 
     ``sync`` trades durability for speed: ``"full"`` (``PRAGMA synchronous=FULL``) fsyncs the WAL at every
     append, so an event is on disk before it is published and survives a power loss or OS crash; ``"normal"``
@@ -95,7 +122,7 @@ class EventJournal:
         db = self._db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         fresh = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
-        if not fresh and version != JOURNAL_FORMAT:
+        if not fresh and version != JOURNAL_FORMAT and version not in _UPGRADABLE:
             raise sqlite3.DatabaseError(f"journal format {version} is not {JOURNAL_FORMAT}")
         if fresh:
             # Only settable before the first table exists; lets retention give freed pages back to the disk.
@@ -158,21 +185,107 @@ class EventJournal:
                 raise JournalError(f"cannot append to event journal {self.path}: {err}") from None
             return stamped
 
+    def append_review(
+        self, event_id: str, build: ReviewBuilder, on_stored: Callable[[ReviewEvent], None]
+    ) -> ReviewEvent:
+        """Store the review ``build`` makes for ``event_id`` with the next seq, then call ``on_stored`` (e.g. audit).
+
+        One write transaction covers reading the event and its reviews, ``build`` (which applies the rules and may
+        raise to refuse), the insert and ``on_stored``: decisions by concurrent reviewers are serialised, and an
+        exception from either callback rolls everything back. ``on_stored`` runs while the write lock is held, so
+        records it writes elsewhere come in the journal's order.
+        """
+        with self._lock:
+            self._check_open()
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = db.execute("SELECT seq, body FROM events WHERE event_id = ?", (event_id,)).fetchone()
+                    event = self._match(int(row[0]), bytes(row[1])) if row else None
+                    prior = [
+                        self._review(int(s), bytes(b))
+                        for s, b in db.execute(
+                            "SELECT seq, body FROM reviews WHERE event_id = ? ORDER BY seq", (event_id,)
+                        ).fetchall()
+                    ]
+                    seq = int(db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]) + 1
+                    review = build(event, prior, seq)
+                    if review.seq != seq or review.event_id != event_id:
+                        raise ValueError(f"review builder returned seq {review.seq} for {review.event_id}")
+                    db.execute(
+                        "INSERT INTO reviews(seq, review_id, event_id, reviewer, subject_id, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            seq,
+                            review.review_id,
+                            review.event_id,
+                            review.reviewer,
+                            review.subject_id,
+                            review.model_dump_json().encode("utf-8"),
+                        ),
+                    )
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+                    on_stored(review)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as err:
+                raise JournalError(f"cannot store a review in event journal {self.path}: {err}") from None
+            return review
+
     # ------------------------------------------------------------------------------------------ reading
-    def bodies_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` stored ``(seq, JSON body)`` pairs after ``seq``, in seq order (for the replay server)."""
+    def _match(self, seq: int, body: bytes) -> MatchEvent:
+        try:
+            return MatchEvent.model_validate_json(body)
+        except ValidationError:
+            raise JournalError(f"event journal {self.path}: record {seq} does not decode") from None
+
+    def _review(self, seq: int, body: bytes) -> ReviewEvent:
+        try:
+            return ReviewEvent.model_validate_json(body)
+        except ValidationError:
+            raise JournalError(f"event journal {self.path}: review record {seq} does not decode") from None
+
+    def _rows(self, sql: str, params: tuple[object, ...]) -> list[tuple[int, bytes]]:
         with self._lock:
             self._check_open()
             try:
-                rows = self._db.execute(
-                    "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, max(0, limit))
-                ).fetchall()
+                rows = self._db.execute(sql, params).fetchall()
             except sqlite3.Error as err:
                 raise JournalError(f"cannot read event journal {self.path}: {err}") from None
         return [(int(s), bytes(b)) for s, b in rows]
 
-    def since(self, seq: int, limit: int | None = None) -> Iterator[MatchEvent]:
-        """Events after ``seq`` in seq order, at most ``limit``; read in batches, without holding the lock."""
+    def bodies_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored ``(seq, JSON body)`` pairs after ``seq``, matches and reviews in seq order.
+
+        For the replay server, which sends the bodies as stored.
+        """
+        # Two primary-key range scans merged here (a UNION ... ORDER BY would sort every later body, face crops
+        # included), in one read transaction: one snapshot, so an append by another process between the two
+        # scans cannot leave a hole below the last seq returned.
+        limit = max(0, limit)
+        with self._lock:
+            self._check_open()
+            db = self._db
+            try:
+                db.execute("BEGIN")
+                try:
+                    rows = [
+                        *db.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)),
+                        *db.execute("SELECT seq, body FROM reviews WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)),
+                    ]
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise JournalError(f"cannot read event journal {self.path}: {err}") from None
+        rows.sort(key=lambda row: int(row[0]))
+        return [(int(s), bytes(b)) for s, b in rows[:limit]]
+
+    def records_since(self, seq: int, limit: int | None = None) -> Iterator[FeedEvent]:
+        """Match events and reviews after ``seq`` in seq order, at most ``limit`` (as a replay returns them)."""
         remaining = limit
         after = seq
         while remaining is None or remaining > 0:
@@ -180,11 +293,55 @@ class EventJournal:
             if not batch:
                 return
             for stored_seq, body in batch:
-                try:
-                    event = MatchEvent.model_validate_json(body)
-                except ValidationError:
-                    raise JournalError(f"event journal {self.path}: record {stored_seq} does not decode") from None
-                yield event
+                if b'"type":"review"' in body:  # model_dump_json writes it so, and a match body cannot contain it
+                    yield self._review(stored_seq, body)
+                else:
+                    yield self._match(stored_seq, body)
+            after = batch[-1][0]
+            if remaining is not None:
+                remaining -= len(batch)
+
+    def event(self, event_id: str) -> MatchEvent | None:
+        """The journaled match event ``event_id``, or None when it is not (or no longer) here."""
+        rows = self._rows("SELECT seq, body FROM events WHERE event_id = ?", (event_id,))
+        return self._match(*rows[0]) if rows else None
+
+    def reviews_of(self, event_id: str) -> list[ReviewEvent]:
+        """The decisions stored on ``event_id``, in seq order."""
+        rows = self._rows("SELECT seq, body FROM reviews WHERE event_id = ? ORDER BY seq", (event_id,))
+        return [self._review(s, b) for s, b in rows]
+
+    def reviews_after(self, seq: int, limit: int = _BATCH) -> list[ReviewEvent]:
+        """Up to ``limit`` stored decisions with a seq above ``seq``, in seq order."""
+        rows = self._rows("SELECT seq, body FROM reviews WHERE seq > ? ORDER BY seq LIMIT ?", (seq, max(0, limit)))
+        return [self._review(s, b) for s, b in rows]
+
+    def reviews_published(self) -> int:
+        """The feed's high-water mark: decisions up to this seq have been handed to its PUB socket."""
+        return self._scalar("SELECT value FROM meta WHERE key = 'reviews_published'")
+
+    def set_reviews_published(self, seq: int) -> None:
+        """Advance the high-water mark to ``seq`` (never moves it back)."""
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'reviews_published'", (int(seq),))
+            except sqlite3.Error as err:
+                raise JournalError(f"cannot update event journal {self.path}: {err}") from None
+
+    def since(self, seq: int, limit: int | None = None) -> Iterator[MatchEvent]:
+        """Match events after ``seq`` in seq order, at most ``limit``; read in batches, without holding the lock."""
+        remaining = limit
+        after = seq
+        while remaining is None or remaining > 0:
+            batch = self._rows(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, _BATCH if remaining is None else min(_BATCH, remaining)),
+            )
+            if not batch:
+                return
+            for stored_seq, body in batch:
+                yield self._match(stored_seq, body)
             after = batch[-1][0]
             if remaining is not None:
                 remaining -= len(batch)
@@ -203,8 +360,12 @@ class EventJournal:
         return self._scalar("SELECT value FROM meta WHERE key = 'last_seq'")
 
     def count(self) -> int:
-        """Number of events stored now."""
+        """Number of match events stored now."""
         return self._scalar("SELECT count(*) FROM events")
+
+    def review_count(self) -> int:
+        """Number of decisions stored now."""
+        return self._scalar("SELECT count(*) FROM reviews")
 
     def size_bytes(self) -> int:
         """Bytes on disk: the database file plus its WAL (what retention has to keep bounded)."""
@@ -219,6 +380,7 @@ class EventJournal:
 
     # ---------------------------------------------------------------------------------------- retention
     def _delete(self, sql: str, params: tuple[object, ...]) -> int:
+        """Run one event deletion and drop the reviews it orphans, in one transaction; events deleted."""
         with self._lock:
             self._check_open()
             db = self._db
@@ -226,12 +388,13 @@ class EventJournal:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     deleted = db.execute(sql, params).rowcount
+                    deleted_reviews = db.execute(_ORPHAN_REVIEWS).rowcount
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
-                if deleted:
+                if deleted or deleted_reviews:
                     # Give freed (already zeroed) pages back, and drop the WAL frames that still hold old copies.
                     db.execute("PRAGMA incremental_vacuum").fetchall()
                     db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -242,7 +405,8 @@ class EventJournal:
     def prune(self, max_age_s: float | None, max_events: int | None) -> int:
         """Delete events published more than ``max_age_s`` ago, then the oldest beyond ``max_events``.
 
-        Returns how many were deleted. ``None`` disables a limit. Age uses ``published_at`` (wall clock).
+        Returns how many events were deleted (their reviews go with them). ``None`` disables a limit. Age uses
+        ``published_at`` (wall clock).
         """
         deleted = 0
         if max_age_s is not None:
@@ -258,7 +422,8 @@ class EventJournal:
     def erase_subject(self, subject_id: str) -> int:
         """Delete every journaled event of ``subject_id`` (erasure must reach the journal: it holds face crops).
 
-        Their seqs stay used; a replay simply no longer returns them. Returns how many were deleted.
+        Their reviews go too. Their seqs stay used; a replay simply no longer returns them. Returns how many
+        events were deleted.
         """
         return self._delete("DELETE FROM events WHERE subject_id = ?", (subject_id,))
 

@@ -8,14 +8,19 @@ become a record of who was seen where, and per-person labels would also grow wit
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self
-from wsgiref.simple_server import WSGIServer
+from typing import Any, Final, Self
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from streamproc.errors import StreamprocError
+from streamproc.source import SOURCE_STATES
 
 STAGES: Final = ("decode", "detect", "track", "align", "embed", "search", "policy", "publish")
 """Values of the ``stage`` label of ``streamproc_stage_seconds``."""
@@ -37,7 +42,8 @@ class PipelineMetrics:
             return Counter(f"streamproc_{name}", doc, labels, registry=registry)
 
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ("stream",)) -> Gauge:
-            return Gauge(f"streamproc_{name}", doc, labels, registry=registry)
+            # Multi-process layout: each stream lives in one process, so summing over live processes is exact.
+            return Gauge(f"streamproc_{name}", doc, labels, registry=registry, multiprocess_mode="livesum")
 
         self.frames_decoded = counter("frames_decoded", "Frames decoded (after max_fps sampling).")
         self.frames_processed = counter("frames_processed", "Frames that went through detection and tracking.")
@@ -50,6 +56,15 @@ class PipelineMetrics:
         self.matches = counter("matches", "Flags raised by the k-of-n match policy (candidates for review).")
         self.events_published = counter("events_published", "Match events handed to the event publisher.")
         self.source_errors = counter("source_errors", "Failures to open or decode a stream's source.")
+        self.shots_sent = counter("shots_sent", "Best shots a stream sent to the embed service.")
+        self.shots_dropped = counter(
+            "shots_dropped",
+            "Messages (best shots, track ends) a live stream dropped because the embed service's queue was full.",
+            ("stream", "reason"),
+        )
+        self.wire_errors = Counter(
+            "streamproc_wire_errors_total", "Malformed messages the embed service dropped.", registry=registry
+        )
         self.comparisons_nonmatching = counter(
             "comparisons_nonmatching",
             "Embedded shots whose best candidate was above the threshold: counted, never logged or kept.",
@@ -76,18 +91,47 @@ class PipelineMetrics:
             buckets=BATCH_BUCKETS,
         )
 
+        self.embed_batch_seconds = Histogram(
+            "streamproc_embed_batch_seconds",
+            "Embedder time per batch (one network call for the chips of many streams).",
+            registry=registry,
+            buckets=STAGE_BUCKETS,
+        )
         self.queue_depth = gauge("queue_depth", "Items waiting in a bounded queue.", ("stream", "queue"))
+        self.embed_queue_depth = Gauge(
+            "streamproc_embed_queue_depth",
+            "Messages waiting for the embed service (single-process layout; ZeroMQ queues are bounded by HWM).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.watchlist_subjects = Gauge(
-            "streamproc_watchlist_subjects", "Active subjects in the loaded watchlist.", registry=registry
+            "streamproc_watchlist_subjects",
+            "Active subjects in the loaded watchlist.",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.journal_bytes = Gauge(
-            "streamproc_journal_bytes", "Size of the durable event journal on disk.", registry=registry
+            "streamproc_journal_bytes",
+            "Size of the durable event journal on disk.",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.replay_requests = Counter(
             "streamproc_replay_requests_total", "Replay requests served from the event journal.", registry=registry
         )
         self.tracks_live = gauge("tracks_live", "Face tracks currently alive.")
         self.source_up = gauge("source_up", "1 while the stream's source is open and delivering, else 0.")
+        self.source_reconnects = counter("source_reconnects", "Attempts to reopen a live source after it dropped.")
+        self.source_state = gauge(
+            "source_state",
+            "1 for the state the stream's source is in (connecting, streaming, reconnecting, ...), 0 for the others.",
+            ("stream", "state"),
+        )
+        self.predicted_false_alerts = gauge(
+            "predicted_false_alerts_per_hour",
+            "Expected false candidates per hour: recent tracks/s x the calibration's measured per-track "
+            "false-flag rate at the current gallery size (k-of-n included). NaN when not calibrated for it.",
+        )
 
     def init_stream(self, stream: str, drop_reasons: tuple[str, ...] = (), queues: tuple[str, ...] = ()) -> None:
         """Create a stream's series at zero, so dashboards and rate() see it before its first event."""
@@ -99,12 +143,15 @@ class PipelineMetrics:
             self.embeddings,
             self.matches,
             self.events_published,
+            self.shots_sent,
             self.source_errors,
+            self.source_reconnects,
             self.comparisons_nonmatching,
         ):
             c.labels(stream=stream)
         for reason in drop_reasons:
             self.frames_dropped.labels(stream=stream, reason=reason)
+        self.shots_dropped.labels(stream=stream, reason="embed_queue_full")
         for stage in STAGES:
             self.stage_seconds.labels(stream=stream, stage=stage)
         self.end_to_end_seconds.labels(stream=stream)
@@ -112,6 +159,9 @@ class PipelineMetrics:
             self.queue_depth.labels(stream=stream, queue=queue)
         self.tracks_live.labels(stream=stream)
         self.source_up.labels(stream=stream)
+        self.predicted_false_alerts.labels(stream=stream)
+        for state in SOURCE_STATES:
+            self.source_state.labels(stream=stream, state=state)
 
 
 class MetricsServer:
@@ -147,17 +197,60 @@ class MetricsServer:
         self.close()
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread (port 0: any free port)."""
+HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
+"""Returns (ok, details): details are served as JSON so an operator can see what is not ready."""
+
+
+def _always_ok() -> tuple[bool, dict[str, object]]:
+    return True, {}
+
+
+def serve(
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    healthy: HealthCheck = _always_ok,
+    ready: HealthCheck = _always_ok,
+) -> MetricsServer:
+    """Serve ``/metrics`` (``registry``), ``/healthz`` (liveness) and ``/readyz`` (readiness) from a daemon thread.
+
+    The probes answer 200 or 503 with a JSON body; orchestrators restart on a failing liveness probe and
+    route no work while readiness fails. Port 0 binds any free port.
+    """
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path in ("/healthz", "/readyz"):
+            ok, details = (healthy if path == "/healthz" else ready)()
+            body = json.dumps({"ok": ok, **details}, sort_keys=True, default=str).encode()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        result: list[bytes] = metrics_app(environ, start_response)
+        return result
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, app, Server, handler_class=_QuietHandler)
     except OSError as err:
         reason = err.strerror or str(err)
         raise StreamprocError(
             f"cannot serve metrics on {host}:{port}: {reason} (set metrics.port to a free port, 0 for any, "
             "or null to turn the endpoint off)"
         ) from None
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
 
 
 __all__ = [
@@ -165,6 +258,7 @@ __all__ = [
     "END_TO_END_BUCKETS",
     "STAGES",
     "STAGE_BUCKETS",
+    "HealthCheck",
     "MetricsServer",
     "PipelineMetrics",
     "serve",

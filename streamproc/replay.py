@@ -1,11 +1,13 @@
-"""Replay endpoint: a subscriber that was away asks for the journaled events it missed.
+"""Replay endpoint: a subscriber that was away asks for the journaled events (matches and decisions) it missed.
 
 Protocol (ZeroMQ; the server binds a ROUTER socket, clients connect REQ or DEALER):
 
 - request ``[b"since", b"<seq>"]`` or ``[b"since", b"<seq>", b"<limit>"]``: ASCII decimal integers,
   ``seq >= 0`` (0 means from the start), ``1 <= limit``;
 - reply ``[b"events", json1, json2, ...]``: the journaled events with ``seq`` greater than the one asked for,
-  in seq order, each body exactly as published (the JSON of :class:`~streamproc.events.MatchEvent`, ``seq`` set).
+  in seq order, each body exactly as stored (the JSON of a :class:`~streamproc.events.MatchEvent` or, with
+  ``"type": "review"``, a :class:`~streamproc.events.ReviewEvent`; ``seq`` set). Matches and decisions share
+  one seq sequence, so a client tells them apart by ``type``.
   A reply holds at most ``limit``, :data:`MAX_BATCH` events, and about :data:`MAX_REPLY_BYTES` (always at least
   one event), so the client asks again from the last seq it got until a reply has no events;
 - error ``[b"error", b"<one-line message>"]`` for a malformed request or an unreadable journal.
@@ -17,7 +19,6 @@ same envelope back.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from typing import Final, Self
 import zmq
 
 from streamproc.errors import StreamprocError
-from streamproc.events import TOPIC_PREFIX, EventEndpointError, EventFormatError, MatchEvent, decode
+from streamproc.events import EventEndpointError, FeedEvent, decode_body
 from streamproc.journal import EventJournal, JournalError
 
 MAX_BATCH: Final = 1000
@@ -162,25 +163,14 @@ class ReplayServer:
         self.close()
 
 
-def _decode_body(body: bytes) -> MatchEvent:
-    """Validate one replayed body with the same strict reader live events get."""
-    try:
-        stream_id = json.loads(body).get("stream_id")
-    except (ValueError, AttributeError):
-        raise EventFormatError("malformed replayed event: not a JSON object") from None
-    if not isinstance(stream_id, str):
-        raise EventFormatError("malformed replayed event: no stream_id")
-    return decode([f"{TOPIC_PREFIX}{stream_id}".encode("utf-8", errors="replace"), body])
-
-
 def iter_since(
     endpoint: str,
     seq: int,
     timeout_s: float,
     context: zmq.SyncContext | None = None,
     socket_setup: Callable[[zmq.SyncSocket], None] | None = None,
-) -> Iterator[list[MatchEvent]]:
-    """Batches of the events after ``seq``, in seq order, until the server has no more.
+) -> Iterator[list[FeedEvent]]:
+    """Batches of the match and review events after ``seq``, in seq order, until the server has no more.
 
     ``timeout_s`` bounds the wait for each reply; no reply in time raises :class:`ReplayError` (a REQ socket
     cannot be reused after a lost reply, so the caller starts over). A malformed event raises
@@ -210,7 +200,7 @@ def iter_since(
             if reply[0] == b"error":
                 message = b" ".join(reply[1:2]).decode("utf-8", errors="replace").replace("\n", " ")[:300]
                 raise ReplayError(f"replay endpoint {endpoint} refused: {message}")
-            batch = [_decode_body(body) for body in reply[1:]]
+            batch = [decode_body(body) for body in reply[1:]]
             if not batch:
                 return
             for event in batch:
@@ -224,9 +214,9 @@ def iter_since(
             ctx.term()
 
 
-def fetch_since(endpoint: str, seq: int, timeout_s: float) -> list[MatchEvent]:
-    """Every journaled event after ``seq``, in seq order (see :func:`iter_since`)."""
-    events: list[MatchEvent] = []
+def fetch_since(endpoint: str, seq: int, timeout_s: float) -> list[FeedEvent]:
+    """Every journaled match and review event after ``seq``, in seq order (see :func:`iter_since`)."""
+    events: list[FeedEvent] = []
     for batch in iter_since(endpoint, seq, timeout_s):
         events.extend(batch)
     return events

@@ -15,6 +15,22 @@ it. Damage *within* a file (a truncated copy, corrupt packets) ends that file ea
 counted in :attr:`VideoSource.errors` and reported to ``on_error``; the frames decoded before it are kept and
 a folder goes on with its next file. URL credentials are masked in messages, logs and ``Frame.source``.
 
+Live sources (URLs) survive outages: when opening fails, or the stream fails, stalls (no data for
+``open_timeout_s``) or ends, the source waits with exponential backoff (:class:`Backoff`) and reopens, and gives
+up with a :class:`SourceError` only after ``reconnect.max_attempts`` failed attempts in a row. Nothing is
+buffered while the camera is down. Media time stays monotonic across a reconnect, and follows the wall clock:
+the first frame of the new connection gets the last frame's ``pts_s`` plus the wall-clock time elapsed since
+that frame (at least one frame duration), so the tracker sees the outage as the time gap it really was, and
+tracks that went stale meanwhile expire instead of jumping across it.
+
+Lifecycle: :data:`SOURCE_STATES`, reported to ``on_state`` on every transition. Files and folders go
+``connecting -> streaming -> ended`` (or ``loop`` forever, media time running on across passes); URLs go
+``connecting -> streaming -> reconnecting -> streaming ...``; any source ends ``failed`` (it raised) or
+``stopped`` (:meth:`VideoSource.stop`, or the consumer closed :meth:`VideoSource.frames`).
+
+``hwaccel: cuda`` decodes on NVDEC through PyAV's hardware acceleration; without a usable CUDA device (or a
+codec NVDEC cannot decode) the source logs one warning and decodes on the CPU.
+
 :class:`SourceReader` runs a source on its own thread into a :class:`~streamproc.buffer.FrameBuffer`.
 """
 
@@ -22,28 +38,35 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import random
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import av
+from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.container import InputContainer
 from av.error import FFmpegError
 from av.video.stream import VideoStream
 
 from streamproc.buffer import BufferClosed, BufferPolicy, FrameBuffer
-from streamproc.config import SourceConfig
+from streamproc.config import ReconnectConfig, SourceConfig
 from streamproc.errors import SourceError
 from streamproc.types import Frame, ImageBGR
 
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["file", "folder", "url"]
+
+SourceState = Literal["connecting", "streaming", "reconnecting", "ended", "failed", "stopped"]
+SOURCE_STATES: tuple[SourceState, ...] = ("connecting", "streaming", "reconnecting", "ended", "failed", "stopped")
+"""Every :data:`SourceState`, in lifecycle order (one gauge per state)."""
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts"})
 """Files a folder source picks up (compared case-insensitively)."""
@@ -53,6 +76,7 @@ FALLBACK_FPS = 30.0
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EPS_S = 1e-6  # timestamps equal within this are equal (float rounding of exact rational times)
+_ATTEMPT_LOG_EVERY_S = 60.0  # during a long outage, log a failed reconnect attempt at least this often
 
 
 def source_kind(url: str) -> SourceKind:
@@ -116,6 +140,37 @@ class RateSampler:
         return True
 
 
+class Backoff:
+    """Waits between reconnect attempts: ``initial_s * multiplier**n`` capped at ``max_s``, times a random factor.
+
+    The factor is drawn uniformly from ``[1 - jitter, 1 + jitter]`` so that cameras dropped together (a switch
+    reboot) do not all retry in step; ``n`` counts the failed attempts since the last :meth:`reset`, which the
+    source calls once frames flow again, so the next outage starts with a short wait.
+    """
+
+    def __init__(self, config: ReconnectConfig, rng: random.Random) -> None:
+        self._config = config
+        self._rng = rng
+        self.attempts = 0
+        """Attempts started since the last reset (each :meth:`next_wait` is one)."""
+
+    @property
+    def exhausted(self) -> bool:
+        """True once ``max_attempts`` attempts have been made in a row (never with ``max_attempts: null``)."""
+        limit = self._config.max_attempts
+        return limit is not None and self.attempts >= limit
+
+    def next_wait(self) -> float:
+        """Seconds to wait before the next attempt, which it counts."""
+        c = self._config
+        base = min(c.max_s, c.initial_s * c.multiplier**self.attempts)
+        self.attempts += 1
+        return base * self._rng.uniform(1.0 - c.jitter, 1.0 + c.jitter)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
 def _one_line(err: FFmpegError) -> str:
     text = err.strerror or str(err)
     return " ".join(text.split())
@@ -126,8 +181,10 @@ class VideoSource:
 
     Construction checks what is cheap to check (a path exists, a folder holds video files) and raises
     :class:`SourceError`; opening and decoding happen lazily in :meth:`frames`. ``clock`` stamps
-    ``captured_at`` (tests pass a fake one). ``on_error(message)`` is called, from the decoding thread, for
-    every file skipped or cut short; :attr:`errors` counts them.
+    ``captured_at`` (tests pass a fake one). Callbacks run on the decoding thread: ``on_error(message)`` for
+    every file skipped or cut short (:attr:`errors` counts them), ``on_state(state)`` on every lifecycle
+    transition, ``on_reconnect(attempt, wait_s)`` before each reconnect wait. ``seed`` seeds the backoff
+    jitter (tests); by default it is random.
     """
 
     def __init__(
@@ -135,19 +192,30 @@ class VideoSource:
         config: SourceConfig,
         clock: Callable[[], float] = time.time,
         on_error: Callable[[str], None] | None = None,
+        on_state: Callable[[SourceState], None] | None = None,
+        on_reconnect: Callable[[int, float], None] | None = None,
+        seed: int | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._on_error = on_error
+        self._on_state = on_state
+        self._on_reconnect = on_reconnect
+        self._rng = random.Random(seed)
         self._kind = source_kind(config.url)
         self._name = redact_url(config.url)
         self._stop = threading.Event()
+        self._state: SourceState | None = None
+        self._hwaccel: HWAccel | None = None  # the probed CUDA settings, once CUDA proved usable
+        self._hw_fallback = config.hwaccel == "none"  # True: decode on the CPU
         self.errors = 0
         """Files skipped or cut short by decoding errors (in the latest :meth:`frames` pass)."""
         self.decoded = 0
         """Frames out of the decoder, before ``max_fps`` sampling (in the latest :meth:`frames` pass)."""
         self.emitted = 0
         """Frames handed out by :meth:`frames` (in the latest pass)."""
+        self.reconnects = 0
+        """Reconnect attempts made (in the latest :meth:`frames` pass), successful or not."""
         if self._kind == "folder":
             self._folder_files()
         elif self._kind == "file" and not Path(config.url).exists():
@@ -168,22 +236,56 @@ class VideoSource:
             return self._config.buffer
         return "drop_oldest" if self._kind == "url" else "wait"
 
+    @property
+    def state(self) -> SourceState | None:
+        """The latest lifecycle state (None before :meth:`frames` first runs)."""
+        return self._state
+
+    @property
+    def hwaccel(self) -> Literal["none", "cuda"]:
+        """The decoding in use: the configured ``hwaccel`` until CUDA proves unusable, then ``none``."""
+        return "none" if self._hw_fallback else "cuda"
+
     def stop(self) -> None:
-        """Make :meth:`frames` end at the next frame (thread-safe; also cuts a realtime-pacing sleep short)."""
+        """Make :meth:`frames` end at the next frame (thread-safe; also cuts a pacing or reconnect wait short)."""
         self._stop.set()
 
     def frames(self) -> Generator[Frame, None, None]:
         """Decode the whole source, yielding sampled frames; raises :class:`SourceError` (see module docs)."""
-        self.errors = self.decoded = self.emitted = 0
-        state = _Timeline(RateSampler(self._config.max_fps))
+        self.errors = self.decoded = self.emitted = self.reconnects = 0
+        self._set_state("connecting")
+        try:
+            with contextlib.closing(self._frames(_Timeline(RateSampler(self._config.max_fps)))) as frames:
+                for frame in frames:
+                    if self._state != "streaming":
+                        self._set_state("streaming")
+                    yield frame
+        except GeneratorExit:
+            self._set_state("stopped")
+            raise
+        except Exception as err:
+            self._set_state("failed", str(err))
+            raise
+        self._set_state("stopped" if self._stop.is_set() else "ended")
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _frames(self, timeline: _Timeline) -> Generator[Frame, None, None]:
         if self._kind == "url":
-            yield from self._decode(self._open_url(), self._name, state, live=True)
-        elif self._kind == "file":
-            yield from self._decode(self._open_file(Path(self._config.url)), self._config.url, state, live=False)
+            yield from self._live(timeline)
+            return
+        if self._kind == "file":
+            path = Path(self._config.url)
+            while True:
+                before = self.decoded
+                yield from self._decode(self._open_file(path), str(path), timeline, live=False)
+                if not self._again(before):
+                    break
             if self.emitted == 0 and self.errors > 0 and not self._stop.is_set():
                 raise SourceError(f"{self._config.url}: no frame could be decoded")
-        else:
-            files = self._folder_files()
+            return
+        files = self._folder_files()
+        while True:
+            before = self.decoded
             for path in files:
                 if self._stop.is_set():
                     return
@@ -192,11 +294,106 @@ class VideoSource:
                 except SourceError as err:
                     self._record_error(f"skipped {err}")
                     continue
-                yield from self._decode(container, str(path), state, live=False)
-            if self.emitted == 0 and self.errors > 0 and not self._stop.is_set():
-                raise SourceError(f"{self._config.url}: none of its {len(files)} video files could be decoded")
+                yield from self._decode(container, str(path), timeline, live=False)
+            if not self._again(before):
+                break
+        if self.emitted == 0 and self.errors > 0 and not self._stop.is_set():
+            raise SourceError(f"{self._config.url}: none of its {len(files)} video files could be decoded")
 
-    # ------------------------------------------------------------------------------------------ internals
+    def _again(self, decoded_before: int) -> bool:
+        """Whether a file or folder plays once more: ``loop`` is set, not stopped, and the last pass gave frames.
+
+        Without the last condition a looped source whose every file is broken would spin forever.
+        """
+        return self._config.loop and not self._stop.is_set() and self.decoded > decoded_before
+
+    def _live(self, timeline: _Timeline) -> Generator[Frame, None, None]:
+        """A URL, reopened after every failure or end until stopped or ``max_attempts`` runs out."""
+        backoff = Backoff(self._config.reconnect, self._rng)
+        last_log = -math.inf
+        while True:
+            error: SourceError | None = None  # None: the stream ended cleanly (EOF)
+            try:
+                # Not `yield from`: frames flowing again (the first frame of a connection) reset the backoff.
+                with contextlib.closing(self._decode(self._open_url(), self._name, timeline, live=True)) as frames:
+                    for frame in frames:
+                        backoff.reset()
+                        yield frame
+            except SourceError as err:
+                error = err
+            if self._stop.is_set():
+                return
+            if backoff.exhausted:
+                if backoff.attempts == 0:  # max_attempts 0: no reconnecting, and a clean end is just the end
+                    if error is None:
+                        return
+                    raise error
+                reason = f"{self._name}: stream ended" if error is None else str(error)
+                raise SourceError(f"{reason} (gave up after {backoff.attempts} reconnect attempts)") from None
+            if error is None:
+                error = SourceError(f"{self._name}: stream ended")  # a live camera's EOF is an outage too
+            wait = backoff.next_wait()
+            self.reconnects += 1
+            self._set_state("reconnecting", str(error))
+            now = time.monotonic()
+            # 1, 2, 4, 8, ... then at least once a minute: readable during a night-long outage.
+            if backoff.attempts & (backoff.attempts - 1) == 0 or now - last_log >= _ATTEMPT_LOG_EVERY_S:
+                last_log = now
+                log.warning(
+                    "source %s: reconnect attempt %d (%d in a row) in %.1f s after: %s",
+                    self._config.id,
+                    self.reconnects,
+                    backoff.attempts,
+                    wait,
+                    error,
+                )
+            if self._on_reconnect is not None:
+                self._on_reconnect(self.reconnects, wait)
+            if self._stop.wait(wait):
+                return
+
+    def _set_state(self, state: SourceState, reason: str = "") -> None:
+        if state == self._state:
+            return
+        previous, self._state = self._state, state
+        log.info("source %s: %s -> %s%s", self._config.id, previous or "new", state, f" ({reason})" if reason else "")
+        if self._on_state is not None:
+            self._on_state(state)
+
+    def _cuda(self) -> HWAccel | None:
+        """CUDA decoding settings, probed once per source; None (after one warning) when CUDA is unusable."""
+        if self._hw_fallback:
+            return None
+        if self._hwaccel is None:
+            try:
+                if "cuda" not in hwdevices_available():
+                    raise NotImplementedError("this FFmpeg build has no CUDA support")
+                hwaccel = HWAccel(device_type="cuda", allow_software_fallback=True)
+                hwaccel.create(av.Codec("h264", "r"))  # opens a CUDA device: fails without a GPU or driver
+            except (FFmpegError, NotImplementedError) as err:
+                self._cpu_fallback(err)
+                return None
+            self._hwaccel = hwaccel
+        return self._hwaccel
+
+    def _cpu_fallback(self, err: Exception) -> None:
+        self._hw_fallback = True
+        reason = _one_line(err) if isinstance(err, FFmpegError) else str(err)
+        log.warning("source %s: hwaccel cuda unavailable (%s); decoding on the CPU", self._config.id, reason)
+
+    def _av_open(
+        self, target: str, options: dict[str, str] | None = None, timeout: float | None = None
+    ) -> InputContainer:
+        """``av.open`` with CUDA when configured and usable; if NVDEC lacks the codec, CPU from then on."""
+        timeouts = None if timeout is None else (timeout, timeout)
+        hwaccel = self._cuda()
+        if hwaccel is not None:
+            try:
+                return av.open(target, "r", options=options, timeout=timeouts, hwaccel=hwaccel)
+            except NotImplementedError as err:  # PyAV: the stream's codec has no CUDA decoder
+                self._cpu_fallback(err)
+        return av.open(target, "r", options=options, timeout=timeouts)
+
     def _folder_files(self) -> list[Path]:
         folder = Path(self._config.url)
         try:
@@ -210,7 +407,7 @@ class VideoSource:
 
     def _open_file(self, path: Path) -> InputContainer:
         try:
-            container = av.open(str(path))
+            container = self._av_open(str(path))
         except av.error.FileNotFoundError:
             raise SourceError(f"{path}: no such file or folder") from None
         except av.error.InvalidDataError:
@@ -226,7 +423,7 @@ class VideoSource:
         # hanging; SourceConfig has no separate read timeout, so the open timeout serves for both.
         start = time.monotonic()
         try:
-            container = av.open(url, options=options, timeout=(timeout, timeout))
+            container = self._av_open(url, options, timeout)
         except av.error.FFmpegError as err:
             # The timeout surfaces as ExitError, or (RTSP) as InvalidDataError: tell the user what happened.
             if isinstance(err, av.error.ExitError) or time.monotonic() - start >= 0.95 * timeout:
@@ -247,7 +444,9 @@ class VideoSource:
         if self._on_error is not None:
             self._on_error(message)
 
-    def _decode(self, container: InputContainer, name: str, state: _Timeline, live: bool) -> Iterator[Frame]:
+    def _decode(
+        self, container: InputContainer, name: str, state: _Timeline, live: bool
+    ) -> Generator[Frame, None, None]:
         """Yield one container's sampled frames, advancing ``state`` (shared across a folder's files)."""
         with container:
             stream = container.streams.video[0]
@@ -261,7 +460,12 @@ class VideoSource:
                     if self._stop.is_set():
                         return
                     self.decoded += 1
+                    if live and clock.count == 0 and state.last_pts is not None:
+                        # A reconnect: resume at the last frame's time plus the wall-clock gap (module docs).
+                        state.offset = max(state.offset, state.last_pts + time.monotonic() - state.last_seen)
                     pts_s = state.offset + clock.relative(vframe.pts, vframe.duration)
+                    if live:
+                        state.last_pts, state.last_seen = pts_s, time.monotonic()
                     if not state.sampler.keep(pts_s):
                         continue
                     image = cast(ImageBGR, vframe.to_ndarray(format="bgr24"))
@@ -297,11 +501,13 @@ class VideoSource:
 
 
 class _Timeline:
-    """Timing state of one :meth:`VideoSource.frames` pass, shared by the files of a folder."""
+    """Timing state of one :meth:`VideoSource.frames` pass, shared by a folder's files and a URL's connections."""
 
     def __init__(self, sampler: RateSampler) -> None:
         self.sampler = sampler
-        self.offset = 0.0  # media time at which the current file starts
+        self.offset = 0.0  # media time at which the current file (or connection) starts
+        self.last_pts: float | None = None  # live: media time of the latest decoded frame
+        self.last_seen = 0.0  # live: monotonic time at which it was decoded
         self.start: float | None = None  # monotonic time of media time 0, for realtime pacing
 
 
@@ -323,7 +529,9 @@ class _FileClock:
             step = float(duration * self._time_base)
         if pts is not None and self._time_base is not None:
             if self._first_pts is None:
-                self._first_pts = pts
+                # Frames without pts may come first (an RTSP stream's first frame often has none): this one
+                # then follows them instead of restarting at 0.
+                self._first_pts = pts - round(Fraction(self._end) / self._time_base) if self.count else pts
             rel = float(Fraction(pts - self._first_pts) * self._time_base)
         else:
             rel = self._end if self.count else 0.0

@@ -106,3 +106,15 @@ def test_flip_average_is_mirror_invariant(analyzer: FaceAnalyzer) -> None:
     a = analyzer.embedder.embed(chip)
     b = analyzer.embedder.embed(np.ascontiguousarray(chip[:, :, ::-1]))
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cpu_embedder_runs_without_io_binding(analyzer: FaceAnalyzer) -> None:
+    embedder = analyzer.embedder
+    assert isinstance(embedder, OnnxEmbedder)
+    if embedder._session.get_providers()[0] != "CPUExecutionProvider":
+        pytest.skip("the default runtime picked a GPU here")
+    assert not embedder._runner.io_binding
+    chips = np.random.default_rng(5).integers(0, 255, (3, 150, 150, 3), dtype=np.uint8)
+    tensor = embedder.preprocess(chips)
+    direct = embedder._session.run(None, {"input": tensor})[0]
+    np.testing.assert_array_equal(embedder._infer(tensor), direct)

@@ -28,6 +28,7 @@ from streamproc.cli_events import events_app
 from streamproc.errors import StreamprocError
 from streamproc.events import (
     NOTICE,
+    REVIEW_SCHEMA_PATH,
     SCHEMA_PATH,
     SCHEMA_VERSION,
     CalibrationInfo,
@@ -37,11 +38,15 @@ from streamproc.events import (
     EventSubscriber,
     MatchEvent,
     QualityInfo,
+    ReviewEvent,
     decode,
+    decode_body,
     encode,
     json_schema,
     json_schema_text,
     make_event_id,
+    review_json_schema,
+    review_json_schema_text,
 )
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -57,10 +62,31 @@ def frames_of(data: dict[str, Any], topic: bytes = b"match.cam1") -> list[bytes]
     return [topic, json.dumps(data).encode()]
 
 
+def make_review(**over: Any) -> ReviewEvent:
+    """A valid first confirm of the two-person rule; ``over`` replaces any field."""
+    fields: dict[str, Any] = {
+        "review_id": "ab" * 16,
+        "seq": 7,
+        "event_id": make_event().event_id,
+        "stream_id": "cam1",
+        "subject_id": "s-001",
+        "decision": "confirm",
+        "reviewer": "alice",
+        "note": "same scar over the left eye",
+        "decided_at": 1_800_000_100.0,
+        "status": "pending",
+        "confirmations": ("alice",),
+        "required_confirmations": 2,
+    }
+    fields.update(over)
+    return ReviewEvent(**fields)
+
+
 # ------------------------------------------------------------------------------------------ model rules
 def test_constants_travel_with_every_event() -> None:
     data = body_dict()
-    assert data["schema_version"] == SCHEMA_VERSION == "1.0"
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert SCHEMA_VERSION == "1.1"
     assert data["type"] == "match"
     assert data["review"] == "pending"
     assert data["notice"] == NOTICE == "Candidate for human review; not an identification."
@@ -144,6 +170,7 @@ def events(draw: st.DrawFn) -> MatchEvent:
             fmr_target=st.floats(0.0, 0.999),
             source=text,
             uncalibrated=st.booleans(),
+            fpir=st.none() | st.floats(0.0, 1.0),
         )
     )
     quality = QualityInfo(
@@ -173,6 +200,8 @@ def events(draw: st.DrawFn) -> MatchEvent:
         box=(x1, y1, x1 + w, y1 + h),
         quality=quality,
         face_jpeg_b64=jpeg,
+        template_label=draw(st.none() | st.integers(0, 2**40)),
+        gallery_size=draw(st.none() | st.integers(0, 10**6)),
     )
 
 
@@ -184,10 +213,77 @@ def test_encode_decode_round_trip(event: MatchEvent) -> None:
     assert b"\n" not in body
 
 
+def test_a_1_0_event_still_decodes_with_the_new_evidence_null() -> None:
+    data = body_dict()
+    for added in ("template_label", "gallery_size"):
+        del data[added]
+    del data["calibration"]["fpir"]
+    data["schema_version"] = "1.0"
+    event = decode(frames_of(data))
+    assert isinstance(event, MatchEvent)
+    assert event.schema_version == "1.0"
+    assert (event.template_label, event.gallery_size, event.calibration and event.calibration.fpir) == (
+        None,
+        None,
+        None,
+    )
+    assert decode_body(json.dumps(data).encode()) == event
+
+
+def test_1_1_evidence_travels() -> None:
+    cal = CalibrationInfo(fmr_target=1e-3, source="c.json", uncalibrated=False, fpir=0.02)
+    event = make_event(template_label=17, gallery_size=250, calibration=cal)
+    assert decode(list(encode(event))) == event
+    data = body_dict(event)
+    assert (data["template_label"], data["gallery_size"], data["calibration"]["fpir"]) == (17, 250, 0.02)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"decision": "reject"}, "a reject leaves the status 'rejected'"),
+        ({"confirmations": ()}, "must list its reviewer"),
+        ({"status": "confirmed"}, "1 of 2 confirmations give status pending"),
+        ({"confirmations": ("bob", "alice"), "status": "pending"}, "give status confirmed"),
+        ({"confirmations": ("alice", "alice")}, "distinct"),
+        ({"note": "   "}, "blank"),
+        ({"note": ""}, "note"),
+        ({"reviewer": ""}, "reviewer"),
+        ({"reviewer": "al ice"}, "reviewer"),
+        ({"decision": "maybe"}, "decision"),
+        ({"required_confirmations": 0}, "required_confirmations"),
+    ],
+)
+def test_inconsistent_reviews_are_refused(change: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        make_review(**change)
+
+
+def test_review_events_round_trip_on_their_own_topic() -> None:
+    review = make_review()
+    topic, body = encode(review)
+    assert topic == b"review.cam1"
+    assert decode([topic, body]) == review
+    assert decode_body(body) == review
+    reject = make_review(decision="reject", status="rejected", confirmations=(), reviewer="bob")
+    assert decode(list(encode(reject))) == reject
+    data = json.loads(body)
+    with pytest.raises(EventFormatError, match="malformed match event"):
+        decode([b"match.cam1", body])
+    with pytest.raises(EventFormatError, match="stream_id 'cam1'"):
+        decode([b"review.cam2", body])
+    with pytest.raises(EventFormatError, match="note: Field required"):
+        decode([topic, json.dumps(_without(data, "note")).encode()])
+    with pytest.raises(EventFormatError, match=r"schema_version '9\.0' is not supported"):
+        decode([topic, json.dumps(data | {"schema_version": "9.0"}).encode()])
+
+
 def test_whole_numbers_decode_as_floats() -> None:
     data = body_dict()
     data["frame_pts_s"] = 13
-    assert decode(frames_of(data)).frame_pts_s == 13.0
+    event = decode(frames_of(data))
+    assert isinstance(event, MatchEvent)
+    assert event.frame_pts_s == 13.0
 
 
 def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -212,7 +308,14 @@ def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
         ([b"match.cam1"], "expected 2 frames"),
         ([b"match.cam1", encode(make_event())[1], b"extra"], "expected 2 frames"),
         ([], "expected 2 frames"),
-        ([b"alert.cam1", encode(make_event())[1]], "does not start with 'match.'"),
+        ([b"alert.cam1", encode(make_event())[1]], "does not start with 'match.' or 'review.'"),
+        (frames_of(_without(body_dict(), "template_label")), "template_label: Field required"),
+        (
+            frames_of(body_dict() | {"calibration": {"fmr_target": 0.001, "source": "x", "uncalibrated": False}}),
+            "calibration.fpir: Field required",
+        ),
+        (frames_of(body_dict() | {"schema_version": "1.0", "template_label": 3}), "not part of schema 1.0"),
+        ([b"review.cam1", encode(make_event())[1]], "malformed review event"),
         ([b"match.cam2", encode(make_event())[1]], "stream_id 'cam1'"),
     ],
 )
@@ -256,13 +359,31 @@ def test_event_id_is_deterministic_and_depends_on_every_input() -> None:
 def test_committed_schema_equals_generated() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == json_schema_text(), (
         "streamproc/data/event.schema.json is stale: run "
-        "`python -c 'from streamproc.events import write_json_schema; write_json_schema()'`"
+        "`python -c 'from streamproc.events import write_json_schemas; write_json_schemas()'`"
     )
+    assert REVIEW_SCHEMA_PATH.read_text(encoding="utf-8") == review_json_schema_text(), (
+        "streamproc/data/review-event.schema.json is stale: run "
+        "`python -c 'from streamproc.events import write_json_schemas; write_json_schemas()'`"
+    )
+
+
+def test_review_schema_describes_every_field() -> None:
+    schema = review_json_schema()
+    assert schema["$id"] == "urn:streamproc:review-event:1.0"
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(schema["required"]) == set(ReviewEvent.model_fields)
+    for name, prop in schema["properties"].items():
+        assert prop.get("description"), f"{name} has no description"
+    assert schema["properties"]["type"]["const"] == "review"
 
 
 def test_schema_describes_every_field() -> None:
     schema = json_schema()
-    assert schema["$id"] == "urn:streamproc:match-event:1.0"
+    assert schema["$id"] == "urn:streamproc:match-event:1.1"
+    assert schema["properties"]["schema_version"]["const"] == "1.1"
+    for field in ("template_label", "gallery_size"):
+        assert field in schema["required"]
+    assert "fpir" in schema["$defs"]["CalibrationInfo"]["required"]
     assert schema["version"] == SCHEMA_VERSION
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(MatchEvent.model_fields)
@@ -344,6 +465,22 @@ def test_subscriber_reports_malformed_message_and_goes_on() -> None:
     finally:
         raw.close(linger=0)
         context.term()
+
+
+def test_recv_refuses_a_review_event_and_recv_any_takes_it() -> None:
+    review = make_review()
+    with EventPublisher(ANY_PORT) as pub, EventSubscriber(pub.endpoint, topics=["review."]) as sub:
+        deadline = time.monotonic() + 15
+        got = None
+        while got is None:  # settle: re-send until the subscription is in place
+            assert time.monotonic() < deadline, "subscriber never connected"
+            pub.publish(review)
+            got = sub.recv_any(timeout_s=0.05)
+        assert got == review
+        pub.publish(review)
+        with pytest.raises(EventFormatError, match="use recv_any"):
+            while True:
+                sub.recv(timeout_s=5)
 
 
 def test_recv_times_out_with_none() -> None:
@@ -454,6 +591,16 @@ def test_tail_does_not_interpret_markup_in_names() -> None:
 
     line = summary(make_event(subject_name="[red]x[/red]"))
     assert "([red]x[/red])" in line
+
+
+def test_review_summary_says_who_decided_what() -> None:
+    from streamproc.cli_events import summary
+
+    line = summary(make_review(note="looks\nlike him"))
+    assert "REVIEW event=" + make_event().event_id in line
+    assert "confirm by alice -> pending (1/2 confirmations)" in line
+    assert "note='looks like him'" in line
+    assert line.endswith("seq=7")
 
 
 TAIL = [sys.executable, "-c", "from streamproc.cli_events import events_app; events_app()", "tail"]

@@ -1,10 +1,11 @@
-"""The event journal: seqs, duplicates, retention, erasure, threads, and a real kill -9 mid-append.
+"""The event journal: seqs, duplicates, retention, erasure, threads, a real kill -9 mid-append, and reviews.
 
 Real SQLite files in tmp_path, real ZeroMQ sockets on 127.0.0.1 and a real child process.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -21,8 +22,9 @@ from streamproc.events import (
     EventPublisher,
     EventSubscriber,
     MatchEvent,
+    ReviewEvent,
 )
-from streamproc.journal import EventJournal, JournaledPublisher, JournalError
+from streamproc.journal import JOURNAL_FORMAT, EventJournal, JournaledPublisher, JournalError
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WARMUP = "warmup"
@@ -266,3 +268,123 @@ def test_journaled_publisher_stamps_publishes_and_drops_duplicates(tmp_path: Pat
         assert journal.count() == 2
     with pytest.raises(JournalError, match="closed"):
         journal.count()
+
+
+# ------------------------------------------------------------------------------------------- reviews
+def _review_for(event: MatchEvent | None, seq: int, reviewer: str = "alice", note: str = "same person") -> ReviewEvent:
+    assert event is not None
+    return ReviewEvent(
+        review_id=f"{seq:032x}",
+        seq=seq,
+        event_id=event.event_id,
+        stream_id=event.stream_id,
+        subject_id=event.subject_id,
+        decision="confirm",
+        reviewer=reviewer,
+        note=note,
+        decided_at=1_800_000_100.0,
+        status="pending",
+        confirmations=(reviewer,),
+        required_confirmations=2,
+    )
+
+
+def _store_review(journal: EventJournal, event_id: str, note: str = "same person") -> ReviewEvent:
+    return journal.append_review(event_id, lambda e, _prior, seq: _review_for(e, seq, note=note), lambda _r: None)
+
+
+def test_reviews_take_seqs_from_the_event_sequence_and_read_back_in_order(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite") as journal:
+        first = journal.append(make_event(track=1))
+        assert first is not None
+        review = _store_review(journal, first.event_id)
+        second = journal.append(make_event(track=2))
+        assert (first.seq, review.seq, second and second.seq) == (1, 2, 3)
+        assert list(journal.records_since(0)) == [first, review, second]
+        assert list(journal.records_since(1, limit=1)) == [review]
+        assert list(journal.since(0)) == [first, second]  # since() stays match events only
+        assert [s for s, _ in journal.bodies_since(0, 10)] == [1, 2, 3]
+        assert journal.reviews_of(first.event_id) == [review]
+        assert journal.event(first.event_id) == first
+        assert journal.event("0" * 32) is None
+        assert (journal.count(), journal.review_count(), journal.last_seq()) == (2, 1, 3)
+
+
+def test_a_refusing_builder_or_failing_callback_stores_nothing(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite") as journal:
+        event = journal.append(make_event())
+        assert event is not None
+
+        def refuse(_e: MatchEvent | None, _prior: object, _seq: int) -> ReviewEvent:
+            raise StreamprocError("refused")
+
+        def fail(_r: ReviewEvent) -> None:
+            raise OSError("audit log unwritable")
+
+        with pytest.raises(StreamprocError, match="refused"):
+            journal.append_review(event.event_id, refuse, lambda _r: None)
+        with pytest.raises(OSError, match="unwritable"):
+            journal.append_review(event.event_id, lambda e, _p, seq: _review_for(e, seq), fail)
+        assert (journal.review_count(), journal.last_seq()) == (0, 1)
+        assert _store_review(journal, event.event_id).seq == 2  # the seqs of failed attempts were not used
+
+
+def test_reviews_go_with_their_events_on_erasure_and_retention(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    marker = "Qzx reviewer note marker"
+    with EventJournal(path) as journal:
+        erased = journal.append(make_event(track=1, subject="s-erase-me"))
+        old = journal.append(make_event(track=2, published_at=time.time() - 3 * 86400))
+        kept = journal.append(make_event(track=3, published_at=time.time()))
+        assert erased and old and kept
+        for event in (erased, old, kept):
+            _store_review(journal, event.event_id, note=marker)
+        assert journal.erase_subject("s-erase-me") == 1
+        assert journal.prune(max_age_s=86400, max_events=None) == 1
+        assert [r.event_id for r in journal.reviews_after(0)] == [kept.event_id]
+        wal = Path(f"{path}-wal")
+        on_disk = path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+        assert on_disk.count(marker.encode()) <= 1  # only the kept review's note remains
+
+
+def test_reviews_published_mark_only_moves_forward_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with EventJournal(path) as journal:
+        assert journal.reviews_published() == 0
+        journal.set_reviews_published(5)
+        journal.set_reviews_published(3)
+        assert journal.reviews_published() == 5
+    with EventJournal(path) as journal:
+        assert journal.reviews_published() == 5
+
+
+def test_a_format_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    event = make_event().model_copy(update={"seq": 1})
+    with sqlite3.connect(path) as db:  # what format 1 wrote: no reviews table, a 1.0 body
+        db.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT UNIQUE NOT NULL, stream_id TEXT, "
+            "subject_id TEXT, published_at REAL, body BLOB NOT NULL)"
+        )
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('last_seq', 1)")
+        body = event.model_dump(mode="json", exclude={"template_label", "gallery_size"}) | {"schema_version": "1.0"}
+        del body["calibration"]["fpir"]
+        db.execute(
+            "INSERT INTO events VALUES (1, ?, 'cam1', 's-001', 1.0, ?)", (event.event_id, json.dumps(body).encode())
+        )
+        db.execute("PRAGMA user_version=1")
+    db.close()
+    with EventJournal(path) as journal:
+        assert journal._db.execute("PRAGMA user_version").fetchone()[0] == JOURNAL_FORMAT == 2
+        (old,) = list(journal.since(0))
+        assert old.schema_version == "1.0"
+        assert old.template_label is None
+        assert _store_review(journal, event.event_id).seq == 2
+    future = tmp_path / "future.sqlite"
+    with sqlite3.connect(future) as db:
+        db.execute("CREATE TABLE x (y)")
+        db.execute("PRAGMA user_version=3")
+    db.close()
+    with pytest.raises(JournalError, match="format 3 is not 2"):
+        EventJournal(future)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import random
 import socket
@@ -12,16 +14,27 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.codec.hwaccel import hwdevices_available
 
 from streamproc.buffer import BufferClosed, FrameBuffer
-from streamproc.config import SourceConfig
+from streamproc.config import ReconnectConfig, SourceConfig
 from streamproc.errors import SourceError
-from streamproc.source import RateSampler, SourceReader, VideoSource, redact_url, source_kind
+from streamproc.source import (
+    SOURCE_STATES,
+    Backoff,
+    RateSampler,
+    SourceReader,
+    SourceState,
+    VideoSource,
+    redact_url,
+    source_kind,
+)
 from streamproc.types import Frame
 
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"  # 640x360, 29.97 fps, 275 frames, moov at end
 WALKING = "data/video/intel_face-demographics-walking_from_gif.mp4"  # 480x270, 12 fps, 35 frames, moov first
 FEMALE = "data/video/intel_head-pose-face-detection-female_from_gif.mp4"  # 480x270, moov first
+NO_RETRY = {"max_attempts": 0}  # a URL's first failure is final, as before reconnecting existed
 
 
 def _config(url: str | Path, **kw: object) -> SourceConfig:
@@ -257,7 +270,7 @@ def test_folder_of_only_broken_files_is_a_source_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/none", "http://127.0.0.1:9/x.mp4"])
 def test_refusing_url_fails_fast_with_a_one_line_error(url: str) -> None:
-    source = VideoSource(_config(url, open_timeout_s=3))
+    source = VideoSource(_config(url, open_timeout_s=3, reconnect=NO_RETRY))
     start = time.monotonic()
     with pytest.raises(SourceError) as err:
         list(source.frames())
@@ -268,7 +281,7 @@ def test_refusing_url_fails_fast_with_a_one_line_error(url: str) -> None:
 
 def test_url_password_never_appears_in_errors() -> None:
     with pytest.raises(SourceError) as err:
-        list(VideoSource(_config("rtsp://admin:hunter2@127.0.0.1:9/s1", open_timeout_s=3)).frames())
+        list(VideoSource(_config("rtsp://admin:hunter2@127.0.0.1:9/s1", open_timeout_s=3, reconnect=NO_RETRY)).frames())
     assert "hunter2" not in str(err.value) and "admin:***@127.0.0.1:9" in str(err.value)
 
 
@@ -284,7 +297,7 @@ def silent_server() -> Iterator[int]:
 @pytest.mark.parametrize("scheme", ["http", "rtsp"])
 def test_silent_url_gives_up_after_open_timeout(silent_server: int, scheme: str) -> None:
     url = f"{scheme}://127.0.0.1:{silent_server}/stream"
-    source = VideoSource(_config(url, open_timeout_s=1))
+    source = VideoSource(_config(url, open_timeout_s=1, reconnect=NO_RETRY))
     start = time.monotonic()
     with pytest.raises(SourceError) as err:
         list(source.frames())
@@ -365,3 +378,161 @@ def test_reader_delivers_source_errors_to_the_consumer(tmp_path: Path) -> None:
         reader.buffer.get(5)
     reader.join(5)
     assert not reader.is_alive()
+
+
+# ------------------------------------------------------------------------------------------------ reconnect
+def _backoff(seed: int = 0, **kw: object) -> Backoff:
+    return Backoff(ReconnectConfig.model_validate({"initial_s": 0.5, "max_s": 4.0, **kw}), random.Random(seed))
+
+
+def test_backoff_grows_by_the_multiplier_up_to_the_cap_within_the_jitter_band() -> None:
+    bases = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    for seed in range(50):
+        backoff = _backoff(seed, jitter=0.25)
+        waits = [backoff.next_wait() for _ in bases]
+        assert all(0.75 * b <= w <= 1.25 * b for w, b in zip(waits, bases, strict=True)), waits
+        assert backoff.attempts == len(bases)
+    exact = _backoff(jitter=0.0, multiplier=3.0)
+    assert [exact.next_wait() for _ in range(4)] == [0.5, 1.5, 4.0, 4.0]
+
+
+def test_backoff_jitter_is_seeded_and_spreads_the_waits() -> None:
+    assert _backoff(7).next_wait() == _backoff(7).next_wait()  # same seed, same waits
+    firsts = {round(_backoff(seed).next_wait(), 6) for seed in range(20)}
+    assert len(firsts) > 15  # different seeds: cameras dropped together do not retry in step
+
+
+def test_backoff_reset_starts_again_from_the_initial_wait() -> None:
+    backoff = _backoff(jitter=0.0, max_attempts=3)
+    assert [backoff.next_wait() for _ in range(3)] == [0.5, 1.0, 2.0]
+    assert backoff.exhausted
+    backoff.reset()
+    assert not backoff.exhausted and backoff.next_wait() == 0.5
+    unlimited = _backoff()
+    for _ in range(100):
+        unlimited.next_wait()
+    assert not unlimited.exhausted
+
+
+def test_refusing_url_retries_with_backoff_then_gives_up_with_one_line() -> None:
+    url = "rtsp://127.0.0.1:9/none"
+    states: list[SourceState] = []
+    reconnects: list[tuple[int, float]] = []
+    reconnect = {"initial_s": 0.05, "multiplier": 2.0, "jitter": 0.0, "max_attempts": 3}
+    source = VideoSource(
+        _config(url, open_timeout_s=3, reconnect=reconnect),
+        on_state=states.append,
+        on_reconnect=lambda n, wait: reconnects.append((n, wait)),
+    )
+    with pytest.raises(SourceError) as err:
+        list(source.frames())
+    assert _one_line_error(err) == f"{url}: cannot open: Connection refused (gave up after 3 reconnect attempts)"
+    assert reconnects == [(1, 0.05), (2, 0.1), (3, 0.2)] and source.reconnects == 3
+    assert states == ["connecting", "reconnecting", "failed"] and source.state == "failed"
+
+
+def test_stop_cuts_a_reconnect_wait_short() -> None:
+    states: list[SourceState] = []
+    source = VideoSource(_config("rtsp://127.0.0.1:9/none", reconnect={"initial_s": 60.0}), on_state=states.append)
+    reader = SourceReader(source, FrameBuffer(4, source.buffer_policy))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while "reconnecting" not in states:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    start = time.monotonic()
+    reader.stop()
+    reader.join(5)
+    assert not reader.is_alive() and time.monotonic() - start < 1.0
+    assert states == ["connecting", "reconnecting", "stopped"] and source.reconnects == 1
+
+
+# ------------------------------------------------------------------------------------------------ loop
+def _make_clip(path: Path, n: int = 10, fps: int = 10, size: tuple[int, int] = (128, 96)) -> Path:
+    """A tiny H.264 clip whose frame i is uniformly grey level 20 * i (encoded by PyAV's libx264)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(n):
+            image = np.full((size[1], size[0], 3), 20 * i, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _grey(frame: Frame) -> int:
+    return round(float(frame.image.mean()) / 20)
+
+
+def _first(source: VideoSource, n: int) -> list[Frame]:
+    frames = []
+    with contextlib.closing(source.frames()) as stream:
+        for frame in stream:
+            frames.append(frame)
+            if len(frames) == n:
+                break
+    return frames
+
+
+def test_loop_plays_a_file_again_with_media_time_running_on(tmp_path: Path) -> None:
+    states: list[SourceState] = []
+    source = VideoSource(_config(_make_clip(tmp_path / "a.mp4"), loop=True), on_state=states.append)
+    frames = _first(source, 25)
+    assert [_grey(f) for f in frames] == [i % 10 for i in range(25)]
+    pts = _pts(frames)
+    assert pts[0] == 0.0 and np.allclose(np.diff(pts), 0.1)  # the second pass starts one frame after the first
+    assert [f.index for f in frames] == list(range(25))
+    assert states == ["connecting", "streaming", "stopped"]  # no "ended" between passes
+
+
+def test_loop_plays_a_folder_again_and_stop_ends_it(tmp_path: Path) -> None:
+    _make_clip(tmp_path / "a.mp4", n=4)
+    _make_clip(tmp_path / "b.mp4", n=3)
+    source = VideoSource(_config(tmp_path, loop=True))
+    reader = SourceReader(source, FrameBuffer(4, source.buffer_policy))
+    reader.start()
+    frames = [reader.buffer.get(10) for _ in range(15)]
+    reader.stop()
+    reader.join(5)
+    assert not reader.is_alive() and source.state == "stopped"
+    assert [Path(f.source).name for f in frames] == (["a.mp4"] * 4 + ["b.mp4"] * 3) * 2 + ["a.mp4"]
+    assert np.allclose(np.diff(_pts(frames)), 0.1)
+
+
+def test_loop_over_only_broken_files_ends_instead_of_spinning(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").write_bytes(random.Random(1).randbytes(5000))
+    source = VideoSource(_config(tmp_path, loop=True))
+    with pytest.raises(SourceError, match="none of its 1 video files could be decoded"):
+        list(source.frames())
+    assert source.errors == 1
+
+
+def test_file_states_go_connecting_streaming_ended(tmp_path: Path) -> None:
+    states: list[SourceState] = []
+    frames = list(VideoSource(_config(_make_clip(tmp_path / "a.mp4", n=3)), on_state=states.append).frames())
+    assert len(frames) == 3 and states == ["connecting", "streaming", "ended"]
+    assert set(states) <= set(SOURCE_STATES) and len(SOURCE_STATES) == 6
+
+
+# ------------------------------------------------------------------------------------------------ hwaccel
+def _cuda_device() -> bool:
+    return "cuda" in hwdevices_available() and Path("/dev/nvidiactl").exists()
+
+
+def test_hwaccel_cuda_decodes_the_same_frames_or_falls_back_to_the_cpu_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _make_clip(tmp_path / "a.mp4", n=5)
+    _make_clip(tmp_path / "b.mp4", n=5)
+    cpu = list(VideoSource(_config(tmp_path)).frames())
+    caplog.set_level(logging.WARNING, logger="streamproc.source")
+    source = VideoSource(_config(tmp_path, hwaccel="cuda"))
+    frames = list(source.frames())
+    assert [_grey(f) for f in frames] == [_grey(f) for f in cpu] == [0, 1, 2, 3, 4] * 2
+    assert np.array_equal(_pts(frames), _pts(cpu))
+    warnings = [r.getMessage() for r in caplog.records if "hwaccel" in r.getMessage()]
+    if _cuda_device():
+        assert source.hwaccel == "cuda" and warnings == []
+    else:  # this CPU machine: one warning for the whole source, not one per file
+        assert source.hwaccel == "none"
+        assert len(warnings) == 1 and "hwaccel cuda unavailable" in warnings[0] and "CPU" in warnings[0]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One short GPU check for the lent machine (<= 8 minutes): nvidia-smi facts, then bench/gpu_check.py
+# (our two ONNX graphs through PyTorch on CUDA in fp32/fp16, NVDEC if PyAV has it, CPU onnxruntime).
+#
+# Here, first (project venv):  python bench/gpu_check.py prepare --out bench/.gpu_models
+#   optionally add a PyAV wheel for NVDEC: pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#   --platform manylinux_2_28_x86_64 -d bench/.gpu_models av==18.1.0   (36 MB)
+# There:                       bash bench/gpu_check.sh [MODELS_DIR] [extra gpu_check.py run args]
+# Output is also written to $OUT/gpu_check.log when $OUT is set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+models="${1:-bench/.gpu_models}"
+shift || true
+log="${OUT:-/tmp}/gpu_check.log"
+export PYTHONUNBUFFERED=1
+{
+  # Wheels carried in the models folder (e.g. PyAV, whose bundled FFmpeg has h264_cuvid) install offline.
+  if compgen -G "$models/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/gpu_check_site \
+      "$models"/*.whl && export PYTHONPATH="/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  echo "== $(date -u +%FT%TZ) $(uname -m) $(nproc) cores"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem,power.limit,compute_mode \
+      --format=csv || echo "nvidia-smi query failed"
+  else
+    echo "nvidia-smi: not found"
+  fi
+  python3 -c 'import sys, numpy, torch; print("python", sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "cuda available:", torch.cuda.is_available())'
+  for pkg in onnxruntime av cv2; do
+    python3 -c "import $pkg; print('$pkg', getattr($pkg, '__version__', '?'))" 2>/dev/null || echo "$pkg: not installed"
+  done
+  timeout 450 python3 bench/gpu_check.py run --models "$models" "$@"
+  echo "gpu_check.py exit status $?"
+} 2>&1 | tee "$log"

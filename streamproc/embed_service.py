@@ -1,0 +1,127 @@
+"""The embed service loop: dynamic batching of best shots from every stream, then :class:`~streamproc.matcher.Matcher`.
+
+A batch closes when it holds ``max_batch`` chips or ``max_wait_s`` after its first message, whichever comes
+first: under load batches fill up (GPU efficiency), when idle a lone shot waits at most ``max_wait_s``.
+The same loop runs on a thread of the single-process pipeline (inbox: :class:`QueueChannel`) and as the embed
+service process (inbox: :class:`streamproc.transport.ZmqInbox`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from streamproc.matcher import Matcher
+from streamproc.messages import BestShot, Message
+from streamproc.metrics import PipelineMetrics
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_EVERY_S = 0.5
+
+
+class Inbox(Protocol):
+    """Where the embed service takes messages from, in arrival order."""
+
+    def get(self, timeout_s: float) -> Message | None:
+        """The next message, or None when none arrived within ``timeout_s``."""
+        ...
+
+    def depth(self) -> int:
+        """Messages waiting (as far as this side can tell)."""
+        ...
+
+    def finished(self, stopping: bool) -> bool:
+        """True when no message will come any more (producers done and drained, or stopping and idle)."""
+        ...
+
+
+class QueueChannel:
+    """A bounded in-process queue: the fronts' :class:`~streamproc.front.ShotSink` and the service's inbox."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: queue.Queue[Message] = queue.Queue(maxsize)
+        self._closed = threading.Event()
+
+    def send(self, message: Message, block: bool) -> bool:
+        if not block:
+            try:
+                self._queue.put_nowait(message)
+            except queue.Full:
+                return False
+            return True
+        self._queue.put(message)
+        return True
+
+    def get(self, timeout_s: float) -> Message | None:
+        try:
+            return self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """The producers are done: the service drains what is queued and ends."""
+        self._closed.set()
+
+    def finished(self, stopping: bool) -> bool:
+        return self._closed.is_set() and self._queue.empty()
+
+
+class EmbedService:
+    """Batches messages from ``inbox`` and hands each batch to ``matcher``; see the module docstring."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        matcher: Matcher,
+        max_batch: int,
+        max_wait_s: float,
+        metrics: PipelineMetrics,
+        housekeeping: Callable[[], None] | None = None,
+    ) -> None:
+        self._inbox = inbox
+        self._matcher = matcher
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._metrics = metrics
+        self._housekeeping = housekeeping
+        self._last_housekeeping = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Until the inbox is finished; after ``stop``, drain what is still arriving, then return."""
+        while True:
+            self._tick()
+            first = self._inbox.get(0.1)
+            if first is None:
+                if self._inbox.finished(stop.is_set()):
+                    break
+                continue
+            batch = self._fill([first])
+            self._metrics.embed_queue_depth.set(self._inbox.depth())
+            self._matcher.process(batch)
+        self._tick(force=True)
+
+    def _fill(self, batch: list[Message]) -> list[Message]:
+        chips = sum(isinstance(m, BestShot) for m in batch)
+        deadline = time.monotonic() + self._max_wait_s
+        while chips < self._max_batch:
+            remaining = deadline - time.monotonic()
+            message = self._inbox.get(max(remaining, 0.0))
+            if message is None:
+                break
+            batch.append(message)
+            chips += isinstance(message, BestShot)
+        return batch
+
+    def _tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._housekeeping is not None and (force or now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S):
+            self._last_housekeeping = now
+            self._housekeeping()

@@ -1,0 +1,263 @@
+"""A stream's front half, on its own thread: decode → detect → track → best shot → align → :class:`ShotSink`.
+
+It runs inside the single-process pipeline and inside each stream-worker process alike; only the sink differs
+(an in-process queue, or a ZeroMQ socket to the embed service). Faces are aligned only when a track still wants
+a shot; everything else about a face is dropped with the frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streamproc.align import ChipTemplate, align
+from streamproc.authorisation import needs_authorisation
+from streamproc.bestshot import BestShotSelector, Shot
+from streamproc.buffer import BufferClosed, FrameBuffer
+from streamproc.config import PipelineConfig, SourceConfig
+from streamproc.errors import StreamprocError
+from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
+from streamproc.metrics import PipelineMetrics
+from streamproc.protocols import FaceDetector
+from streamproc.quality import QualityGate
+from streamproc.source import SOURCE_STATES, SourceReader, SourceState, VideoSource, source_kind
+from streamproc.track import FaceTracker
+from streamproc.types import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+
+class ShotSink(Protocol):
+    """Where a front half sends its messages, in order.
+
+    ``block``: wait for room (files: lose nothing) or give up at once when the queue is full (live: stay
+    current). Returns False when the message was dropped; the caller counts it.
+    """
+
+    def send(self, message: Message, block: bool) -> bool: ...
+
+
+@dataclass
+class FrontStats:
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    shots: int = 0
+    shots_dropped: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A best-shot candidate until it is chosen: the chip and where it came from."""
+
+    chip: NDArray[np.uint8] = field(repr=False)  # (S, S, 3) uint8 RGB
+    box: tuple[float, float, float, float]
+    captured_at: float
+    timings_ms: dict[str, float]
+
+
+class StreamFront:
+    """One stream's front half on a thread; see the module docstring."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        config: PipelineConfig,
+        detector: FaceDetector,
+        chip_template: ChipTemplate,
+        sink: ShotSink,
+        metrics: PipelineMetrics,
+        stop: threading.Event,
+        on_frame: Callable[[str, Frame], None] | None = None,
+    ) -> None:
+        self.source_config = source
+        self.stream_id = source.id
+        self._config = config
+        self._detector = detector
+        self._template = chip_template
+        self._sink = sink
+        self._metrics = metrics
+        self._stop = stop
+        self._on_frame = on_frame
+        self._gate = QualityGate(config.quality)
+        self._tracker = FaceTracker(config.tracker)
+        self._shots: BestShotSelector[_Pending] = BestShotSelector(config.best_shot)
+        self._track_start: dict[int, float] = {}
+        self._live = source_kind(source.url) == "url"
+        self._session = f"{time.time():.6f}" if self._live else ""
+        self._block = True
+        auth = config.policy.authorisation
+        self._authorised_until = auth.expires.timestamp() if auth is not None and needs_authorisation(source) else None
+        self.stats = FrontStats()
+        self._thread = threading.Thread(target=self._run, name=f"stream-{self.stream_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        sid, m = self.stream_id, self._metrics
+        try:
+            video = VideoSource(
+                self.source_config,
+                on_error=lambda _msg: m.source_errors.labels(stream=sid).inc(),
+                on_state=self._on_state,
+                on_reconnect=lambda _attempt, _wait: m.source_reconnects.labels(stream=sid).inc(),
+            )
+        except StreamprocError as err:
+            self._fail(err)
+            return
+        self._block = video.buffer_policy == "wait"
+        buffer: FrameBuffer[Frame] = FrameBuffer(
+            self.source_config.buffer_frames,
+            video.buffer_policy,
+            on_drop=lambda n: m.frames_dropped.labels(stream=sid, reason="buffer_full").inc(n),
+        )
+        reader = SourceReader(video, buffer, on_frame=lambda _f: m.frames_decoded.labels(stream=sid).inc())
+        self._send(StreamOpened(stream_id=sid, session=self._session))
+        reader.start()
+        error: StreamprocError | None = None
+        try:
+            while not self._stop.is_set():
+                if self._authorised_until is not None and time.time() >= self._authorised_until:
+                    error = StreamprocError(f"policy.authorisation expired: live search on {sid} stopped")
+                    break
+                batch, ended, error = self._next_batch(buffer)
+                m.queue_depth.labels(stream=sid, queue="decoded").set(buffer.depth)
+                if batch:
+                    self._process(batch)
+                if ended:
+                    break
+            self._finish()  # also after a source error: what was seen is still judged
+        finally:
+            reader.stop()
+            reader.join()
+        if error is not None:
+            self._fail(error)
+
+    def _on_state(self, state: SourceState) -> None:
+        """Decode thread: export the source's state (one gauge series per state, 1 for the current one)."""
+        m, sid = self._metrics, self.stream_id
+        for name in SOURCE_STATES:
+            m.source_state.labels(stream=sid, state=name).set(1 if name == state else 0)
+        m.source_up.labels(stream=sid).set(1 if state == "streaming" else 0)
+
+    def _next_batch(self, buffer: FrameBuffer[Frame]) -> tuple[list[Frame], bool, StreamprocError | None]:
+        """(frames, stream ended, source error): the next frame, plus those already waiting behind it.
+
+        Frames already decoded are detected together (one network call); it never waits for more, so a
+        live stream gains no latency.
+        """
+        batch: list[Frame] = []
+        try:
+            batch.append(buffer.get(timeout=0.2))
+            while len(batch) < self._config.detector.max_batch:
+                batch.append(buffer.get(timeout=0))
+        except TimeoutError:
+            return batch, False, None
+        except BufferClosed:
+            return batch, True, None
+        except StreamprocError as err:  # the decode thread failed (SourceError)
+            return batch, True, err
+        return batch, False, None
+
+    def _fail(self, err: StreamprocError) -> None:
+        self.stats.error = str(err)
+        self._metrics.source_errors.labels(stream=self.stream_id).inc()
+        log.error("stream %s: %s", self.stream_id, err)
+
+    def _process(self, frames: list[Frame]) -> None:
+        t0 = time.perf_counter()
+        detections = self._detector.detect([f.image for f in frames])
+        per_frame = (time.perf_counter() - t0) / len(frames)
+        for frame, dets in zip(frames, detections, strict=True):
+            self._process_frame(frame, dets, per_frame)
+
+    def _process_frame(self, frame: Frame, dets: Detections, detect_s: float) -> None:
+        m, sid = self._metrics, self.stream_id
+        t1 = time.perf_counter()
+        out = self._tracker.update(dets, frame.pts_s)
+        t2 = time.perf_counter()
+        m.stage_seconds.labels(stream=sid, stage="detect").observe(detect_s)
+        m.stage_seconds.labels(stream=sid, stage="track").observe(t2 - t1)
+        m.faces_detected.labels(stream=sid).inc(len(dets))
+        m.tracks_started.labels(stream=sid).inc(len(out.started))
+        m.tracks_live.labels(stream=sid).set(self._tracker.live_count)
+        self.stats.frames += 1
+        self.stats.faces += len(dets)
+        self.stats.tracks += len(out.started)
+        for track_id in out.started:
+            self._track_start[track_id] = frame.pts_s
+        timings = {"detect": detect_s * 1000, "track": (t2 - t1) * 1000}
+        for tracked in out.active:
+            if not self._shots.wants(tracked.track_id, frame.pts_s):
+                continue  # this track has its shots until the next refresh: no alignment needed
+            i = tracked.det_index
+            chip = align(frame.image, dets.landmarks[i], self._template)
+            quality = self._gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
+            b = dets.boxes[i]
+            pending = _Pending(
+                chip=chip,
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                captured_at=frame.captured_at,
+                timings_ms=timings,
+            )
+            self._shots.offer(tracked.track_id, frame.pts_s, quality, pending)
+        m.stage_seconds.labels(stream=sid, stage="align").observe(time.perf_counter() - t2)
+        self._emit(self._shots.due(frame.pts_s))
+        for track_id in out.ended:
+            self._end_track(track_id)
+        m.frames_processed.labels(stream=sid).inc()
+        if self._on_frame is not None:
+            self._on_frame(sid, frame)
+
+    def _finish(self) -> None:
+        """End of stream (or stop): end every track so its last shots are embedded and judged."""
+        for track_id in self._tracker.flush():
+            self._end_track(track_id)
+
+    def _end_track(self, track_id: int) -> None:
+        self._emit(self._shots.end(track_id))
+        self._send(TrackEnded(stream_id=self.stream_id, session=self._session, track_id=track_id))
+        self._track_start.pop(track_id, None)
+
+    def _emit(self, shots: list[Shot[_Pending]]) -> None:
+        for shot in shots:
+            p = shot.payload
+            message = BestShot(
+                stream_id=self.stream_id,
+                session=self._session,
+                track_id=shot.track_id,
+                track_start_s=self._track_start.get(shot.track_id, shot.t_s),
+                t_s=shot.t_s,
+                box=p.box,
+                captured_at=p.captured_at,
+                sent_at=time.time(),
+                quality=shot.quality,
+                timings_ms=p.timings_ms,
+                chip=p.chip,
+            )
+            if self._send(message):
+                self.stats.shots += 1
+                self._metrics.shots_sent.labels(stream=self.stream_id).inc()
+
+    def _send(self, message: Message) -> bool:
+        if self._sink.send(message, self._block):
+            return True
+        self.stats.shots_dropped += isinstance(message, BestShot)
+        self._metrics.shots_dropped.labels(stream=self.stream_id, reason="embed_queue_full").inc()
+        return False

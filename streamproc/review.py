@@ -1,0 +1,268 @@
+"""Human review of match events: who decided what, the two-person rule, and getting decisions onto the feed.
+
+A match event is only a candidate. A reviewer compares the probe with the enrolled subject and decides
+``confirm`` or ``reject``. The rules (:func:`next_review`):
+
+- the event must be in the journal (retention or erasure may have removed it);
+- one reviewer decides an event at most once;
+- a single reject makes it ``rejected`` (a doubt is enough to stop);
+- ``required`` distinct confirms make it ``confirmed`` (2 by default: the two-person rule);
+- once ``confirmed`` or ``rejected`` no further decision is taken;
+- reviewer id and note are required: a decision nobody can account for is worth nothing.
+
+Decisions are stored in the event journal (:meth:`~streamproc.journal.EventJournal.append_review`), with a seq
+from the same counter as match events, and each is appended to the audit log (actor = reviewer, action
+``review``) inside the same journal transaction: the audit log has them in the journal's order, and a refused
+or failed decision writes neither.
+
+Publishing: ``streamproc review decide`` runs in its own process and cannot use the pipeline's PUB socket. It
+only stores; the running pipeline's :meth:`~streamproc.feed.EventFeed.publish_pending_reviews` publishes what
+is stored above the journal's ``reviews_published`` mark (persisted, so decisions made while no pipeline ran
+are published once the next one starts). With no pipeline, decisions wait in the journal; they are already
+replayable (``events tail --since SEQ --replay``) either way.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from streamproc.audit import AuditLog
+from streamproc.errors import StreamprocError
+from streamproc.events import (
+    MAX_NOTE,
+    REVIEWER_PATTERN,
+    MatchEvent,
+    ReviewDecision,
+    ReviewEvent,
+    ReviewStatus,
+)
+from streamproc.journal import EventJournal
+
+AUDIT_ACTION: Final = "review"
+DECISIONS: Final = ("confirm", "reject")
+_REVIEWER_RE: Final = re.compile(REVIEWER_PATTERN)
+_EVENT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+_ALL: Final = 2**62
+
+
+class ReviewError(StreamprocError):
+    """A review request is malformed (no reviewer, blank note, bad event id, no journal): a usage error."""
+
+
+class ReviewRefusedError(ReviewError):
+    """A well-formed decision the rules refuse (unknown event, second decision by one reviewer, final status)."""
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """A journaled match event and the decisions on it so far."""
+
+    event: MatchEvent
+    reviews: tuple[ReviewEvent, ...]
+
+    @property
+    def status(self) -> ReviewStatus:
+        """The last decision's status; ``pending`` before any."""
+        return self.reviews[-1].status if self.reviews else "pending"
+
+    @property
+    def confirmations(self) -> tuple[str, ...]:
+        return self.reviews[-1].confirmations if self.reviews else ()
+
+
+def check_request(event_id: str, decision: str, reviewer: str, note: str) -> None:
+    """Refuse malformed input before anything is opened for writing (one-line :class:`ReviewError`)."""
+    if not _EVENT_ID_RE.fullmatch(event_id):
+        raise ReviewError(f"event id must be 32 lowercase hex characters, not {event_id[:40]!r}")
+    if decision not in DECISIONS:
+        raise ReviewError(f"decision must be confirm or reject, not {decision!r}")
+    if not reviewer.strip():
+        raise ReviewError("a reviewer id is required")
+    if not _REVIEWER_RE.fullmatch(reviewer):
+        raise ReviewError(
+            f"reviewer id {reviewer[:70]!r} must be 1-64 of A-Z a-z 0-9 _ . @ + - (starting with a letter or digit)"
+        )
+    if not note.strip():
+        raise ReviewError("a note is required: say why you confirm or reject")
+    if len(note) > MAX_NOTE:
+        raise ReviewError(f"note is {len(note)} characters; at most {MAX_NOTE}")
+
+
+def next_review(
+    event: MatchEvent | None,
+    event_id: str,
+    prior: Sequence[ReviewEvent],
+    *,
+    decision: ReviewDecision,
+    reviewer: str,
+    note: str,
+    required: int,
+    seq: int,
+    decided_at: float,
+    review_id: str,
+) -> ReviewEvent:
+    """The decision as it will be stored, or :class:`ReviewRefusedError`: the rules, with no I/O.
+
+    ``prior`` are the earlier decisions on the event in seq order; ``required`` is the number of distinct
+    confirmations in force now (``review.confirmations``), counted against all confirms so far.
+    """
+    if event is None:
+        raise ReviewRefusedError(
+            f"no match event {event_id} in the journal (never stored, or removed by retention/erasure)"
+        )
+    if prior and prior[-1].status != "pending":
+        last = prior[-1]
+        raise ReviewRefusedError(f"event {event_id} is already {last.status} (seq {last.seq}); no further decisions")
+    for earlier in prior:
+        if earlier.reviewer == reviewer:
+            raise ReviewRefusedError(
+                f"{reviewer} already decided event {event_id} ({earlier.decision}, seq {earlier.seq}); "
+                "a second decision needs another reviewer"
+            )
+    confirmations = tuple(r.reviewer for r in prior if r.decision == "confirm")
+    status: ReviewStatus
+    if decision == "reject":
+        status = "rejected"
+    else:
+        confirmations = (*confirmations, reviewer)
+        status = "confirmed" if len(confirmations) >= required else "pending"
+    return ReviewEvent(
+        review_id=review_id,
+        seq=seq,
+        event_id=event_id,
+        stream_id=event.stream_id,
+        subject_id=event.subject_id,
+        decision=decision,
+        reviewer=reviewer,
+        note=note,
+        decided_at=decided_at,
+        status=status,
+        confirmations=confirmations,
+        required_confirmations=required,
+    )
+
+
+def decide(
+    journal: EventJournal,
+    audit: AuditLog | Callable[[], AuditLog],
+    event_id: str,
+    decision: ReviewDecision,
+    reviewer: str,
+    note: str,
+    *,
+    required: int,
+    now: Callable[[], float] = time.time,
+) -> ReviewEvent:
+    """Apply the rules, store the decision in ``journal`` and append it to ``audit``; all or nothing.
+
+    Raises :class:`ReviewError` for malformed input and :class:`ReviewRefusedError` when the rules refuse; in both
+    cases neither the journal nor the audit log changes. ``audit`` may be a function that opens (or creates) the
+    log: it is then called only once the decision is accepted, so a refusal does not even create a log.
+    """
+    check_request(event_id, decision, reviewer, note)
+    if required < 1:
+        raise ReviewError(f"required confirmations must be at least 1, not {required}")
+
+    def build(event: MatchEvent | None, prior: Sequence[ReviewEvent], seq: int) -> ReviewEvent:
+        return next_review(
+            event,
+            event_id,
+            prior,
+            decision=decision,
+            reviewer=reviewer,
+            note=note,
+            required=required,
+            seq=seq,
+            decided_at=now(),
+            review_id=secrets.token_hex(16),
+        )
+
+    def record(review: ReviewEvent) -> None:
+        log = audit if isinstance(audit, AuditLog) else audit()
+        log.append(
+            reviewer,
+            AUDIT_ACTION,
+            subject_id=review.subject_id,
+            details={
+                "event_id": review.event_id,
+                "decision": review.decision,
+                "status": review.status,
+                "note": review.note,
+                "review_id": review.review_id,
+                "journal_seq": review.seq,
+            },
+        )
+
+    return journal.append_review(event_id, build, record)
+
+
+def state(journal: EventJournal, event_id: str) -> ReviewState:
+    """The event and its decisions; :class:`ReviewError` when the journal does not hold it."""
+    if not _EVENT_ID_RE.fullmatch(event_id):
+        raise ReviewError(f"event id must be 32 lowercase hex characters, not {event_id[:40]!r}")
+    event = journal.event(event_id)
+    if event is None:
+        raise ReviewError(f"no match event {event_id} in {journal.path}")
+    return ReviewState(event, tuple(journal.reviews_of(event_id)))
+
+
+def states(journal: EventJournal, status: ReviewStatus | None = None) -> list[ReviewState]:
+    """Every journaled match event with its decisions, in seq order; only those in ``status`` if given."""
+    reviews: dict[str, list[ReviewEvent]] = {}
+    for review in journal.reviews_after(0, limit=_ALL):
+        reviews.setdefault(review.event_id, []).append(review)
+    found = [ReviewState(e, tuple(reviews.get(e.event_id, ()))) for e in journal.since(0)]
+    return [s for s in found if status is None or s.status == status]
+
+
+def awaiting_publication(journal: EventJournal) -> list[ReviewEvent]:
+    """Decisions stored but not yet handed to a feed's PUB socket (what the next running pipeline publishes)."""
+    return journal.reviews_after(journal.reviews_published(), limit=_ALL)
+
+
+def publish_pending_reviews(journal: EventJournal, send: Callable[[ReviewEvent], None], batch: int = 500) -> int:
+    """Send every decision above the journal's ``reviews_published`` mark, in seq order; how many were sent.
+
+    The mark is advanced after each batch is sent, so a crash in between re-sends that batch once at the next
+    start (consumers de-duplicate by ``review_id``); nothing stored is skipped.
+    """
+    sent = 0
+    while True:
+        pending = journal.reviews_after(journal.reviews_published(), limit=batch)
+        if not pending:
+            return sent
+        for review in pending:
+            send(review)
+        journal.set_reviews_published(pending[-1].seq or 0)
+        sent += len(pending)
+
+
+def open_journal(path: Path | None, config_name: str) -> EventJournal:
+    """The run's event journal for review commands: it must be configured and exist (the pipeline creates it)."""
+    if path is None:
+        raise ReviewError(f"{config_name}: events.journal.path is not set; review decisions are kept in the journal")
+    if not path.is_file():
+        raise ReviewError(f"no event journal at {path} (the pipeline creates it when it starts)")
+    return EventJournal(path)
+
+
+__all__ = [
+    "AUDIT_ACTION",
+    "ReviewError",
+    "ReviewRefusedError",
+    "ReviewState",
+    "awaiting_publication",
+    "check_request",
+    "decide",
+    "next_review",
+    "open_journal",
+    "publish_pending_reviews",
+    "state",
+    "states",
+]

@@ -1,0 +1,115 @@
+"""ZeroMQ between stream workers (PUSH, one socket per stream) and the embed service (PULL, bound).
+
+Every queue is bounded: a worker's socket holds at most ``hwm`` messages for the service (``SNDHWM``), the
+service's at most ``hwm`` per connected stream (``RCVHWM``). When full, a file stream waits (nothing lost) and a
+live stream drops the message, which the front counts per stream. PUSH keeps one stream's messages in order;
+ZeroMQ reconnects by itself when the service restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+
+from streamproc.errors import StreamprocError
+from streamproc.messages import Message
+from streamproc.wire import WireError, decode, encode
+
+log = logging.getLogger(__name__)
+
+LINGER_MS = 5000
+"""How long a closing worker socket keeps trying to deliver what it still holds (a draining worker's last shots)."""
+
+
+class ZmqShotSink:
+    """A stream's PUSH socket to the embed service. Not thread-safe: one per stream thread."""
+
+    def __init__(self, context: zmq.SyncContext, endpoint: str, hwm: int, stop: threading.Event) -> None:
+        self._stop = stop
+        self._socket: zmq.SyncSocket = context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, LINGER_MS)
+        self._socket.setsockopt(zmq.SNDTIMEO, 200)
+        try:
+            self._socket.connect(endpoint)
+        except zmq.ZMQError as err:
+            self._socket.close(linger=0)
+            raise StreamprocError(f"scale.embed_endpoint {endpoint}: {err.strerror}") from None
+
+    def send(self, message: Message, block: bool) -> bool:
+        frames = encode(message)
+        if not block:
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            return True
+        while True:  # wait for room, but give up when the worker is told to stop
+            try:
+                self._socket.send_multipart(frames, copy=False)
+            except zmq.Again:
+                if self._stop.is_set():
+                    return False
+                continue
+            return True
+
+    def close(self) -> None:
+        self._socket.close()  # lingers up to LINGER_MS to deliver what is queued
+
+
+class ZmqInbox:
+    """The embed service's bound PULL socket; malformed messages are logged, counted and skipped."""
+
+    def __init__(
+        self,
+        context: zmq.SyncContext,
+        endpoint: str,
+        hwm: int,
+        on_bad_message: Callable[[], None] | None = None,
+        drain_idle_s: float = 0.5,
+    ) -> None:
+        self._socket: zmq.SyncSocket = context.socket(zmq.PULL)
+        self._socket.setsockopt(zmq.RCVHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as err:
+            self._socket.close(linger=0)
+            raise StreamprocError(f"cannot bind scale.embed_endpoint {endpoint}: {err.strerror}") from None
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._on_bad = on_bad_message
+        self._drain_idle_s = drain_idle_s
+        self._idle_since: float | None = None
+
+    def get(self, timeout_s: float) -> Message | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._socket.poll(remaining_ms):
+                if self._idle_since is None:
+                    self._idle_since = time.monotonic()
+                return None
+            self._idle_since = None
+            frames = self._socket.recv_multipart()
+            try:
+                return decode(frames)
+            except WireError as err:
+                log.warning("embed service: dropped a malformed message: %s", err)
+                if self._on_bad is not None:
+                    self._on_bad()
+                if time.monotonic() >= deadline:
+                    return None
+
+    def depth(self) -> int:
+        return 0  # libzmq does not expose its queue length; the HWM bounds it
+
+    def finished(self, stopping: bool) -> bool:
+        """When stopping: once nothing has arrived for ``drain_idle_s`` (workers have delivered their last shots)."""
+        return stopping and self._idle_since is not None and time.monotonic() - self._idle_since >= self._drain_idle_s
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
