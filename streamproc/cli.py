@@ -7,11 +7,12 @@ stderr and exit 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -27,6 +28,10 @@ from streamproc.cli_common import (
     recognition_config,
 )
 from streamproc.errors import ConfigError, StreamprocError
+from streamproc.fsutil import sha256_file
+
+if TYPE_CHECKING:
+    from streamproc.config import PipelineConfig
 
 app = typer.Typer(
     name="streamproc",
@@ -53,6 +58,7 @@ def _mount_subcommands() -> None:
     from streamproc.cli_events import events_app
     from streamproc.cli_keys import keys_app
     from streamproc.cli_review import review_app
+    from streamproc.cli_run import child_command
 
     app.add_typer(events_app, name="events", help="Subscribe to the match event feed.")
     app.add_typer(keys_app, name="keys", help="CURVE key pairs for the secured event feed.")
@@ -60,6 +66,7 @@ def _mount_subcommands() -> None:
     app.add_typer(review_app, name="review", help="Human review of match events (confirm / reject).")
     evaluate_app.command("demographics")(demographics_command)
     app.command("calibrate")(calibrate_command)
+    app.command("child", hidden=True)(child_command)
 
 
 _mount_subcommands()
@@ -179,36 +186,99 @@ def run(
     operator: Annotated[
         str | None, typer.Option("--operator", help="Who starts the pipeline (audit log); default: $USER.")
     ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all: the whole pipeline (one process, or a supervisor with scale.workers processes); "
+            "embed: only the embed service (binds scale.embed_endpoint); workers: only stream workers, "
+            "connecting to scale.embed_endpoint (another host). See docs/scaling.md.",
+        ),
+    ] = "all",
 ) -> None:
     """Run the pipeline: decode, detect, track, embed best shots, search, publish match events.
 
     Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop."""
-    import hashlib
     import os
+
+    from streamproc.audit import AuditLog
+    from streamproc.authorisation import NotAuthorisedError, check_authorisation
+
+    if role not in ("all", "embed", "workers"):
+        raise ConfigError(f"--role must be all, embed or workers, not {role!r}")
+    cfg = _load_pipeline_config(config, source, watchlist, events, metrics_port)
+    actor = operator or os.environ.get("USER") or "unknown"
+    audit = AuditLog.open_or_create(cfg.audit.dir or cfg.watchlist.path, cfg.audit.key, actor=actor)
+    if role == "embed":
+        from streamproc.roles import embed_main
+
+        raise typer.Exit(embed_main(cfg, serve_http=True, actor=actor))
+    try:
+        authorised = check_authorisation(cfg)
+    except NotAuthorisedError as err:
+        audit.append(actor, "pipeline_refused", details={"config": str(config), "reason": str(err)})
+        raise
+    _purge_before_run(cfg.watchlist.path, audit)
+    start_details = {  # what is in force, so any change of threshold or config between runs is on record
+        "config": str(config),
+        "config_sha256": sha256_file(config),
+        "effective_config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest(),
+        "sources": [s.id for s in cfg.sources],
+        "role": role,
+        "workers": cfg.scale.workers,
+        **authorised.audit_details(),
+    }
+    if role == "workers" or cfg.scale.workers >= 1:
+        _run_supervised(cfg, "workers" if role == "workers" else "all", audit, actor, start_details)
+        return
+    _run_single_process(cfg, audit, actor, start_details, quiet)
+
+
+def _run_supervised(
+    cfg: PipelineConfig, role: Literal["all", "workers"], audit: Any, actor: str, start_details: dict[str, Any]
+) -> None:
+    from streamproc.cli_run import run_supervised
+
+    audit.append(actor, "pipeline_start", details=start_details)
+    code, totals = 1, dict[str, Any]()
+    try:
+        code, totals = run_supervised(cfg, role)
+    finally:
+        audit.append(
+            actor,
+            "pipeline_stop",
+            details={
+                sid: {"frames": t.frames, "embeddings": t.embeddings, "events": t.events} for sid, t in totals.items()
+            },
+        )
+    for sid, t in totals.items():
+        out.print(
+            f"{sid}: {t.frames} frames, {t.faces} faces, {t.tracks} tracks, {t.embeddings} best shots embedded, "
+            f"{t.events} match event(s)" + (f" [red]{t.errors} source error(s)[/red]" if t.errors else ""),
+            highlight=False,
+        )
+    if code:
+        raise typer.Exit(code)
+
+
+def _run_single_process(
+    cfg: PipelineConfig, audit: Any, actor: str, start_details: dict[str, Any], quiet: bool
+) -> None:
     import signal
 
     from prometheus_client import CollectorRegistry
 
-    from streamproc.audit import AuditLog
     from streamproc.build import build_pipeline
-    from streamproc.fsutil import sha256_file
     from streamproc.metrics import serve
 
-    cfg = _load_pipeline_config(config, source, watchlist, events, metrics_port)
-    actor = operator or os.environ.get("USER") or "unknown"
     registry = CollectorRegistry()
     progress = _RunProgress(cfg, enabled=not quiet)
-    audit = AuditLog.open_or_create(cfg.audit.dir or cfg.watchlist.path, cfg.audit.key, actor=actor)
-    _purge_before_run(cfg.watchlist.path, audit)
     pipeline = build_pipeline(cfg, registry, on_frame=progress.frame, audit=audit)
     audit.append(
         actor,
         "pipeline_start",
-        details={  # what is in force, so any change of threshold or config between runs is on record
-            "config": str(config),
-            "config_sha256": sha256_file(config),
-            "effective_config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest(),
-            "sources": [s.id for s in cfg.sources],
+        details={
+            **start_details,
             "threshold": pipeline.threshold.distance,
             "threshold_source": pipeline.threshold.source,
             "target_fmr": pipeline.threshold.fmr_target,
@@ -221,8 +291,8 @@ def run(
     try:
         if cfg.metrics.port is not None:
             server = serve(registry, cfg.metrics.host, cfg.metrics.port)
-            err_console.print(f"metrics: {server.url}")
-        err_console.print(f"events: {pipeline.publisher_endpoint} (topics match.<stream>)")
+            err_console.print(f"metrics: {server.url} (probes /healthz, /readyz)")
+        err_console.print(f"events: {pipeline.publisher_endpoint} (topics match.<stream>, review.<stream>)")
         if pipeline.replay_endpoint is not None:
             err_console.print(f"replay: {pipeline.replay_endpoint} (events tail --since SEQ --replay …)")
 
