@@ -12,10 +12,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from streamproc.matcher import Matcher
 from streamproc.messages import BestShot, Message
 from streamproc.metrics import PipelineMetrics
 
@@ -38,6 +37,12 @@ class Inbox(Protocol):
     def finished(self, stopping: bool) -> bool:
         """True when no message will come any more (producers done and drained, or stopping and idle)."""
         ...
+
+
+class BatchHandler(Protocol):
+    """Takes one batch of messages, in arrival order (the :class:`~streamproc.matcher.Matcher`)."""
+
+    def process(self, batch: Sequence[Message]) -> None: ...
 
 
 class QueueChannel:
@@ -80,7 +85,7 @@ class EmbedService:
     def __init__(
         self,
         inbox: Inbox,
-        matcher: Matcher,
+        matcher: BatchHandler,
         max_batch: int,
         max_wait_s: float,
         metrics: PipelineMetrics,

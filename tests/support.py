@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import threading
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from streamproc.build import build_pipeline
-from streamproc.config import PipelineConfig
+from streamproc.build import build_analyzer, build_pipeline
+from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.enrol import FaceChoice, templates_from_images
 from streamproc.events import CalibrationInfo, EventSubscriber, MatchEvent, QualityInfo, make_event_id
 from streamproc.metrics import serve
+from streamproc.watchlist import NewSubject, Watchlist
 
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
 """A tiny base64 payload that starts like a JPEG (the schema checks the magic bytes)."""
@@ -77,3 +80,24 @@ def run_with_subscriber(config: PipelineConfig) -> tuple[dict[str, Any], list[Ma
                 done.set()
                 pipeline.close()
     return dict(stats.items()), received, scrape
+
+
+def make_watchlist(shared_dir: Path, directory: Path, people: dict[str, list[str]]) -> Path:
+    """A watchlist of face_recognition persons (all their photos when the list is empty)."""
+    analyzer = build_analyzer(RecognitionConfig())
+    with Watchlist.create(directory, analyzer.embedder.identity) as wl:
+        for person, files in people.items():
+            folder = shared_dir / "data/identity/face_recognition" / person
+            paths = [folder / f for f in files] if files else sorted(folder.iterdir())
+            templates = templates_from_images(paths, analyzer, FaceChoice(largest=True))
+            wl.enroll(
+                NewSubject(
+                    subject_id=person,
+                    display_name=person.replace("_", " ").title(),
+                    reason="test",
+                    legal_basis="test fixture",
+                    added_by="pytest",
+                ),
+                templates,
+            )
+    return directory

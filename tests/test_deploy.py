@@ -15,10 +15,19 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
+from urllib.error import HTTPError
+from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from streamproc.cli import app
+from streamproc.cli_run import RunRole
+from streamproc.config import EventsConfig, MetricsConfig, ScaleConfig
+from streamproc.metrics import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -26,12 +35,20 @@ DOCKER = DEPLOY / "docker"
 K8S = DEPLOY / "k8s"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 MANIFESTS = sorted(K8S.glob("*.yaml"))
+"""What `kubectl apply -f deploy/k8s/` applies: one embed service and the worker shards."""
+GPU_VARIANTS = sorted((K8S / "gpu").glob("*.yaml"))
+"""Drop-in replacements (same object names) for objects of MANIFESTS, applied on their own."""
 SERVICEMONITOR_SCHEMA = K8S / "crds" / "servicemonitor-schema.json"
 # The Kubernetes version the manifests are validated against (kubernetes-validate picks its newest schema
 # set not newer than this). Raise it with the oldest cluster version you support.
 K8S_VERSION = "1.32.0"
 CONFIG_PATH = "/etc/streamproc/config.yaml"
 WATCHLIST_PATH = "/srv/streamproc/watchlist"
+ROLE_LABEL = "streamproc.example/role"
+# The ports every role's config must use: the defaults of the config models, so docs and code agree.
+METRICS_PORT = MetricsConfig().port
+EVENTS_PORT = urlsplit(EventsConfig().endpoint).port
+CHIP_PORT = urlsplit(ScaleConfig().embed_endpoint).port
 
 
 def _missing(what: str) -> None:
@@ -64,8 +81,20 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _resources(kind: str) -> list[dict[str, Any]]:
-    return [d for m in MANIFESTS for d in _docs(m) if d["kind"] == kind]
+def _resources(kind: str, manifests: list[Path] = MANIFESTS) -> list[dict[str, Any]]:
+    return [d for m in manifests for d in _docs(m) if d["kind"] == kind]
+
+
+def _applied_sets() -> list[list[Path]]:
+    """The object sets a cluster can run: the base manifests, and the base with each GPU variant applied over it."""
+    sets = [MANIFESTS]
+    for variant in GPU_VARIANTS:
+        replaced = {(d["kind"], d["metadata"]["name"]) for d in _docs(variant)}
+        assert replaced, variant
+        kept = [m for m in MANIFESTS if not replaced & {(d["kind"], d["metadata"]["name"]) for d in _docs(m)}]
+        assert len(kept) == len(MANIFESTS) - 1, f"{variant.name} must replace exactly one file's objects"
+        sets.append([*kept, variant])
+    return sets
 
 
 def _dockerfile_instruction(path: Path, name: str) -> str:
@@ -88,11 +117,11 @@ def test_hadolint_clean(dockerfile: Path) -> None:
 def test_dockerfile_contract(dockerfile: Path) -> None:
     assert json.loads(_dockerfile_instruction(dockerfile, "ENTRYPOINT")) == ["streamproc"]
     assert json.loads(_dockerfile_instruction(dockerfile, "CMD")) == ["run", CONFIG_PATH]
-    assert _dockerfile_instruction(dockerfile, "EXPOSE").split() == ["9108", "5560"]
+    assert _dockerfile_instruction(dockerfile, "EXPOSE").split() == [str(METRICS_PORT), str(EVENTS_PORT), str(CHIP_PORT)]
     user = _dockerfile_instruction(dockerfile, "USER")
     assert user.split(":")[0] not in {"root", "0"}
     healthcheck = _dockerfile_instruction(dockerfile, "HEALTHCHECK")
-    assert "http://127.0.0.1:9108/metrics" in healthcheck and "curl" not in healthcheck
+    assert f"http://127.0.0.1:{METRICS_PORT}/healthz" in healthcheck and "curl" not in healthcheck
     text = dockerfile.read_text()
     assert "pip install --no-cache-dir ." in text
     assert "streamproc models prepare" in text and "STREAMPROC_CACHE_DIR=/opt/streamproc/models" in text

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import run_with_subscriber
+from support import make_watchlist, run_with_subscriber
 
 from streamproc.build import build_analyzer
 from streamproc.config import PipelineConfig, RecognitionConfig
@@ -37,26 +37,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def make_watchlist(shared_dir: Path, directory: Path, people: dict[str, list[str]]) -> Path:
-    analyzer = build_analyzer(RecognitionConfig())
-    with Watchlist.create(directory, analyzer.embedder.identity) as wl:
-        for person, files in people.items():
-            folder = shared_dir / "data/identity/face_recognition" / person
-            paths = [folder / f for f in files] if files else sorted(folder.iterdir())
-            templates = templates_from_images(paths, analyzer, FaceChoice(largest=True))
-            wl.enroll(
-                NewSubject(
-                    subject_id=person,
-                    display_name=person.replace("_", " ").title(),
-                    reason="test",
-                    legal_basis="test fixture",
-                    added_by="pytest",
-                ),
-                templates,
-            )
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,272 @@
+"""The multi-process layout as users run it: `streamproc run` with scale.workers, real child processes, real
+ZeroMQ between them, real HTTP probes and scrapes, processes killed with SIGKILL and restarted, a real RTSP
+camera that goes away for 10 s.
+
+What these assert: the supervisor restarts what dies and the run completes; one scrape shows every stream; no
+flag reaches subscribers twice under different ids (the journal holds each (stream, track, subject) once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support import make_watchlist
+from test_rtsp import RtspServer
+
+from streamproc.audit import AuditLog
+from streamproc.events import MatchEvent
+from streamproc.journal import EventJournal
+
+STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
+HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
+
+pytestmark = pytest.mark.shared
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def watchlist(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_watchlist(
+        shared_dir,
+        tmp_path_factory.mktemp("wl") / "present",
+        {"lin_manuel_miranda": [], "barack_obama": ["examples__obama.jpg", "examples__obama2.jpg"]},
+    )
+
+
+class Run:
+    """`streamproc run CONFIG` as a child process, with its probes and metrics endpoint."""
+
+    def __init__(self, tmp: Path, sources: list[dict[str, Any]], watchlist: Path, workers: int) -> None:
+        self.port = free_port()
+        self.journal = tmp / "journal.db"
+        self.audit_dir = tmp / "audit"
+        config = {
+            "sources": sources,
+            "watchlist": {"path": str(watchlist), "reload_s": 60},
+            "events": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "journal": {"path": str(self.journal)}},
+            "metrics": {"port": self.port},
+            "audit": {"dir": str(self.audit_dir)},
+            "scale": {"workers": workers, "embed_endpoint": f"tcp://127.0.0.1:{free_port()}", "restart_initial_s": 0.5},
+        }
+        path = tmp / "run.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.log = tmp / "run.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([STREAMPROC, "run", str(path), "-q"], stdout=log, stderr=subprocess.STDOUT)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def health(self) -> dict[str, Any]:
+        return dict(json.loads(self.get("/healthz")[1]))
+
+    def wait_until(self, what: str, check: Any, timeout: float = 120.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"run exited ({self.proc.returncode}) while waiting for {what}:\n{self.log.read_text()}")
+            try:
+                value = check()
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                value = None
+            if value:
+                return value
+            time.sleep(0.2)
+        pytest.fail(f"timed out waiting for {what}:\n{self.log.read_text()}")
+
+    def wait_ready(self) -> None:
+        self.wait_until("/readyz 200", lambda: self.get("/readyz")[0] == 200)
+
+    def pid(self, child: str) -> int:
+        return int(self.wait_until(f"{child} pid", lambda: self.health()["children"][child]["pid"]))
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` with these labels, from one scrape of the aggregated endpoint."""
+        total, found = 0.0, False
+        for line in self.get("/metrics")[1].splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+                found = True
+        assert found, f"{name}{labels} not in the scrape"
+        return total
+
+    def finish(self, timeout: float = 180.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail(f"run did not finish in {timeout} s:\n{self.log.read_text()}")
+
+    def events(self) -> list[MatchEvent]:
+        with EventJournal(self.journal) as journal:
+            return list(journal.since(0))
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Run]]:
+    started: list[Run] = []
+    yield started
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+
+
+def no_flag_twice(events: list[MatchEvent]) -> None:
+    """Each (stream, track, subject) is one flag under one id; ids are unique."""
+    ids = Counter(e.event_id for e in events)
+    assert all(n == 1 for n in ids.values()), ids
+    flags = Counter((e.stream_id, e.track_id, e.subject_id) for e in events)
+    assert all(n == 1 for n in flags.values()), f"a flag was published twice under different ids: {flags}"
+
+
+def hamilton(shared_dir: Path, stream: str, **over: Any) -> dict[str, Any]:
+    return {"id": stream, "url": str(shared_dir / HAMILTON), **over}
+
+
+def test_two_workers_give_the_single_process_result_and_one_scrape_shows_every_stream(
+    shared_dir: Path, watchlist: Path, tmp_path: Path, runs: list[Run]
+) -> None:
+    sources = [hamilton(shared_dir, "a", realtime=True), hamilton(shared_dir, "b", realtime=True)]
+    (tmp_path / "multi").mkdir()
+    multi = Run(tmp_path / "multi", sources, watchlist, workers=2)
+    runs.append(multi)
+    multi.wait_ready()
+    health = multi.health()
+    assert health["ok"] and set(health["children"]) == {"embed", "worker-0", "worker-1"}
+    multi.wait_until(
+        "frames from both streams",
+        lambda: all(multi.metric("streamproc_frames_processed_total", stream=s) > 0 for s in "ab"),
+    )
+    assert multi.metric("streamproc_process_up", role="worker") == 2
+    assert multi.metric("streamproc_source_state", stream="a", state="streaming") == 1
+    assert multi.finish() == 0
+
+    (tmp_path / "single").mkdir()
+    single = Run(tmp_path / "single", [hamilton(shared_dir, "a"), hamilton(shared_dir, "b")], watchlist, workers=0)
+    runs.append(single)
+    assert single.finish() == 0
+
+    got = {(e.stream_id, e.event_id) for e in multi.events()}
+    want = {(e.stream_id, e.event_id) for e in single.events()}
+    assert want and {s for s, _ in want} == {"a", "b"}
+    assert got == want
+    records = [r.action for r in AuditLog.open(multi.audit_dir).records()]
+    assert records.count("pipeline_start") == 1 and records.count("pipeline_stop") == 1
+    assert records.count("embed_service_start") == 1 and records.count("flag") == len(got)
+
+
+def test_a_worker_killed_mid_stream_is_restarted_and_no_flag_is_published_twice(
+    shared_dir: Path, watchlist: Path, tmp_path: Path, runs: list[Run]
+) -> None:
+    run = Run(
+        tmp_path, [hamilton(shared_dir, "a", realtime=True), hamilton(shared_dir, "b", realtime=True)], watchlist, 2
+    )
+    runs.append(run)
+    run.wait_ready()
+    victim = run.pid("worker-0")
+    run.wait_until("frames on stream a", lambda: run.metric("streamproc_frames_processed_total", stream="a") > 60)
+    os.kill(victim, signal.SIGKILL)
+    run.wait_until("worker-0 restarted", lambda: run.health()["children"]["worker-0"]["restarts"] == 1)
+    run.wait_until("a new worker-0", lambda: run.health()["children"]["worker-0"]["pid"] not in (None, victim))
+    assert run.metric("streamproc_process_restarts_total", role="worker") == 1
+    assert run.finish() == 0
+    events = run.events()
+    no_flag_twice(events)
+    assert {e.stream_id for e in events} == {"a", "b"}  # the restarted stream still flags (once)
+    log = run.log.read_text()
+    assert "worker-0 exited with signal SIGKILL" in log
+
+
+def test_the_embed_service_killed_and_restarted_loses_no_stream_and_duplicates_no_flag(
+    shared_dir: Path, watchlist: Path, tmp_path: Path, runs: list[Run]
+) -> None:
+    run = Run(tmp_path, [hamilton(shared_dir, "a", realtime=True)], watchlist, 1)
+    runs.append(run)
+    run.wait_ready()
+    victim = run.pid("embed")
+    run.wait_until("shots embedded", lambda: run.metric("streamproc_embeddings_total", stream="a") >= 1)
+    os.kill(victim, signal.SIGKILL)
+    run.wait_until("embed restarted", lambda: run.health()["children"]["embed"]["restarts"] == 1)
+    run.wait_ready()
+    assert run.metric("streamproc_process_restarts_total", role="embed") == 1
+    assert run.metric("streamproc_process_restarts_total", role="worker") == 0  # workers rode it out
+    assert run.finish() == 0
+    no_flag_twice(run.events())
+    starts = [r for r in AuditLog.open(run.audit_dir).records() if r.action == "embed_service_start"]
+    assert len(starts) == 2  # the threshold in force is on record at each (re)start
+
+
+def test_sigterm_drains_every_process_and_exits_cleanly(
+    shared_dir: Path, watchlist: Path, tmp_path: Path, runs: list[Run]
+) -> None:
+    run = Run(tmp_path, [hamilton(shared_dir, "a", realtime=True, loop=True)], watchlist, 1)
+    runs.append(run)
+    run.wait_ready()
+    children = [run.pid("embed"), run.pid("worker-0")]
+    run.wait_until("frames", lambda: run.metric("streamproc_frames_processed_total", stream="a") > 30)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=60) == 0
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert [r.action for r in AuditLog.open(run.audit_dir).records()][-1] == "pipeline_stop"
+
+
+@pytest.mark.usefixtures("gst_rtsp")
+def test_a_live_camera_down_for_10_s_reconnects_without_restarting_its_worker(
+    watchlist: Path, tmp_path: Path, runs: list[Run]
+) -> None:
+    server = RtspServer(free_port())
+    server.start()
+    try:
+        source = {"id": "cam", "url": server.url, "camera": "fixed", "reconnect": {"initial_s": 0.5, "max_s": 2.0}}
+        run = Run(tmp_path, [source], watchlist, 1)
+        runs.append(run)
+        run.wait_ready()
+
+        def state(name: str) -> float:
+            return run.metric("streamproc_source_state", stream="cam", state=name)
+
+        run.wait_until("streaming", lambda: state("streaming") == 1)
+        server.kill()
+        run.wait_until("reconnecting", lambda: state("reconnecting") == 1, timeout=30)
+        time.sleep(10.0)
+        reconnects = run.metric("streamproc_source_reconnects_total", stream="cam")
+        assert reconnects >= 3
+        frames_down = run.metric("streamproc_frames_processed_total", stream="cam")
+        server.start()
+        run.wait_until("streaming again", lambda: state("streaming") == 1, timeout=60)
+        run.wait_until(
+            "new frames", lambda: run.metric("streamproc_frames_processed_total", stream="cam") > frames_down
+        )
+        assert run.metric("streamproc_process_restarts_total", role="worker") == 0
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish(timeout=60) == 0
+    finally:
+        server.kill()
