@@ -117,7 +117,11 @@ def test_hadolint_clean(dockerfile: Path) -> None:
 def test_dockerfile_contract(dockerfile: Path) -> None:
     assert json.loads(_dockerfile_instruction(dockerfile, "ENTRYPOINT")) == ["streamproc"]
     assert json.loads(_dockerfile_instruction(dockerfile, "CMD")) == ["run", CONFIG_PATH]
-    assert _dockerfile_instruction(dockerfile, "EXPOSE").split() == [str(METRICS_PORT), str(EVENTS_PORT), str(CHIP_PORT)]
+    assert _dockerfile_instruction(dockerfile, "EXPOSE").split() == [
+        str(METRICS_PORT),
+        str(EVENTS_PORT),
+        str(CHIP_PORT),
+    ]
     user = _dockerfile_instruction(dockerfile, "USER")
     assert user.split(":")[0] not in {"root", "0"}
     healthcheck = _dockerfile_instruction(dockerfile, "HEALTHCHECK")
@@ -135,11 +139,22 @@ def test_dockerfile_contract(dockerfile: Path) -> None:
 # ------------------------------------------------------------------------------------------ Kubernetes
 def test_manifests_present() -> None:
     kinds = {d["kind"] for d in (d for m in MANIFESTS for d in _docs(m))}
-    expected = {"Namespace", "ConfigMap", "Deployment", "PersistentVolumeClaim", "Service", "ServiceMonitor"}
+    expected = {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "PersistentVolumeClaim",
+        "Service",
+        "ServiceMonitor",
+        "NetworkPolicy",
+    }
     assert expected <= kinds
+    roles = [d["spec"]["template"]["metadata"]["labels"][ROLE_LABEL] for d in _resources("Deployment")]
+    assert roles.count("embed") == 1 and roles.count("workers") >= 2, roles
+    assert GPU_VARIANTS, "the GPU variant of the embed service is missing"
 
 
-@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("manifest", MANIFESTS + GPU_VARIANTS, ids=lambda p: str(p.relative_to(K8S)))
 def test_kubernetes_validate(manifest: Path) -> None:
     tool = _tool("kubernetes-validate")
     result = _run(tool, "--strict", "-k", K8S_VERSION, manifest)
@@ -162,7 +177,7 @@ def test_kubernetes_validate(manifest: Path) -> None:
 def test_kubernetes_validate_rejects_unknown_fields(tmp_path: Path) -> None:
     """--strict really rejects a misspelt field (so the passes above mean something)."""
     tool = _tool("kubernetes-validate")
-    broken = _docs(K8S / "pipeline-shard-a.yaml")[1]
+    (broken,) = [d for d in _docs(K8S / "workers-shard-a.yaml") if d["kind"] == "Deployment"]
     broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {"periodSeconds": 1}
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(broken))
@@ -182,12 +197,12 @@ def test_servicemonitor_schema() -> None:
     typo = json.loads(json.dumps(monitor))
     typo["spec"]["endpoints"][0]["intervall"] = "15s"
     assert not validator.is_valid(typo)
-    # It selects every pipeline Service, on a port those Services name.
+    # It selects every pipeline Service (embed service and worker shards), on a port those Services name.
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [
         s for s in _resources("Service") if s["metadata"]["labels"].get("app.kubernetes.io/component") == "pipeline"
     ]
-    assert services
+    assert {s["metadata"]["labels"][ROLE_LABEL] for s in services} == {"embed", "workers"}
     for service in services:
         assert selector.items() <= service["metadata"]["labels"].items()
         assert monitor["metadata"]["namespace"] in monitor["spec"]["namespaceSelector"]["matchNames"]
@@ -195,73 +210,201 @@ def test_servicemonitor_schema() -> None:
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
 
 
-def _pipeline_config(deployment: dict[str, Any]) -> dict[str, Any]:
+def _pipeline_config(deployment: dict[str, Any], manifests: list[Path] = MANIFESTS) -> dict[str, Any]:
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     configmap_name = volumes["config"]["configMap"]["name"]
-    (configmap,) = [c for c in _resources("ConfigMap") if c["metadata"]["name"] == configmap_name]
-    config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
+    (configmap,) = [c for c in _resources("ConfigMap", manifests) if c["metadata"]["name"] == configmap_name]
+    config: dict[str, Any] = yaml.safe_load(configmap["data"][Path(CONFIG_PATH).name])
     return config
 
 
-def test_deployments_shape() -> None:
-    deployments = _resources("Deployment")
-    assert len(deployments) >= 2
-    claims = {c["metadata"]["name"] for c in _resources("PersistentVolumeClaim")}
-    for deployment in deployments:
-        name = deployment["metadata"]["name"]
-        spec = deployment["spec"]
-        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
-        pod = spec["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True, name
-        (container,) = pod["containers"]
-        assert container["args"] == ["run", CONFIG_PATH], name
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"metrics": 9108, "events": 5560}, name
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            get = container[probe]["httpGet"]
-            assert get["path"] == "/metrics" and ports[get["port"]] == 9108, (name, probe)
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
-        assert {"cpu", "memory"} <= container["resources"]["requests"].keys() <= container["resources"]["limits"].keys()
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        assert "emptyDir" in volumes[mounts["/tmp"]["name"]], name
-        config_mount = mounts[str(Path(CONFIG_PATH).parent)]
-        assert config_mount["readOnly"] is True and "configMap" in volumes[config_mount["name"]], name
-        watchlist = mounts[WATCHLIST_PATH]
-        assert watchlist["readOnly"] is True, name
-        assert volumes[watchlist["name"]]["persistentVolumeClaim"]["claimName"] in claims, name
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = container
+    return result
 
-        config = _pipeline_config(deployment)
-        assert config["watchlist"]["path"] == WATCHLIST_PATH, name
-        assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}, name
-        assert config["events"]["endpoint"] == "tcp://0.0.0.0:5560", name
-        gpu = "nvidia.com/gpu" in container["resources"]["limits"]
-        assert (config["runtime"]["device"] == "cuda") == gpu, name
-        assert container["image"].endswith("-cuda") == gpu, name
-    assert any(
-        "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] for d in deployments
-    )
+
+def _role(deployment: dict[str, Any]) -> str:
+    role: str = deployment["spec"]["template"]["metadata"]["labels"][ROLE_LABEL]
+    return role
+
+
+def _endpoint_port(endpoint: str) -> tuple[str, int]:
+    parts = urlsplit(endpoint)
+    assert parts.scheme == "tcp" and parts.hostname and parts.port, endpoint
+    return parts.hostname, parts.port
+
+
+def _run_options() -> dict[str, Any]:
+    """The `streamproc run` command's options, by flag, as the real CLI defines them."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    run = group.commands["run"]  # type: ignore[attr-defined]
+    return {flag: param for param in run.params for flag in getattr(param, "opts", [])}
+
+
+def test_commands_use_real_cli_roles() -> None:
+    """Every container runs `run CONFIG --role ROLE` with a flag and a role the CLI really has."""
+    options = _run_options()
+    assert "--role" in options
+    roles = set(get_args(RunRole))
+    for manifests in _applied_sets():
+        for deployment in _resources("Deployment", manifests):
+            name = deployment["metadata"]["name"]
+            args = _container(deployment)["args"]
+            assert args[:2] == ["run", CONFIG_PATH], name
+            flags = dict(zip(args[2::2], args[3::2], strict=True))
+            assert flags.keys() <= options.keys(), (name, flags)
+            assert flags["--role"] in roles and flags["--role"] != "all", name
+            # the role label (NetworkPolicy, ServiceMonitor) says what the process is
+            assert flags["--role"] == _role(deployment), name
+
+
+def test_probe_paths_are_served() -> None:
+    """Probes use /healthz (startup, liveness) and /readyz (readiness) on the metrics port, which serve() answers."""
+    probed: set[str] = set()
+    for manifests in _applied_sets():
+        for deployment in _resources("Deployment", manifests):
+            name = deployment["metadata"]["name"]
+            container = _container(deployment)
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            expected = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+            for probe, path in expected.items():
+                get = container[probe]["httpGet"]
+                assert get["path"] == path and ports[get["port"]] == METRICS_PORT, (name, probe)
+                probed.add(path)
+    states = {"/healthz": (True, 200), "/readyz": (False, 503)}
+    with serve(
+        CollectorRegistry(),
+        "127.0.0.1",
+        0,
+        healthy=lambda: (True, {}),
+        ready=lambda: (False, {"waiting_for": ["worker-0"]}),
+    ) as server:
+        for path in probed:
+            url = f"http://127.0.0.1:{server.port}{path}"
+            try:
+                with urlopen(url, timeout=5) as response:
+                    status, body = response.status, json.loads(response.read())
+            except HTTPError as err:
+                status, body = err.code, json.loads(err.read())
+            ok, code = states[path]
+            assert (status, body["ok"]) == (code, ok), path
+
+
+def test_deployments_shape() -> None:
+    claims = {c["metadata"]["name"] for c in _resources("PersistentVolumeClaim")}
+    gpu_seen = False
+    for manifests in _applied_sets():
+        deployments = _resources("Deployment", manifests)
+        assert len(deployments) >= 3
+        for deployment in deployments:
+            name = deployment["metadata"]["name"]
+            spec = deployment["spec"]
+            assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
+            pod = spec["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, name
+            container = _container(deployment)
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= resources["requests"].keys() <= resources["limits"].keys()
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]["name"]], name
+            config_mount = mounts[str(Path(CONFIG_PATH).parent)]
+            assert config_mount["readOnly"] is True and "configMap" in volumes[config_mount["name"]], name
+            watchlist = mounts[WATCHLIST_PATH]
+            assert watchlist["readOnly"] is True, name
+            assert volumes[watchlist["name"]]["persistentVolumeClaim"]["claimName"] in claims, name
+            config = _pipeline_config(deployment, manifests)
+            assert config["watchlist"]["path"] == WATCHLIST_PATH, name
+            assert config["metrics"] == {"host": "0.0.0.0", "port": METRICS_PORT}, name
+            audit = mounts[config["audit"]["dir"]]
+            assert not audit.get("readOnly") and "persistentVolumeClaim" in volumes[audit["name"]], name
+            gpu = "nvidia.com/gpu" in resources["limits"]
+            gpu_seen |= gpu
+            assert (config.get("runtime", {}).get("device") == "cuda") == gpu, name
+            assert container["image"].endswith("-cuda") == gpu, name
+            if _role(deployment) == "embed":
+                assert ports == {"metrics": METRICS_PORT, "events": EVENTS_PORT, "replay": 5561, "chips": CHIP_PORT}
+                assert config["events"]["endpoint"] == f"tcp://0.0.0.0:{EVENTS_PORT}", name
+                assert _endpoint_port(config["events"]["replay_endpoint"]) == ("0.0.0.0", ports["replay"]), name
+                assert config["scale"]["embed_endpoint"] == f"tcp://0.0.0.0:{CHIP_PORT}", name
+                journal = Path(config["events"]["journal"]["path"])
+                assert not mounts[str(journal.parent)].get("readOnly"), name
+            else:
+                assert ports == {"metrics": METRICS_PORT}, name  # workers publish nothing
+                assert not gpu, name  # only the embed service has a GPU variant
+                assert pod["terminationGracePeriodSeconds"] > 60, name  # the supervisor's drain timeout
+    assert gpu_seen
+
+
+def test_workers_reach_the_embed_service() -> None:
+    """Each worker shard connects to the embed Service's chips port, which reaches the port the service binds."""
+    deployments = _resources("Deployment")
+    (embed,) = [d for d in deployments if _role(d) == "embed"]
+    embed_labels = embed["spec"]["template"]["metadata"]["labels"]
+    (service,) = [s for s in _resources("Service") if s["spec"]["selector"].items() <= embed_labels.items()]
+    chips = {p["name"]: p for p in service["spec"]["ports"]}["chips"]
+    container_ports = {p["name"]: p["containerPort"] for p in _container(embed)["ports"]}
+    assert chips["port"] == CHIP_PORT and container_ports[chips["targetPort"]] == CHIP_PORT
+    for worker in (d for d in deployments if _role(d) == "workers"):
+        host, port = _endpoint_port(_pipeline_config(worker)["scale"]["embed_endpoint"])
+        assert (host, port) == (service["metadata"]["name"], chips["port"]), worker["metadata"]["name"]
+
+
+def test_chip_port_admits_only_worker_pods() -> None:
+    """The chip port (face images, unencrypted) is admitted from worker pods and from nowhere else."""
+    deployments = _resources("Deployment")
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in deployments}
+    (embed,) = [d for d in deployments if _role(d) == "embed"]
+    embed_pod = pods[embed["metadata"]["name"]]
+    sources: list[dict[str, Any]] = []
+    for policy in _resources("NetworkPolicy"):
+        if not policy["spec"]["podSelector"]["matchLabels"].items() <= embed_pod.items():
+            continue
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get("ingress", []):
+            if any(p["port"] == "chips" for p in rule.get("ports", [])) or not rule.get("ports"):
+                sources.extend(rule.get("from", [{}]))
+    assert sources, "no policy admits the chip port"
+    for peer in sources:
+        assert set(peer) == {"podSelector"}, peer  # no namespaceSelector/ipBlock: this namespace's pods only
+        selector = peer["podSelector"]["matchLabels"]
+        admitted = {name for name, labels in pods.items() if selector.items() <= labels.items()}
+        assert admitted and all(_role(d) == "workers" for d in deployments if d["metadata"]["name"] in admitted)
+    workers = {d["metadata"]["name"] for d in deployments if _role(d) == "workers"}
+    assert all(any(p["podSelector"]["matchLabels"].items() <= pods[w].items() for p in sources) for w in workers)
 
 
 def test_each_stream_in_one_shard_only() -> None:
-    ids = [s["id"] for d in _resources("Deployment") for s in _pipeline_config(d)["sources"]]
+    deployments = _resources("Deployment")
+    ids = [s["id"] for d in deployments if _role(d) == "workers" for s in _pipeline_config(d)["sources"]]
     assert ids and len(ids) == len(set(ids)), ids
+    # the embed service knows every stream (it creates their series), and no other
+    for manifests in _applied_sets():
+        for embed in (d for d in _resources("Deployment", manifests) if _role(d) == "embed"):
+            assert sorted(s["id"] for s in _pipeline_config(embed, manifests)["sources"]) == sorted(ids)
 
 
 def test_pipeline_configs_pass_streamproc_validate(tmp_path: Path) -> None:
     streamproc = _tool("streamproc")
-    for configmap in _resources("ConfigMap"):
-        path = tmp_path / f"{configmap['metadata']['name']}.yaml"
-        path.write_text(configmap["data"]["config.yaml"])
-        result = _run(streamproc, "validate", path)
-        assert result.returncode == 0, result.stdout + result.stderr
+    for manifest in MANIFESTS + GPU_VARIANTS:
+        for configmap in _resources("ConfigMap", [manifest]):
+            path = tmp_path / f"{manifest.parent.name}-{configmap['metadata']['name']}.yaml"
+            path.write_text(configmap["data"][Path(CONFIG_PATH).name])
+            result = _run(streamproc, "validate", path)
+            assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_services_select_their_deployments() -> None:
-    templates = [d["spec"]["template"]["metadata"]["labels"] for d in _resources("Deployment")]
-    for service in _resources("Service"):
-        selector = service["spec"]["selector"]
-        assert sum(selector.items() <= labels.items() for labels in templates) == 1, service["metadata"]["name"]
+    for manifests in _applied_sets():
+        templates = [d["spec"]["template"]["metadata"]["labels"] for d in _resources("Deployment", manifests)]
+        for service in _resources("Service", manifests):
+            selector = service["spec"]["selector"]
+            assert sum(selector.items() <= labels.items() for labels in templates) == 1, service["metadata"]["name"]
 
 
 # ----------------------------------------------------------------------------------------------- Compose

@@ -88,12 +88,17 @@ def test_hamilton_flags_miranda_only_while_he_is_on_screen(shared_dir: Path, enr
         assert event.review == "pending" and event.distance <= event.threshold
         assert event.calibration is not None and not event.calibration.uncalibrated
         assert event.latency_ms["end_to_end"] > 0 and event.face_jpeg() is not None
+        # evidence for the reviewer: which enrolled template, among how many, and the per-track FPIR there
+        assert event.template_label is not None and event.gallery_size == 2
+        assert event.calibration.fpir is not None and 0.0 < event.calibration.fpir < 0.01
     assert len({e.event_id for e in events}) == len(events)
     # the endpoint's counts agree with what the run did
     assert metric(scrape, "streamproc_frames_processed_total", "ham") == st.frames
     assert metric(scrape, "streamproc_faces_detected_total", "ham") == st.faces
     assert metric(scrape, "streamproc_events_published_total", "ham") == len(events) == st.events
     assert "streamproc_end_to_end_seconds_bucket" in scrape
+    predicted = metric(scrape, "streamproc_predicted_false_alerts_per_hour", "ham")
+    assert 0.0 < predicted < 10.0  # a tiny gallery: tracks/s x per-track rate at 2 subjects
     assert "subject_id" not in scrape and "miranda" not in scrape.lower()  # no personal data in metrics
 
 

@@ -28,7 +28,7 @@ from support import make_watchlist
 from test_rtsp import RtspServer
 
 from streamproc.audit import AuditLog
-from streamproc.events import MatchEvent
+from streamproc.events import REVIEW_TOPIC_PREFIX, EventSubscriber, MatchEvent, ReviewEvent
 from streamproc.journal import EventJournal
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
@@ -270,3 +270,35 @@ def test_a_live_camera_down_for_10_s_reconnects_without_restarting_its_worker(
         assert run.finish(timeout=60) == 0
     finally:
         server.kill()
+
+
+def test_a_review_decision_is_published_by_the_running_pipeline(
+    shared_dir: Path, watchlist: Path, tmp_path: Path, runs: list[Run]
+) -> None:
+    run = Run(tmp_path, [hamilton(shared_dir, "a", realtime=True, loop=True)], watchlist, 1)
+    runs.append(run)
+    run.wait_ready()
+    endpoint = yaml.safe_load((tmp_path / "run.yaml").read_text())["events"]["endpoint"]
+    with EventSubscriber(endpoint, topics=(REVIEW_TOPIC_PREFIX,)) as sub:
+        event = run.wait_until("a match event in the journal", lambda: next(iter(run.events()), None))
+        decide = [STREAMPROC, "review", "decide", event.event_id, "--config", str(tmp_path / "run.yaml")]
+        for reviewer in ("r-1", "r-2"):
+            done = subprocess.run(
+                [*decide, "--confirm", "--reviewer", reviewer, "--note", "same person"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+        got: list[ReviewEvent] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            received = sub.recv_any(timeout_s=0.5)
+            if isinstance(received, ReviewEvent):
+                got.append(received)
+    assert [r.status for r in got] == ["pending", "confirmed"]  # the two-person rule, by default
+    assert all(r.event_id == event.event_id and r.stream_id == "a" for r in got)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=60) == 0
+    actions = [r.action for r in AuditLog.open(run.audit_dir).records()]
+    assert actions.count("review") == 2
