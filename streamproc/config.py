@@ -187,7 +187,9 @@ class SourceConfig(_Strict):
         "(live: stay current, drops counted). 'auto' picks wait for files/folders, drop_oldest for URLs.",
     )
     buffer_frames: int = Field(8, ge=1, le=1024, description="Decoded frames held between decode and detect.")
-    open_timeout_s: float = Field(10.0, gt=0.0, le=300.0, description="Give up opening a URL after this long.")
+    open_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="A URL open or read taking longer counts as an outage (see reconnect)."
+    )
     realtime: bool = Field(
         False, description="Pace file sources at their frame rate (replay as if live); default: as fast as possible."
     )
