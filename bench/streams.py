@@ -203,6 +203,8 @@ class RunResult:
     decoded_fps: float = math.nan
     dropped: float = math.nan
     shots_dropped: float = math.nan
+    tracks: float = math.nan
+    shots: float = math.nan
     events: list[float] = field(default_factory=list)
     hist_p99_ms: float = math.nan
     hist_count: float = 0.0
@@ -347,6 +349,8 @@ def run_once(
     result.decoded_fps = d("streamproc_frames_decoded_total") / wall
     result.dropped = d("streamproc_frames_dropped_total", reason="buffer_full")
     result.shots_dropped = d("streamproc_shots_dropped_total")
+    result.tracks = d("streamproc_tracks_started_total")
+    result.shots = d("streamproc_embeddings_total")
     result.events = [e.latency_ms["end_to_end"] for e in window]
     e2e = delta_buckets(buckets(a, "streamproc_end_to_end_seconds"), buckets(b, "streamproc_end_to_end_seconds"))
     result.hist_count = e2e[-1][1] if e2e else 0.0
@@ -370,24 +374,52 @@ def fmt(x: float, spec: str = ".0f") -> str:
     return "-" if math.isnan(x) else format(x, spec)
 
 
-HEADER = (
-    f"{'K':>2s} {'layout':>6s} {'offered':>7s} {'fps':>6s} {'dropped':>7s} {'events':>6s} {'ev_p50':>6s} "
-    f"{'ev_p99':>6s} {'h_n':>4s} {'h_p99':>6s} {'batch':>5s} {'b_p99':>5s} {'det+trk':>7s} {'cores':>5s} "
-    f"{'other':>5s} verdict"
+COLUMNS = (
+    ("K", 2),
+    ("layout", 6),
+    ("offered", 7),
+    ("fps", 6),
+    ("dropped", 7),
+    ("tracks", 6),
+    ("shots", 5),
+    ("events", 6),
+    ("ev_p50", 6),
+    ("ev_p99", 6),
+    ("h_n", 4),
+    ("h_p99", 6),
+    ("batch", 5),
+    ("b_p99", 5),
+    ("det+trk", 7),
+    ("cores", 5),
+    ("other", 5),
 )
+HEADER = " ".join(f"{name:>{width}s}" for name, width in COLUMNS) + " verdict"
 
 
 def row(r: RunResult, limit_ms: float) -> str:
     layout = "1proc" if r.workers == 0 else f"w{r.workers}"
     if r.error:
         return f"{r.k:2d} {layout:>6s} {r.offered_fps:7.1f} FAILED: {r.error}"
-    return (
-        f"{r.k:2d} {layout:>6s} {r.offered_fps:7.1f} {fmt(r.fps, '.1f'):>6s} {fmt(r.dropped):>7s} "
-        f"{len(r.events):6d} {fmt(percentile(r.events, 0.5)):>6s} {fmt(r.event_p99_ms):>6s} "
-        f"{r.hist_count:4.0f} {fmt(r.hist_p99_ms):>6s} {fmt(r.batch_mean, '.2f'):>5s} {fmt(r.batch_p99, '.1f'):>5s} "
-        f"{fmt(r.detect_track_ms, '.1f'):>7s} {fmt(r.pipeline_cores, '.2f'):>5s} {fmt(r.other_cores, '.2f'):>5s} "
-        f"{r.verdict(limit_ms)}"
+    cells = (
+        str(r.k),
+        layout,
+        f"{r.offered_fps:.1f}",
+        fmt(r.fps, ".1f"),
+        fmt(r.dropped),
+        fmt(r.tracks),
+        fmt(r.shots),
+        str(len(r.events)),
+        fmt(percentile(r.events, 0.5)),
+        fmt(r.event_p99_ms),
+        f"{r.hist_count:.0f}",
+        fmt(r.hist_p99_ms),
+        fmt(r.batch_mean, ".2f"),
+        fmt(r.batch_p99, ".1f"),
+        fmt(r.detect_track_ms, ".1f"),
+        fmt(r.pipeline_cores, ".2f"),
+        fmt(r.other_cores, ".2f"),
     )
+    return " ".join(f"{c:>{w}s}" for c, (_, w) in zip(cells, COLUMNS, strict=True)) + f" {r.verdict(limit_ms)}"
 
 
 def clip_fps(clip: Path) -> float:

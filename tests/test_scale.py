@@ -302,3 +302,43 @@ def test_a_review_decision_is_published_by_the_running_pipeline(
     assert run.finish(timeout=60) == 0
     actions = [r.action for r in AuditLog.open(run.audit_dir).records()]
     assert actions.count("review") == 2
+
+
+def test_roles_on_separate_hosts_connect_over_tcp_by_config(shared_dir: Path, watchlist: Path, tmp_path: Path) -> None:
+    """`run --role embed` on one host, `run --role workers` on another: only the config joins them."""
+    chips = f"tcp://127.0.0.1:{free_port()}"
+    common = {
+        "watchlist": {"path": str(watchlist)},
+        "audit": {"dir": str(tmp_path / "audit")},
+        "scale": {"embed_endpoint": chips, "workers": 1},
+    }
+    embed_cfg = {
+        **common,
+        "sources": [hamilton(shared_dir, "a")],  # stream ids only label metrics here
+        "events": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "journal": {"path": str(tmp_path / "j.db")}},
+        "metrics": {"port": free_port()},
+    }
+    worker_cfg = {**common, "sources": [hamilton(shared_dir, "a")], "metrics": {"port": free_port()}}
+    (tmp_path / "embed.yaml").write_text(yaml.safe_dump(embed_cfg))
+    (tmp_path / "workers.yaml").write_text(yaml.safe_dump(worker_cfg))
+    embed = subprocess.Popen([STREAMPROC, "run", str(tmp_path / "embed.yaml"), "--role", "embed"])
+    try:
+        workers = subprocess.run(
+            [STREAMPROC, "run", str(tmp_path / "workers.yaml"), "--role", "workers", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert workers.returncode == 0, workers.stderr
+        assert "a: 275 frames" in workers.stdout
+        deadline = time.monotonic() + 30
+        events: list[MatchEvent] = []
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (tmp_path / "j.db").exists():
+                with EventJournal(tmp_path / "j.db") as journal:
+                    events = list(journal.since(0))
+        assert events and all(e.stream_id == "a" for e in events)
+    finally:
+        embed.send_signal(signal.SIGTERM)
+        assert embed.wait(60) == 0
