@@ -34,7 +34,8 @@ def snapshot(root: Path) -> dict[Path, float]:
     return {p: p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
 
 
-def test_only_the_enrolled_person_leaves_a_trace(shared_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1], ids=["one-process", "supervised-processes"])
+def test_only_the_enrolled_person_leaves_a_trace(shared_dir: Path, tmp_path: Path, workers: int) -> None:
     analyzer = build_analyzer(RecognitionConfig())
     watchlist = tmp_path / "watchlist"
     photos = sorted((shared_dir / "data/identity/face_recognition/lin_manuel_miranda").iterdir())
@@ -52,21 +53,29 @@ def test_only_the_enrolled_person_leaves_a_trace(shared_dir: Path, tmp_path: Pat
         f"sources:\n  - id: ham\n    url: {shared_dir / 'data/video/face_recognition_short_hamilton_clip.mp4'}\n"
         f"watchlist:\n  path: {watchlist}\n"
         "events:\n  endpoint: tcp://127.0.0.1:*\n  journal:\n    path: events.sqlite\nmetrics:\n  port: null\n"
+        f"scale:\n  workers: {workers}\n  embed_endpoint: ipc://{tmp_path / 'chips.ipc'}\n"
     )
+    scratch = tmp_path / "tmp"  # the supervisor's runtime files (config copy, metrics) go here, and must go away
+    scratch.mkdir()
     before = snapshot(tmp_path)
     done = subprocess.run(
         [STREAMPROC, "run", str(config), "--quiet", "--operator", "pytest"],
         capture_output=True,
         text=True,
         cwd=run_dir,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(scratch)},
     )
     assert done.returncode == 0, done.stderr
     faces = int(done.stdout.split("frames, ", 1)[1].split(" faces", 1)[0])
     assert faces > 500  # the clip is full of faces that are not Miranda's
 
+    # `.ses` (a timestamp and a random id, 51 bytes) is a marker a native dependency drops into TMPDIR; it is
+    # still byte-scanned below. Everything streamproc put there must be gone.
+    leftovers = [p for p in scratch.rglob("*") if p.name != ".ses"]
+    assert not leftovers, f"runtime files left behind: {sorted(leftovers)}"
     written = {p for p, mtime in snapshot(tmp_path).items() if before.get(p) != mtime}
-    allowed = {run_dir / "events.sqlite", watchlist / "audit.log", watchlist / "audit.key"}
+    assert all(p.stat().st_size < 100 for p in written if p.parent == scratch)
+    allowed = {run_dir / "events.sqlite", watchlist / "audit.log", watchlist / "audit.key", scratch / ".ses"}
     sqlite_side_files = {p for p in written if p.name.endswith(("-wal", "-shm"))}
     assert written - sqlite_side_files <= allowed, f"unexpected files written: {sorted(written - allowed)}"
 
