@@ -9,9 +9,18 @@ every number is a delta between the two scrapes. Frame→event latency comes fro
 (``latency_ms["end_to_end"]``, received on the ZeroMQ feed during the window: exact, but few samples) and from
 the ``streamproc_end_to_end_seconds`` histogram (bucket-interpolated, so coarse).
 
-A layout *keeps up* at K when it dropped no frame and its event p99 is under ``--p99-ms``; each layout's K
-search stops after two failures in a row (the first failure and one more to confirm) or at ``--max-k``.
-"Other CPU" is the machine's busy time not spent by the pipeline's processes (someone else's load), in cores.
+Every event includes the best-shot window by design (``best_shot.window_s``, default 0.4 s: a shot is sent when
+its window closes, and the best face is often the window's first), so a p99 under 250 ms is out of reach at the
+default window for any K. A layout *keeps up* at K when it dropped no frame (nor shot) and its event p99 minus
+the window is under ``--p99-ms`` (the event p99 when there are events, else the histogram's; no timed event at
+all fails the run). Each layout's K search stops after two failures in a row (the first failure and one more
+to confirm) or at ``--max-k``.
+Columns: offered = sum of the streams' frame rates; fps = frames processed/s (all streams); dropped = frames
+dropped (buffer_full); tracks, shots = tracks started, best shots embedded; events, ev_p50, ev_p99 = events
+received in the window and their frame→event ms; h_n, h_p99 = the histogram's count and bucket-based p99 (ms);
+batch, b_p99 = mean and bucket-based p99 embed batch size; det+trk = mean detect + track ms per frame
+(processing only: the wait in the decode buffer is not in it); cores = CPU used by the pipeline's processes;
+other = the machine's busy cores not used by them (someone else's load, or this script).
 
 Last line: key=value headline.
 
@@ -199,6 +208,7 @@ class RunResult:
     k: int
     workers: int
     offered_fps: float
+    window_s: float
     fps: float = math.nan
     decoded_fps: float = math.nan
     dropped: float = math.nan
@@ -233,7 +243,7 @@ class RunResult:
             return "drops"
         if math.isnan(self.p99_ms):
             return "no events"
-        return "ok" if self.p99_ms < p99_limit_ms else "p99"
+        return "ok" if self.p99_ms - 1000 * self.window_s < p99_limit_ms else "p99"
 
     def keeps_up(self, p99_limit_ms: float) -> bool:
         return self.verdict(p99_limit_ms) == "ok"
@@ -312,7 +322,7 @@ def listening(endpoint: str) -> Iterator[list[MatchEvent]]:
 def run_once(
     exe: Path, k: int, workers: int, clips: list[Path], offered: float, watchlist: Path, args: argparse.Namespace
 ) -> RunResult:
-    result = RunResult(k=k, workers=workers, offered_fps=offered)
+    result = RunResult(k=k, workers=workers, offered_fps=offered, window_s=args.window_s)
     with tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
         cfg = Path(tmp) / "run.yaml"
         port, events_endpoint = write_config(cfg, k, workers, clips, watchlist, args.window_s)
@@ -443,10 +453,12 @@ def main() -> None:
     parser.add_argument(
         "--window-s",
         type=float,
-        default=0.1,
-        help="best_shot.window_s (product default 0.4): every event waits up to this long by design.",
+        default=0.4,
+        help="best_shot.window_s (the product default): every event waits up to this long by design.",
     )
-    parser.add_argument("--p99-ms", type=float, default=250.0, help="Frame->event p99 limit for 'keeps up'.")
+    parser.add_argument(
+        "--p99-ms", type=float, default=250.0, help="Limit on frame->event p99 beyond the best-shot window."
+    )
     args = parser.parse_args()
     video = args.data / "video"
     if args.clips == "all":
@@ -467,7 +479,7 @@ def main() -> None:
         subjects = build_watchlist(args.data, watchlist, clips)
         print(
             f"watchlist: {subjects} subjects; best_shot.window_s {args.window_s:g}; duration {args.duration:g} s "
-            f"per run after {args.warmup:g} s warm-up; keeps up: no drops and event p99 < {args.p99_ms:g} ms"
+            f"per run after {args.warmup:g} s warm-up; keeps up: no drops and event p99 - window < {args.p99_ms:g} ms"
         )
         print(HEADER, flush=True)
         fails = dict.fromkeys(layouts, 0)
@@ -510,6 +522,7 @@ def headline(results: list[RunResult], layouts: list[int], limit_ms: float) -> N
     ev = chosen.events if chosen else []
     summary = {
         "max_realtime_streams": str(k),
+        "window_s": f"{chosen.window_s:g}" if chosen else "-",
         "workers": str(best),
         "aggregate_fps": fmt(chosen.fps if chosen else math.nan, ".1f"),
         "single_fps": fmt(single.fps if single else math.nan, ".1f"),

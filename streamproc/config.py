@@ -361,6 +361,20 @@ class ReviewConfig(_Strict):
     )
 
 
+class ChipCurveConfig(_Strict):
+    """CURVE encryption and authentication of the chip channel (face images of everyone in view cross it).
+
+    The embed service needs its own key pair and the allowed workers' public keys; a worker needs its own key
+    pair and the service's public key. A host running one role needs only that role's two files."""
+
+    server_secret_key: Path | None = Field(None, description="Embed service: its `.key_secret` file.")
+    allowed_clients_dir: Path | None = Field(
+        None, description="Embed service: directory of allowed workers' `.key` files."
+    )
+    client_secret_key: Path | None = Field(None, description="Workers: their `.key_secret` file.")
+    server_public_key: Path | None = Field(None, description="Workers: the embed service's public `.key` file.")
+
+
 class ScaleConfig(_Strict):
     """Process layout: one process (workers: 0), or a supervisor with stream-worker processes and one embed
     service connected over ZeroMQ (see docs/scaling.md)."""
@@ -381,6 +395,11 @@ class ScaleConfig(_Strict):
         ge=1,
         le=100000,
         description="Chips a worker may have in flight to the embed service; more are dropped (counted).",
+    )
+    curve: ChipCurveConfig | None = Field(
+        None,
+        description="Encrypt and authenticate the chip channel (required in practice once it leaves the host); "
+        "null: plain TCP/IPC.",
     )
     restart_initial_s: float = Field(1.0, gt=0.0, le=60.0, description="First wait before restarting a dead process.")
     restart_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between restarts.")
@@ -481,8 +500,21 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
             }
         )
     )
+    scale = config.scale
+    if scale.curve is not None:
+        c = scale.curve
+        chip_curve = c.model_copy(
+            update={
+                "server_secret_key": fix(c.server_secret_key),
+                "allowed_clients_dir": fix(c.allowed_clients_dir),
+                "client_secret_key": fix(c.client_secret_key),
+                "server_public_key": fix(c.server_public_key),
+            }
+        )
+        scale = scale.model_copy(update={"curve": chip_curve})
     return config.model_copy(
         update={
+            "scale": scale,
             "sources": sources,
             "watchlist": config.watchlist.model_copy(update={"path": fix(config.watchlist.path)}),
             "policy": config.policy.model_copy(update={"calibration": fix(config.policy.calibration)}),

@@ -37,7 +37,8 @@ from streamproc.front import StreamFront
 from streamproc.matcher import Matcher
 from streamproc.metrics import PipelineMetrics, serve
 from streamproc.pipeline import Housekeeping
-from streamproc.transport import ZmqInbox, ZmqShotSink
+from streamproc.security import Authenticator
+from streamproc.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
 from streamproc.watchlist_handle import WatchlistHandle
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def worker_main(config: PipelineConfig, shard: int, shards: int, ready_file: Pat
     try:
         detector = build_detector(pipeline_detector_config(mine))
         template = embedder_spec(mine.embedder).template
+        security = chip_client_security(config.scale)
     except StreamprocError as err:
         log.error("worker %d: %s", shard, err)
         return EXIT_FATAL
@@ -77,7 +79,11 @@ def worker_main(config: PipelineConfig, shard: int, shards: int, ready_file: Pat
     try:
         for source in mine.sources:
             metrics.init_stream(source.id, drop_reasons=("buffer_full",), queues=("decoded",))
-            sink = ZmqShotSink(context, config.scale.embed_endpoint, config.scale.queue_hwm, stop)
+            try:
+                sink = ZmqShotSink(context, config.scale.embed_endpoint, config.scale.queue_hwm, stop, security)
+            except StreamprocError as err:
+                log.error("worker %d: %s", shard, err)
+                return EXIT_FATAL
             sinks.append(sink)
             fronts.append(StreamFront(source, mine, detector, template, sink, metrics, stop))
         for front in fronts:
@@ -120,10 +126,19 @@ def embed_main(
         context.term()
         return EXIT_FATAL
     audit = AuditLog.open_or_create(config.audit.dir or config.watchlist.path, config.audit.key, actor=actor)
-    feed = inbox = server = None
+    feed = inbox = server = authenticator = None
     try:
+        security = chip_server_security(config.scale)
+        if security is not None:
+            authenticator = Authenticator(context, security.allowed_clients_dir)
         feed = EventFeed(config.events, metrics)
-        inbox = ZmqInbox(context, config.scale.embed_endpoint, config.scale.queue_hwm, metrics.wire_errors.inc)
+        inbox = ZmqInbox(
+            context,
+            config.scale.embed_endpoint,
+            config.scale.queue_hwm,
+            metrics.wire_errors.inc,
+            security=security,
+        )
         matcher = Matcher(config, embedder, watchlist, threshold, feed, metrics, audit)
         for source in config.sources:
             metrics.init_stream(source.id)
@@ -163,6 +178,8 @@ def embed_main(
             inbox.close()
         if feed is not None:
             feed.close()
+        if authenticator is not None:
+            authenticator.close()
         watchlist.close()
         context.term()
     return 0

@@ -4,6 +4,10 @@ Every queue is bounded: a worker's socket holds at most ``hwm`` messages for the
 service's at most ``hwm`` per connected stream (``RCVHWM``). When full, a file stream waits (nothing lost) and a
 live stream drops the message, which the front counts per stream. PUSH keeps one stream's messages in order;
 ZeroMQ reconnects by itself when the service restarts.
+
+The channel carries the face of everyone in view, so beyond one host it should be encrypted: with
+``scale.curve`` both ends use CURVE (:mod:`streamproc.security`) and the service accepts only workers whose public
+key it holds.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from collections.abc import Callable
 
 import zmq
 
-from streamproc.errors import StreamprocError
+from streamproc.config import ScaleConfig
+from streamproc.errors import ConfigError, StreamprocError
 from streamproc.messages import Message
+from streamproc.security import ClientSecurity, ServerSecurity, secure_client, secure_server
 from streamproc.wire import WireError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -28,17 +34,29 @@ LINGER_MS = 5000
 class ZmqShotSink:
     """A stream's PUSH socket to the embed service. Not thread-safe: one per stream thread."""
 
-    def __init__(self, context: zmq.SyncContext, endpoint: str, hwm: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        context: zmq.SyncContext,
+        endpoint: str,
+        hwm: int,
+        stop: threading.Event,
+        security: ClientSecurity | None = None,
+    ) -> None:
         self._stop = stop
         self._socket: zmq.SyncSocket = context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, LINGER_MS)
         self._socket.setsockopt(zmq.SNDTIMEO, 200)
         try:
+            if security is not None:
+                secure_client(self._socket, security)
             self._socket.connect(endpoint)
         except zmq.ZMQError as err:
             self._socket.close(linger=0)
             raise StreamprocError(f"scale.embed_endpoint {endpoint}: {err.strerror}") from None
+        except StreamprocError:
+            self._socket.close(linger=0)
+            raise
 
     def send(self, message: Message, block: bool) -> bool:
         frames = encode(message)
@@ -57,8 +75,9 @@ class ZmqShotSink:
                 continue
             return True
 
-    def close(self) -> None:
-        self._socket.close()  # lingers up to LINGER_MS to deliver what is queued
+    def close(self, linger_ms: int = LINGER_MS) -> None:
+        """Close, trying up to ``linger_ms`` to deliver what is still queued (a draining worker's last shots)."""
+        self._socket.close(linger=linger_ms)
 
 
 class ZmqInbox:
@@ -71,15 +90,22 @@ class ZmqInbox:
         hwm: int,
         on_bad_message: Callable[[], None] | None = None,
         drain_idle_s: float = 0.5,
+        security: ServerSecurity | None = None,
     ) -> None:
+        """With ``security``, an :class:`~streamproc.security.Authenticator` must run on ``context`` first."""
         self._socket: zmq.SyncSocket = context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
+            if security is not None:
+                secure_server(self._socket, security)
             self._socket.bind(endpoint)
         except zmq.ZMQError as err:
             self._socket.close(linger=0)
             raise StreamprocError(f"cannot bind scale.embed_endpoint {endpoint}: {err.strerror}") from None
+        except StreamprocError:
+            self._socket.close(linger=0)
+            raise
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._on_bad = on_bad_message
         self._drain_idle_s = drain_idle_s
@@ -113,3 +139,23 @@ class ZmqInbox:
 
     def close(self) -> None:
         self._socket.close(linger=0)
+
+
+def chip_server_security(config: ScaleConfig) -> ServerSecurity | None:
+    """The embed service's CURVE settings, or None (plain); one-line error when half configured."""
+    curve = config.curve
+    if curve is None:
+        return None
+    if curve.server_secret_key is None or curve.allowed_clients_dir is None:
+        raise ConfigError("scale.curve: the embed service needs server_secret_key and allowed_clients_dir")
+    return ServerSecurity(curve.server_secret_key, curve.allowed_clients_dir)
+
+
+def chip_client_security(config: ScaleConfig) -> ClientSecurity | None:
+    """A worker's CURVE settings, or None (plain); one-line error when half configured."""
+    curve = config.curve
+    if curve is None:
+        return None
+    if curve.client_secret_key is None or curve.server_public_key is None:
+        raise ConfigError("scale.curve: workers need client_secret_key and server_public_key")
+    return ClientSecurity(curve.client_secret_key, curve.server_public_key)

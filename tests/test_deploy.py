@@ -456,7 +456,9 @@ def test_compose() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- Docs
-@pytest.mark.parametrize("doc", [DEPLOY / "README.md", ROOT / "docs" / "operations.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "doc", [DEPLOY / "README.md", ROOT / "docs" / "operations.md", ROOT / "docs" / "scaling.md"], ids=lambda p: p.name
+)
 def test_docs_reference_existing_files(doc: Path) -> None:
     referenced = set(re.findall(r"`((?:deploy|configs|docs)/[\w./-]+?)`", doc.read_text()))
     assert referenced
