@@ -212,13 +212,15 @@ def run(
     if role == "embed":
         from streamproc.roles import embed_main
 
+        _purge_before_run(cfg.watchlist.path, audit)
         raise typer.Exit(embed_main(cfg, serve_http=True, actor=actor))
     try:
         authorised = check_authorisation(cfg)
     except NotAuthorisedError as err:
         audit.append(actor, "pipeline_refused", details={"config": str(config), "reason": str(err)})
         raise
-    _purge_before_run(cfg.watchlist.path, audit)
+    if role == "all":  # expiry is enforced where matching runs; stream workers never open the watchlist
+        _purge_before_run(cfg.watchlist.path, audit)
     start_details = {  # what is in force, so any change of threshold or config between runs is on record
         "config": str(config),
         "config_sha256": sha256_file(config),
@@ -290,7 +292,7 @@ def _run_single_process(
     server = None
     try:
         if cfg.metrics.port is not None:
-            server = serve(registry, cfg.metrics.host, cfg.metrics.port)
+            server = serve(registry, cfg.metrics.host, cfg.metrics.port, pipeline.healthy, pipeline.ready)
             err_console.print(f"metrics: {server.url} (probes /healthz, /readyz)")
         err_console.print(f"events: {pipeline.publisher_endpoint} (topics match.<stream>, review.<stream>)")
         if pipeline.replay_endpoint is not None:

@@ -21,6 +21,8 @@ from streamproc.metrics import PipelineMetrics
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_EVERY_S = 0.5
+STALL_S = 10.0
+"""A loop that has not turned for this long is reported unhealthy (one batch takes well under a second)."""
 
 
 class Inbox(Protocol):
@@ -98,10 +100,25 @@ class EmbedService:
         self._metrics = metrics
         self._housekeeping = housekeeping
         self._last_housekeeping = 0.0
+        self._heartbeat: float | None = None  # monotonic time of the loop's latest turn; None before it starts
+        self._finished = False
+
+    def healthy(self) -> tuple[bool, dict[str, object]]:
+        """Liveness: the loop has not turned for STALL_S only when something hangs (a stuck model call)."""
+        if self._heartbeat is None or self._finished:
+            return True, {"embed_loop": "finished" if self._finished else "starting"}
+        age = time.monotonic() - self._heartbeat
+        return age < STALL_S, {"embed_loop_age_s": round(age, 3)}
+
+    def ready(self) -> tuple[bool, dict[str, object]]:
+        """Readiness: the loop is taking shots."""
+        ok = self._heartbeat is not None and not self._finished and time.monotonic() - self._heartbeat < STALL_S
+        return ok, {"embed_loop": "running" if ok else "not running"}
 
     def run(self, stop: threading.Event) -> None:
         """Until the inbox is finished; after ``stop``, drain what is still arriving, then return."""
         while True:
+            self._heartbeat = time.monotonic()
             self._tick()
             first = self._inbox.get(0.1)
             if first is None:
@@ -112,6 +129,7 @@ class EmbedService:
             self._metrics.embed_queue_depth.set(self._inbox.depth())
             self._matcher.process(batch)
         self._tick(force=True)
+        self._finished = True
 
     def _fill(self, batch: list[Message]) -> list[Message]:
         chips = sum(isinstance(m, BestShot) for m in batch)

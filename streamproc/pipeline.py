@@ -111,6 +111,17 @@ class Pipeline:
     def replay_endpoint(self) -> str | None:
         return self._feed.replay_endpoint
 
+    def healthy(self) -> tuple[bool, dict[str, object]]:
+        """Liveness for /healthz: the embed loop turns (streams that ended or failed are reported, not fatal)."""
+        ok, details = self._service.healthy()
+        failed = {f.stream_id: f.stats.error for f in self.fronts if f.stats.error}
+        return ok, {**details, "failed_streams": failed}
+
+    def ready(self) -> tuple[bool, dict[str, object]]:
+        """Readiness for /readyz: the embed loop runs and the pipeline is not stopping."""
+        ok, details = self._service.ready()
+        return ok and not self._stop.is_set(), details
+
     def stop(self) -> None:
         """Ask every stream to stop; each drains what it has and publishes pending flags."""
         self._stop.set()

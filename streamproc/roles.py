@@ -163,7 +163,7 @@ def embed_main(
             },
         )
         if serve_http and config.metrics.port is not None:
-            server = serve(registry, config.metrics.host, config.metrics.port)
+            server = serve(registry, config.metrics.host, config.metrics.port, service.healthy, service.ready)
         if ready_file is not None:
             ready_file.touch()
         log.info("embed service on %s, events on %s", inbox.endpoint, feed.endpoint)

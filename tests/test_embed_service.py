@@ -83,3 +83,18 @@ def test_a_full_channel_refuses_non_blocking_sends() -> None:
     assert channel.send(shot(1), block=False) and channel.send(shot(2), block=False)
     assert not channel.send(shot(3), block=False)
     assert channel.depth() == 2
+
+
+def test_probes_follow_the_loop() -> None:
+    channel, recorder = QueueChannel(16), Recorder()
+    service = EmbedService(channel, recorder, 8, 0.01, PipelineMetrics(CollectorRegistry()))
+    assert service.healthy()[0] and not service.ready()[0]  # starting: alive, not ready
+    thread = threading.Thread(target=service.run, args=(threading.Event(),))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not service.ready()[0] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.ready()[0] and service.healthy()[0]
+    channel.close()
+    thread.join(timeout=10)
+    assert not service.ready()[0] and service.healthy()[1] == {"embed_loop": "finished"}

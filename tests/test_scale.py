@@ -168,8 +168,11 @@ def test_two_workers_give_the_single_process_result_and_one_scrape_shows_every_s
     assert multi.finish() == 0
 
     (tmp_path / "single").mkdir()
-    single = Run(tmp_path / "single", [hamilton(shared_dir, "a"), hamilton(shared_dir, "b")], watchlist, workers=0)
+    sources = [hamilton(shared_dir, "a", realtime=True), hamilton(shared_dir, "b", realtime=True)]
+    single = Run(tmp_path / "single", sources, watchlist, workers=0)
     runs.append(single)
+    single.wait_ready()  # the one-process layout serves the same probes
+    assert single.health()["ok"]
     assert single.finish() == 0
 
     got = {(e.stream_id, e.event_id) for e in multi.events()}
