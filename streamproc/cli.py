@@ -254,11 +254,7 @@ def _run_supervised(
             },
         )
     for sid, t in totals.items():
-        out.print(
-            f"{sid}: {t.frames} frames, {t.faces} faces, {t.tracks} tracks, {t.embeddings} best shots embedded, "
-            f"{t.events} match event(s)" + (f" [red]{t.errors} source error(s)[/red]" if t.errors else ""),
-            highlight=False,
-        )
+        _print_stream_summary(sid, t, f"{t.errors} source error(s)" if t.errors else None)
     if code:
         raise typer.Exit(code)
 
@@ -320,13 +316,19 @@ def _run_single_process(
         )
     failed = {sid: st.error for sid, st in stats.items() if st.error}
     for sid, st in stats.items():
-        out.print(
-            f"{sid}: {st.frames} frames, {st.faces} faces, {st.tracks} tracks, {st.embeddings} best shots embedded, "
-            f"{st.events} match event(s)" + (f" [red]FAILED: {st.error}[/red]" if st.error else ""),
-            highlight=False,
-        )
+        _print_stream_summary(sid, st, f"FAILED: {st.error}" if st.error else None)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_stream_summary(stream: str, totals: Any, problem: str | None) -> None:
+    """One line per stream at the end of `run` (same wording in every process layout)."""
+    out.print(
+        f"{stream}: {totals.frames} frames, {totals.faces} faces, {totals.tracks} tracks, "
+        f"{totals.embeddings} best shots embedded, {totals.events} match event(s)"
+        + (f" [red]{problem}[/red]" if problem else ""),
+        highlight=False,
+    )
 
 
 def _purge_before_run(path: Path, audit: Any) -> None:

@@ -10,6 +10,7 @@ Decoding checks everything (version, kind, field types, chip shape against the b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Literal
 
@@ -75,7 +76,6 @@ def encode(message: Message) -> list[bytes]:
     """The frames of one message (send them with ``send_multipart``; the chip buffer is not copied again)."""
     if isinstance(message, BestShot):
         chip = np.ascontiguousarray(message.chip, dtype=np.uint8)
-        q = message.quality
         header = _ShotHeader(
             v=VERSION,
             kind="shot",
@@ -87,15 +87,7 @@ def encode(message: Message) -> list[bytes]:
             box=message.box,
             captured_at=message.captured_at,
             sent_at=message.sent_at,
-            quality=_QualityWire(
-                score=q.score,
-                face_px=q.face_px,
-                sharpness=q.sharpness,
-                yaw=q.yaw,
-                roll_deg=q.roll_deg,
-                detector_score=q.detector_score,
-                reasons=q.reasons,
-            ),
+            quality=_QualityWire(**dataclasses.asdict(message.quality)),
             timings_ms=message.timings_ms,
             chip_shape=(int(chip.shape[0]), int(chip.shape[1]), 3),
         )
@@ -129,7 +121,6 @@ def decode(frames: list[bytes]) -> Message:
     if not (0 < h <= MAX_CHIP_SIDE and 0 < w <= MAX_CHIP_SIDE) or len(frames[1]) != h * w * c:
         raise WireError(f"chip of {len(frames[1])} bytes does not match shape {header.chip_shape}")
     chip = np.frombuffer(frames[1], np.uint8).reshape(h, w, c)
-    q = header.quality
     return BestShot(
         stream_id=header.stream_id,
         session=header.session,
@@ -139,15 +130,7 @@ def decode(frames: list[bytes]) -> Message:
         box=header.box,
         captured_at=header.captured_at,
         sent_at=header.sent_at,
-        quality=Quality(
-            score=q.score,
-            face_px=q.face_px,
-            sharpness=q.sharpness,
-            yaw=q.yaw,
-            roll_deg=q.roll_deg,
-            detector_score=q.detector_score,
-            reasons=q.reasons,
-        ),
+        quality=Quality(**header.quality.model_dump()),
         timings_ms=header.timings_ms,
         chip=chip,
     )

@@ -8,13 +8,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamproc.build import build_analyzer, build_pipeline
 from streamproc.config import PipelineConfig, RecognitionConfig
 from streamproc.enrol import FaceChoice, templates_from_images
 from streamproc.events import CalibrationInfo, EventSubscriber, MatchEvent, QualityInfo, make_event_id
+from streamproc.messages import BestShot
 from streamproc.metrics import serve
+from streamproc.types import Quality
 from streamproc.watchlist import NewSubject, Watchlist
 
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
@@ -101,3 +104,20 @@ def make_watchlist(shared_dir: Path, directory: Path, people: dict[str, list[str
                 templates,
             )
     return directory
+
+
+def make_shot(track: int, stream: str = "s", side: int = 4) -> BestShot:
+    """A best shot whose chip is filled with the track id (so order and identity can be checked)."""
+    return BestShot(
+        stream_id=stream,
+        session="",
+        track_id=track,
+        track_start_s=0.0,
+        t_s=float(track),
+        box=(0.0, 0.0, 1.0, 1.0),
+        captured_at=0.0,
+        sent_at=0.0,
+        quality=Quality(1.0, 100.0, 100.0, 0.0, 0.0, 1.0),
+        timings_ms={},
+        chip=np.full((side, side, 3), track % 256, np.uint8),
+    )

@@ -6,13 +6,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-import numpy as np
 from prometheus_client import CollectorRegistry
+from support import make_shot
 
 from streamproc.embed_service import EmbedService, QueueChannel
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.metrics import PipelineMetrics
-from streamproc.types import Quality
 
 
 class Recorder:
@@ -27,22 +26,6 @@ class Recorder:
         self.times.append(time.monotonic())
 
 
-def shot(track: int, stream: str = "s") -> BestShot:
-    return BestShot(
-        stream_id=stream,
-        session="",
-        track_id=track,
-        track_start_s=0.0,
-        t_s=float(track),
-        box=(0.0, 0.0, 1.0, 1.0),
-        captured_at=0.0,
-        sent_at=0.0,
-        quality=Quality(1.0, 100.0, 100.0, 0.0, 0.0, 1.0),
-        timings_ms={},
-        chip=np.zeros((4, 4, 3), np.uint8),
-    )
-
-
 def serve(channel: QueueChannel, recorder: Recorder, max_batch: int, max_wait_s: float) -> threading.Thread:
     service = EmbedService(channel, recorder, max_batch, max_wait_s, PipelineMetrics(CollectorRegistry()))
     thread = threading.Thread(target=service.run, args=(threading.Event(),))
@@ -53,7 +36,7 @@ def serve(channel: QueueChannel, recorder: Recorder, max_batch: int, max_wait_s:
 def test_a_backlog_is_cut_into_full_batches_in_order() -> None:
     channel, recorder = QueueChannel(1024), Recorder()
     messages: list[Message] = [StreamOpened("s", "")]
-    messages += [shot(i) for i in range(70)]
+    messages += [make_shot(i) for i in range(70)]
     messages.append(TrackEnded("s", "", 69))
     for m in messages:
         assert channel.send(m, block=True)
@@ -68,7 +51,7 @@ def test_a_lone_shot_waits_at_most_max_wait() -> None:
     channel, recorder = QueueChannel(16), Recorder()
     thread = serve(channel, recorder, max_batch=32, max_wait_s=0.05)
     sent = time.monotonic()
-    channel.send(shot(1), block=True)
+    channel.send(make_shot(1), block=True)
     deadline = time.monotonic() + 5
     while not recorder.batches and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -80,8 +63,8 @@ def test_a_lone_shot_waits_at_most_max_wait() -> None:
 
 def test_a_full_channel_refuses_non_blocking_sends() -> None:
     channel = QueueChannel(2)
-    assert channel.send(shot(1), block=False) and channel.send(shot(2), block=False)
-    assert not channel.send(shot(3), block=False)
+    assert channel.send(make_shot(1), block=False) and channel.send(make_shot(2), block=False)
+    assert not channel.send(make_shot(3), block=False)
     assert channel.depth() == 2
 
 

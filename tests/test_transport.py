@@ -7,32 +7,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zmq
+from support import make_shot
 
 from streamproc.config import ChipCurveConfig, ScaleConfig
 from streamproc.errors import ConfigError
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.security import Authenticator, generate_keypair
 from streamproc.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
-from streamproc.types import Quality
-
-
-def shot(track: int) -> BestShot:
-    return BestShot(
-        stream_id="s",
-        session="",
-        track_id=track,
-        track_start_s=0.0,
-        t_s=float(track),
-        box=(0.0, 0.0, 1.0, 1.0),
-        captured_at=0.0,
-        sent_at=0.0,
-        quality=Quality(1.0, 100.0, 100.0, 0.0, 0.0, 1.0),
-        timings_ms={},
-        chip=np.full((8, 8, 3), track, np.uint8),
-    )
 
 
 @pytest.fixture
@@ -55,7 +38,7 @@ def receive(inbox: ZmqInbox, n: int, timeout_s: float = 5.0) -> list[Message]:
 def test_one_streams_messages_arrive_in_order(context: zmq.SyncContext) -> None:
     inbox = ZmqInbox(context, "tcp://127.0.0.1:*", hwm=64)
     sink = ZmqShotSink(context, inbox.endpoint, hwm=64, stop=threading.Event())
-    sent: list[Message] = [StreamOpened("s", ""), *[shot(i) for i in range(20)], TrackEnded("s", "", 19)]
+    sent: list[Message] = [StreamOpened("s", ""), *[make_shot(i) for i in range(20)], TrackEnded("s", "", 19)]
     try:
         assert all(sink.send(m, block=True) for m in sent)
         got = receive(inbox, len(sent))
@@ -70,7 +53,7 @@ def test_a_live_stream_drops_when_the_service_is_away(context: zmq.SyncContext) 
     # No embed service bound: the socket queues up to its high-water mark, then refuses live sends at once.
     sink = ZmqShotSink(context, "tcp://127.0.0.1:1", hwm=4, stop=threading.Event())
     try:
-        results = [sink.send(shot(i), block=False) for i in range(50)]
+        results = [sink.send(make_shot(i), block=False) for i in range(50)]
     finally:
         sink.close(linger_ms=0)  # nothing to deliver to
     assert results.count(True) <= 16 and results.count(False) >= 34
@@ -105,8 +88,8 @@ def test_curve_admits_allowed_workers_only(context: zmq.SyncContext, tmp_path: P
         allowed = ZmqShotSink(context, inbox.endpoint, 64, threading.Event(), chip_client_security(good))
         stranger = ZmqShotSink(context, inbox.endpoint, 64, threading.Event(), chip_client_security(bad))
         try:
-            stranger.send(shot(99), block=False)
-            allowed.send(shot(1), block=True)
+            stranger.send(make_shot(99), block=False)
+            allowed.send(make_shot(1), block=True)
             got = receive(inbox, 2, timeout_s=2.0)
         finally:
             for sink in (allowed, stranger):
