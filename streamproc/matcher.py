@@ -53,6 +53,13 @@ TRACK_RATE_WINDOW_S = 600.0
 """Tracks/s for the predicted-false-alerts gauge is measured over this trailing window."""
 
 
+def _older(session: str, current: str) -> bool:
+    """Live sessions are start times: True when ``session`` started before ``current`` (files: never)."""
+    if not session or not current:
+        return False
+    return float(session) < float(current)
+
+
 @dataclass(frozen=True)
 class _Evidence:
     """What a reviewer needs about the candidate besides the probe: who, which template, among how many."""
@@ -126,8 +133,13 @@ class Matcher:
         self._opened_at.setdefault(message.stream_id, time.monotonic())
         self._track_starts.setdefault(message.stream_id, deque())
 
-    def _state(self, shot: BestShot) -> _StreamState:
+    def _state(self, shot: BestShot) -> _StreamState | None:
+        """The stream's state for this shot; None for a late shot of a live session that has been replaced."""
         state = self._streams.get(shot.stream_id)
+        if state is not None and _older(shot.session, state.session):
+            # A dead worker's last shots can arrive after its successor opened the stream (ZeroMQ fair-queues
+            # their connections): they belong to tracks that ended with that worker.
+            return None
         if state is None or state.session != shot.session:
             # This service restarted mid-stream (or the open message was dropped): start the stream's state now.
             self._open(StreamOpened(shot.stream_id, shot.session))
@@ -137,6 +149,9 @@ class Matcher:
     def _handle(self, shot: BestShot, vector: NDArray[np.float32], embedded_at: float) -> None:
         m, sid = self._metrics, shot.stream_id
         state = self._state(shot)
+        if state is None:
+            m.shots_dropped.labels(stream=sid, reason="stale_session").inc()
+            return
         if shot.track_id not in state.live_tracks:
             state.live_tracks.add(shot.track_id)
             self._track_starts[sid].append(time.monotonic())

@@ -33,7 +33,7 @@ class _Header(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     v: Literal[1]
     stream_id: str = Field(min_length=1, max_length=64)
-    session: str = Field(max_length=64)
+    session: str = Field(pattern=r"^(\d{1,12}\.\d{1,9})?$")  # "" (files) or a start time (live)
 
 
 class _OpenHeader(_Header):

@@ -75,6 +75,7 @@ def test_the_header_is_plain_json_not_pickle() -> None:
         ([b'{"v": 2, "kind": "open", "stream_id": "a", "session": ""}'], "bad message header"),
         ([b'{"v": 1, "kind": "nope", "stream_id": "a", "session": ""}'], "bad message header"),
         ([b'{"v": 1, "kind": "open", "stream_id": "a", "session": ""}', b"extra"], "expected 1 frame"),
+        ([b'{"v": 1, "kind": "open", "stream_id": "a", "session": "yesterday"}'], "bad message header"),
     ],
 )
 def test_malformed_messages_are_refused_in_one_line(frames: list[bytes], why: str) -> None:
@@ -89,3 +90,11 @@ def test_a_chip_whose_bytes_do_not_match_its_shape_is_refused() -> None:
         decode([header, chip[:-1]])
     with pytest.raises(WireError, match="expected 2 frame"):
         decode([header])
+
+
+def test_live_sessions_order_by_start_time() -> None:
+    from streamproc.matcher import _older
+
+    assert _older("1700000000.000001", "1700000005.5")
+    assert not _older("1700000005.5", "1700000000.000001")
+    assert not _older("", "") and not _older("", "1700000000.1")  # files have one session
