@@ -1,26 +1,29 @@
 """How many live-like streams one machine keeps up with: K concurrent looped clips, real CLI, real processes.
 
-For K = 1, 2, 3, ... every layout (``scale.workers: 0`` = one process, and each ``--workers`` N = supervisor
-+ embed service + N stream workers) runs ``streamproc run`` on K sources. Source i loops clip ``i % len(clips)``
-with ``realtime: true`` (paced at its frame rate) and ``buffer: drop_oldest`` (a slow pipeline drops frames and
-counts them). ``policy.cooldown_s: 0`` so every matching track raises an event to time. After ``/readyz``
-answers 200 and a warm-up, ``/metrics`` is scraped over HTTP at the start and end of ``--duration`` seconds;
-every number is a delta between the two scrapes. Frame→event latency comes from the events themselves
-(``latency_ms["end_to_end"]``, received on the ZeroMQ feed during the window: exact, but few samples) and from
-the ``streamproc_end_to_end_seconds`` histogram (bucket-interpolated, so coarse).
+For K = 1, 2, 3, ... every layout (``scale.workers: 0`` = one process, and each ``--workers`` N = supervisor + embed
+service + N stream workers) runs ``streamproc run`` on K sources. Source i loops clip ``i % len(clips)`` with
+``realtime: true`` (paced at its frame rate) and ``buffer: drop_oldest`` (a slow pipeline drops frames and counts
+them). ``policy.cooldown_s: 0`` so every matching track raises an event to time. After ``/readyz`` answers 200 and a
+warm-up, ``/metrics`` is scraped over HTTP at the start and end of ``--duration`` seconds; every number is a delta
+between the two scrapes. Frame→event latency comes from the events themselves (``latency_ms["end_to_end"]``,
+received on the ZeroMQ feed during the window: exact, but few samples) and from the
+``streamproc_end_to_end_seconds`` histogram (bucket-interpolated, so coarse).
 
-Every event includes the best-shot window by design (``best_shot.window_s``, default 0.4 s: a shot is sent when
-its window closes, and the best face is often the window's first), so a p99 under 250 ms is out of reach at the
-default window for any K. A layout *keeps up* at K when it dropped no frame (nor shot) and its event p99 minus
-the window is under ``--p99-ms`` (the event p99 when there are events, else the histogram's; no timed event at
-all fails the run). Each layout's K search stops after two failures in a row (the first failure and one more
-to confirm) or at ``--max-k``.
-Columns: offered = sum of the streams' frame rates; fps = frames processed/s (all streams); dropped = frames
-dropped (buffer_full); tracks, shots = tracks started, best shots embedded; events, ev_p50, ev_p99 = events
-received in the window and their frame→event ms; h_n, h_p99 = the histogram's count and bucket-based p99 (ms);
-batch, b_p99 = mean and bucket-based p99 embed batch size; det+trk = mean detect + track ms per frame
-(processing only: the wait in the decode buffer is not in it); cores = CPU used by the pipeline's processes;
-other = the machine's busy cores not used by them (someone else's load, or this script).
+Every event includes a best-shot wait by design: a shot is sent when its window closes (``best_shot.window_s``,
+default 0.4 s, and the best face is often the window's first) or its track ends, so frame→event p99 is about the
+window at any K. Each event measures that wait (``latency_ms["best_shot_wait"]``: from the shot's frame to the frame
+that closed its window) and the rest, ``latency_ms["decision"]`` (= end-to-end − wait: what processing adds, also
+the ``streamproc_decision_seconds`` histogram). A layout *keeps up* at K when it dropped no frame (nor shot) and its
+decision p99 is under ``--p99-ms`` (from the events when there are any, else the histogram's; no timed event at all
+fails the run). Each layout's K search stops after two failures in a row (the first failure and one more to confirm)
+or at ``--max-k``. A run that fails while other processes kept more than ``--max-other`` cores busy is shown,
+marked, and run once more; only the second run counts. Columns: offered = sum of the streams' frame rates; fps =
+frames processed/s (all streams); dropped = frames dropped (buffer_full); tracks, shots = tracks started, best shots
+embedded; events, ev_p50, ev_p99 = events received in the window and their frame→event ms; dec_p99 = their decision
+p99 (ms); h_n, h_p99 = the histogram's count and bucket-based p99 (ms); batch, b_p99 = mean and bucket-based p99
+embed batch size; det+trk = mean detect + track ms per frame (processing only: the wait in the decode buffer is not
+in it); cores = CPU used by the pipeline's processes; other = the machine's busy cores not used by them (someone
+else's load, or this script).
 
 Last line: key=value headline.
 
@@ -216,7 +219,9 @@ class RunResult:
     tracks: float = math.nan
     shots: float = math.nan
     events: list[float] = field(default_factory=list)
+    decisions: list[float] = field(default_factory=list)
     hist_p99_ms: float = math.nan
+    dec_hist_p99_ms: float = math.nan
     hist_count: float = 0.0
     batch_mean: float = math.nan
     batch_p99: float = math.nan
@@ -231,9 +236,9 @@ class RunResult:
         return percentile(self.events, 0.99)
 
     @property
-    def p99_ms(self) -> float:
-        """The event p99 where there are events, else the histogram's (both NaN when nothing was timed)."""
-        return self.event_p99_ms if self.events else self.hist_p99_ms
+    def decision_p99_ms(self) -> float:
+        """Decision p99 from the events where there are any, else the histogram's (NaN when nothing was timed)."""
+        return percentile(self.decisions, 0.99) if self.decisions else self.dec_hist_p99_ms
 
     def verdict(self, p99_limit_ms: float) -> str:
         """'ok', or why the layout did not keep up at this K."""
@@ -241,9 +246,9 @@ class RunResult:
             return "error"
         if self.dropped > 0 or self.shots_dropped > 0:
             return "drops"
-        if math.isnan(self.p99_ms):
+        if math.isnan(self.decision_p99_ms):
             return "no events"
-        return "ok" if self.p99_ms - 1000 * self.window_s < p99_limit_ms else "p99"
+        return "ok" if self.decision_p99_ms < p99_limit_ms else "p99"
 
     def keeps_up(self, p99_limit_ms: float) -> bool:
         return self.verdict(p99_limit_ms) == "ok"
@@ -362,6 +367,9 @@ def run_once(
     result.tracks = d("streamproc_tracks_started_total")
     result.shots = d("streamproc_embeddings_total")
     result.events = [e.latency_ms["end_to_end"] for e in window]
+    result.decisions = [e.latency_ms["decision"] for e in window if "decision" in e.latency_ms]
+    dec = delta_buckets(buckets(a, "streamproc_decision_seconds"), buckets(b, "streamproc_decision_seconds"))
+    result.dec_hist_p99_ms = 1000 * bucket_quantile(dec, 0.99)
     e2e = delta_buckets(buckets(a, "streamproc_end_to_end_seconds"), buckets(b, "streamproc_end_to_end_seconds"))
     result.hist_count = e2e[-1][1] if e2e else 0.0
     result.hist_p99_ms = 1000 * bucket_quantile(e2e, 0.99)
@@ -395,6 +403,7 @@ COLUMNS = (
     ("events", 6),
     ("ev_p50", 6),
     ("ev_p99", 6),
+    ("dec_p99", 7),
     ("h_n", 4),
     ("h_p99", 6),
     ("batch", 5),
@@ -421,6 +430,7 @@ def row(r: RunResult, limit_ms: float) -> str:
         str(len(r.events)),
         fmt(percentile(r.events, 0.5)),
         fmt(r.event_p99_ms),
+        fmt(r.decision_p99_ms),
         f"{r.hist_count:.0f}",
         fmt(r.hist_p99_ms),
         fmt(r.batch_mean, ".2f"),
@@ -457,7 +467,16 @@ def main() -> None:
         help="best_shot.window_s (the product default): every event waits up to this long by design.",
     )
     parser.add_argument(
-        "--p99-ms", type=float, default=250.0, help="Limit on frame->event p99 beyond the best-shot window."
+        "--max-other",
+        type=float,
+        default=0.25,
+        help="A failed run during which other processes used more cores than this is run once more.",
+    )
+    parser.add_argument(
+        "--p99-ms",
+        type=float,
+        default=250.0,
+        help="Limit on the decision p99 (frame->event minus the measured best-shot wait).",
     )
     args = parser.parse_args()
     video = args.data / "video"
@@ -479,7 +498,7 @@ def main() -> None:
         subjects = build_watchlist(args.data, watchlist, clips)
         print(
             f"watchlist: {subjects} subjects; best_shot.window_s {args.window_s:g}; duration {args.duration:g} s "
-            f"per run after {args.warmup:g} s warm-up; keeps up: no drops and event p99 - window < {args.p99_ms:g} ms"
+            f"per run after {args.warmup:g} s warm-up; keeps up: no drops and decision p99 < {args.p99_ms:g} ms"
         )
         print(HEADER, flush=True)
         fails = dict.fromkeys(layouts, 0)
@@ -490,6 +509,10 @@ def main() -> None:
             offered = sum(rates[i % len(rates)] for i in range(k))
             for w in active:
                 r = run_once(exe, k, w, clips, offered, watchlist, args)
+                if not r.keeps_up(args.p99_ms) and r.other_cores > args.max_other:
+                    # someone else's load, not this layout, may have caused it: shown, then run again once
+                    print(row(r, args.p99_ms) + " (shared load: rerun)", flush=True)
+                    r = run_once(exe, k, w, clips, offered, watchlist, args)
                 results.append(r)
                 fails[w] = 0 if r.keeps_up(args.p99_ms) else fails[w] + 1
                 print(row(r, args.p99_ms), flush=True)
@@ -529,6 +552,7 @@ def headline(results: list[RunResult], layouts: list[int], limit_ms: float) -> N
         "best_multi_fps": fmt(multi_best.fps if multi_best else math.nan, ".1f"),
         "best_multi_workers": str(multi_best.workers if multi_best else "-"),
         "p99_event_ms": fmt(percentile(ev, 0.99)),
+        "p99_decision_ms": fmt(chosen.decision_p99_ms if chosen else math.nan),
         "events": str(len(ev)),
         "p99_hist_ms": fmt(chosen.hist_p99_ms if chosen else math.nan),
         "embed_batch_mean": fmt(chosen.batch_mean if chosen else math.nan, ".2f"),

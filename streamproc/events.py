@@ -58,7 +58,19 @@ REVIEW_SCHEMA_PATH: Final = Path(__file__).resolve().parent / "data" / "review-e
 ReviewDecision = Literal["confirm", "reject"]
 ReviewStatus = Literal["pending", "confirmed", "rejected"]
 
-LatencyStage = Literal["decode", "detect", "track", "align", "embed", "search", "policy", "publish", "end_to_end"]
+LatencyStage = Literal[
+    "decode",
+    "detect",
+    "track",
+    "align",
+    "embed",
+    "search",
+    "policy",
+    "publish",
+    "best_shot_wait",
+    "decision",
+    "end_to_end",
+]
 """Keys of ``MatchEvent.latency_ms``; a stage not measured on the way to an event is simply absent."""
 
 _STREAM_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # the same rule as SourceConfig.id: topics stay plain ASCII

@@ -218,9 +218,9 @@ class StreamFront:
             )
             self._shots.offer(tracked.track_id, frame.pts_s, quality, pending)
         m.stage_seconds.labels(stream=sid, stage="align").observe(time.perf_counter() - t2)
-        self._emit(self._shots.due(frame.pts_s))
+        self._emit(self._shots.due(frame.pts_s), frame.captured_at)
         for track_id in out.ended:
-            self._end_track(track_id)
+            self._end_track(track_id, frame.captured_at)
         m.frames_processed.labels(stream=sid).inc()
         if self._on_frame is not None:
             self._on_frame(sid, frame)
@@ -228,14 +228,16 @@ class StreamFront:
     def _finish(self) -> None:
         """End of stream (or stop): end every track so its last shots are embedded and judged."""
         for track_id in self._tracker.flush():
-            self._end_track(track_id)
+            self._end_track(track_id, time.time())
 
-    def _end_track(self, track_id: int) -> None:
-        self._emit(self._shots.end(track_id))
+    def _end_track(self, track_id: int, decided_at: float) -> None:
+        self._emit(self._shots.end(track_id), decided_at)
         self._send(TrackEnded(stream_id=self.stream_id, session=self._session, track_id=track_id))
         self._track_start.pop(track_id, None)
 
-    def _emit(self, shots: list[Shot[_Pending]]) -> None:
+    def _emit(self, shots: list[Shot[_Pending]], decided_at: float) -> None:
+        """Send chosen shots; ``decided_at`` is the capture time of the frame that closed their windows (or
+        ended their tracks): the wait from the shot's own frame to it is evidence-gathering, by design."""
         for shot in shots:
             p = shot.payload
             message = BestShot(
@@ -248,7 +250,7 @@ class StreamFront:
                 captured_at=p.captured_at,
                 sent_at=time.time(),
                 quality=shot.quality,
-                timings_ms=p.timings_ms,
+                timings_ms={**p.timings_ms, "best_shot_wait": max(decided_at - p.captured_at, 0.0) * 1000},
                 chip=p.chip,
             )
             if self._send(message):

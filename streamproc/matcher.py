@@ -214,7 +214,9 @@ class Matcher:
         th = self._threshold
         track_rate = th.track_false_flag_rate(evidence.gallery_size, self._config.policy.k, self._config.policy.n)
         t_pub = time.time()
-        latency = {**timings, "end_to_end": (t_pub - shot.captured_at) * 1000}
+        end_to_end = (t_pub - shot.captured_at) * 1000
+        decision = end_to_end - timings.get("best_shot_wait", 0.0)
+        latency = {**timings, "end_to_end": end_to_end, "decision": decision}
         # Named by the track, not by when the policy fired: a shot resent after a restart re-fires the same flag
         # under the same id (the journal drops it), and a live stream's new session names new tracks.
         stream_key = sid if not shot.session else f"{sid}@{shot.session}"
@@ -271,5 +273,6 @@ class Matcher:
                 },
             )
         m.end_to_end_seconds.labels(stream=sid).observe(t_pub - shot.captured_at)
+        m.decision_seconds.labels(stream=sid).observe(max(decision, 0.0) / 1000)
         m.stage_seconds.labels(stream=sid, stage="publish").observe(time.time() - t_pub)
         state.stats.events += 1

@@ -84,6 +84,14 @@ class PipelineMetrics:
             registry=registry,
             buckets=END_TO_END_BUCKETS,
         )
+        self.decision_seconds = Histogram(
+            "streamproc_decision_seconds",
+            "From the frame that completed a flag's evidence (its best-shot window closed, or its track ended) "
+            "to publishing the event: end-to-end minus the best-shot wait, i.e. what processing adds.",
+            ("stream",),
+            registry=registry,
+            buckets=END_TO_END_BUCKETS,
+        )
         self.embed_batch_size = Histogram(
             "streamproc_embed_batch_size",
             "Face chips per embedder call (micro-batching efficiency).",
@@ -155,6 +163,7 @@ class PipelineMetrics:
         for stage in STAGES:
             self.stage_seconds.labels(stream=stream, stage=stage)
         self.end_to_end_seconds.labels(stream=stream)
+        self.decision_seconds.labels(stream=stream)
         for queue in queues:
             self.queue_depth.labels(stream=stream, queue=queue)
         self.tracks_live.labels(stream=stream)
