@@ -99,13 +99,13 @@ def test_no_metric_is_labelled_by_person(registry: CollectorRegistry, metrics: P
     metrics.embed_batch_size.observe(1)
     metrics.watchlist_subjects.set(1)
     families = list(registry.collect())
-    assert len(families) == 19  # every family the pipeline exports (journal and replay included)
+    assert len(families) == 28  # every family the pipeline exports (journal, replay and process layout included)
     labels: set[str] = set()
     for family in families:
         assert family.name.startswith("streamproc_"), family.name
         for sample in family.samples:
             labels |= set(sample.labels)
-    assert labels == {"stream", "stage", "reason", "queue", "le"}
+    assert labels == {"stream", "stage", "reason", "queue", "state", "le"}
     for label in labels:
         for word in ("subject", "person", "name", "identity", "face", "watchlist", "id"):
             assert word not in label.lower(), label
