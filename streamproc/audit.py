@@ -194,10 +194,22 @@ class AuditLog:
 
     @classmethod
     def open_or_create(cls, directory: Path, key_path: Path | None = None, *, actor: str = "streamproc") -> Self:
-        """Open the log, creating it (and its key) on first use, e.g. at the first enrolment."""
+        """Open the log, creating it (and its key) on first use, e.g. at the first enrolment.
+
+        Processes starting together (an embed service and its workers on one host) must not both create it:
+        the check and the creation run under an exclusive lock on the directory itself (no extra file).
+        """
         if (directory / LOG_FILE).exists():
             return cls.open(directory, key_path)
-        return cls.create(directory, key_path, actor=actor)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if (directory / LOG_FILE).exists():
+                return cls.open(directory, key_path)
+            return cls.create(directory, key_path, actor=actor)
+        finally:
+            os.close(fd)  # releases the lock
 
     # ------------------------------------------------------------------------------------ writing
     def append(

@@ -253,3 +253,24 @@ def test_cli_show_and_repair(tmp_path: Path) -> None:
     assert fixed.exit_code == 0, fixed.output
     assert runner.invoke(cli(), ["audit", "verify", "--watchlist", str(tmp_path)]).exit_code == 0
     assert list(AuditLog.open(tmp_path).records())[-1].action == "repair"
+
+
+def test_processes_creating_the_log_together_get_one_log(tmp_path: Path) -> None:
+    """An embed service and its workers starting at once on one host: one key, one log, no refusal."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from streamproc.audit import AuditLog; "
+        "AuditLog.open_or_create(Path(sys.argv[1]), actor=sys.argv[2]).append(sys.argv[2], 'hello')"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "audit"), f"p{i}"], stderr=subprocess.PIPE)
+        for i in range(6)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    log = AuditLog.open(tmp_path / "audit")
+    actions = [r.action for r in log.records()]
+    assert actions.count("log_created") == 1 and actions.count("hello") == 6
+    assert log.verify() == []
