@@ -27,6 +27,7 @@ A review goes when its match event goes (retention, erasure): it names the subje
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -146,44 +147,62 @@ class EventJournal:
         if self._closed:
             raise JournalError(f"event journal {self.path} is closed")
 
+    @contextlib.contextmanager
+    def _errors(self, message: str) -> Iterator[None]:
+        """SQLite failures as one-line :class:`JournalError` (``message`` has ``{path}`` and ``{err}``)."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise JournalError(message.format(path=self.path, err=err)) from None
+
+    @contextlib.contextmanager
+    def _write(self, message: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed when the block ends, rolled back if it raises.
+
+        ``BEGIN IMMEDIATE`` takes SQLite's write lock at once, so what the block reads (the last seq, an
+        event's reviews) cannot change before it writes, also across processes.
+        """
+        with self._lock, self._errors(message):
+            self._check_open()
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]) + 1
+
     # ------------------------------------------------------------------------------------------ writing
     def append(self, event: MatchEvent) -> MatchEvent | None:
         """Store ``event`` with the next seq and return it stamped; None if its ``event_id`` is already here.
 
         The seq is assigned and the event stored in one transaction, so a crash leaves both or neither.
         """
-        with self._lock:
-            self._check_open()
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone():
-                        db.execute("ROLLBACK")
-                        return None
-                    seq = int(db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]) + 1
-                    stamped = event.model_copy(update={"seq": seq})
-                    db.execute(
-                        "INSERT INTO events(seq, event_id, stream_id, subject_id, published_at, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            seq,
-                            stamped.event_id,
-                            stamped.stream_id,
-                            stamped.subject_id,
-                            stamped.published_at,
-                            stamped.model_dump_json().encode("utf-8"),
-                        ),
-                    )
-                    db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise JournalError(f"cannot append to event journal {self.path}: {err}") from None
-            return stamped
+        with self._write("cannot append to event journal {path}: {err}") as db:
+            if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone():
+                return None
+            seq = self._next_seq(db)
+            stamped = event.model_copy(update={"seq": seq})
+            db.execute(
+                "INSERT INTO events(seq, event_id, stream_id, subject_id, published_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    stamped.event_id,
+                    stamped.stream_id,
+                    stamped.subject_id,
+                    stamped.published_at,
+                    stamped.model_dump_json().encode("utf-8"),
+                ),
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+        return stamped
 
     def append_review(
         self, event_id: str, build: ReviewBuilder, on_stored: Callable[[ReviewEvent], None]
@@ -195,46 +214,33 @@ class EventJournal:
         exception from either callback rolls everything back. ``on_stored`` runs while the write lock is held, so
         records it writes elsewhere come in the journal's order.
         """
-        with self._lock:
-            self._check_open()
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = db.execute("SELECT seq, body FROM events WHERE event_id = ?", (event_id,)).fetchone()
-                    event = self._match(int(row[0]), bytes(row[1])) if row else None
-                    prior = [
-                        self._review(int(s), bytes(b))
-                        for s, b in db.execute(
-                            "SELECT seq, body FROM reviews WHERE event_id = ? ORDER BY seq", (event_id,)
-                        ).fetchall()
-                    ]
-                    seq = int(db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]) + 1
-                    review = build(event, prior, seq)
-                    if review.seq != seq or review.event_id != event_id:
-                        raise ValueError(f"review builder returned seq {review.seq} for {review.event_id}")
-                    db.execute(
-                        "INSERT INTO reviews(seq, review_id, event_id, reviewer, subject_id, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            seq,
-                            review.review_id,
-                            review.event_id,
-                            review.reviewer,
-                            review.subject_id,
-                            review.model_dump_json().encode("utf-8"),
-                        ),
-                    )
-                    db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
-                    on_stored(review)
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise JournalError(f"cannot store a review in event journal {self.path}: {err}") from None
-            return review
+        with self._write("cannot store a review in event journal {path}: {err}") as db:
+            row = db.execute("SELECT seq, body FROM events WHERE event_id = ?", (event_id,)).fetchone()
+            event = self._match(int(row[0]), bytes(row[1])) if row else None
+            prior = [
+                self._review(int(s), bytes(b))
+                for s, b in db.execute(
+                    "SELECT seq, body FROM reviews WHERE event_id = ? ORDER BY seq", (event_id,)
+                ).fetchall()
+            ]
+            seq = self._next_seq(db)
+            review = build(event, prior, seq)
+            if review.seq != seq or review.event_id != event_id:
+                raise ValueError(f"review builder returned seq {review.seq} for {review.event_id}")
+            db.execute(
+                "INSERT INTO reviews(seq, review_id, event_id, reviewer, subject_id, body) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    review.review_id,
+                    review.event_id,
+                    review.reviewer,
+                    review.subject_id,
+                    review.model_dump_json().encode("utf-8"),
+                ),
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+            on_stored(review)
+        return review
 
     # ------------------------------------------------------------------------------------------ reading
     def _match(self, seq: int, body: bytes) -> MatchEvent:
@@ -250,12 +256,9 @@ class EventJournal:
             raise JournalError(f"event journal {self.path}: review record {seq} does not decode") from None
 
     def _rows(self, sql: str, params: tuple[object, ...]) -> list[tuple[int, bytes]]:
-        with self._lock:
+        with self._lock, self._errors("cannot read event journal {path}: {err}"):
             self._check_open()
-            try:
-                rows = self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as err:
-                raise JournalError(f"cannot read event journal {self.path}: {err}") from None
+            rows = self._db.execute(sql, params).fetchall()
         return [(int(s), bytes(b)) for s, b in rows]
 
     def bodies_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
@@ -322,12 +325,9 @@ class EventJournal:
 
     def set_reviews_published(self, seq: int) -> None:
         """Advance the high-water mark to ``seq`` (never moves it back)."""
-        with self._lock:
+        with self._lock, self._errors("cannot update event journal {path}: {err}"):
             self._check_open()
-            try:
-                self._db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'reviews_published'", (int(seq),))
-            except sqlite3.Error as err:
-                raise JournalError(f"cannot update event journal {self.path}: {err}") from None
+            self._db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'reviews_published'", (int(seq),))
 
     def since(self, seq: int, limit: int | None = None) -> Iterator[MatchEvent]:
         """Match events after ``seq`` in seq order, at most ``limit``; read in batches, without holding the lock."""
@@ -347,12 +347,9 @@ class EventJournal:
                 remaining -= len(batch)
 
     def _scalar(self, sql: str) -> int:
-        with self._lock:
+        with self._lock, self._errors("cannot read event journal {path}: {err}"):
             self._check_open()
-            try:
-                value = self._db.execute(sql).fetchone()[0]
-            except sqlite3.Error as err:
-                raise JournalError(f"cannot read event journal {self.path}: {err}") from None
+            value = self._db.execute(sql).fetchone()[0]
         return int(value or 0)
 
     def last_seq(self) -> int:
@@ -381,25 +378,16 @@ class EventJournal:
     # ---------------------------------------------------------------------------------------- retention
     def _delete(self, sql: str, params: tuple[object, ...]) -> int:
         """Run one event deletion and drop the reviews it orphans, in one transaction; events deleted."""
-        with self._lock:
-            self._check_open()
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    deleted = db.execute(sql, params).rowcount
-                    deleted_reviews = db.execute(_ORPHAN_REVIEWS).rowcount
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-                if deleted or deleted_reviews:
-                    # Give freed (already zeroed) pages back, and drop the WAL frames that still hold old copies.
-                    db.execute("PRAGMA incremental_vacuum").fetchall()
-                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error as err:
-                raise JournalError(f"event journal {self.path}: deletion failed: {err}") from None
+        failed = "event journal {path}: deletion failed: {err}"
+        with self._write(failed) as db:
+            deleted = db.execute(sql, params).rowcount
+            deleted_reviews = db.execute(_ORPHAN_REVIEWS).rowcount
+        if deleted or deleted_reviews:
+            with self._lock, self._errors(failed):
+                self._check_open()
+                # Give freed (already zeroed) pages back, and drop the WAL frames that still hold old copies.
+                self._db.execute("PRAGMA incremental_vacuum").fetchall()
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return max(0, deleted)
 
     def prune(self, max_age_s: float | None, max_events: int | None) -> int:
