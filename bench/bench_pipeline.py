@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,23 +67,36 @@ def first_face_template(analyzer: FaceAnalyzer, clip: Path, at: int) -> NewTempl
     return None
 
 
-def build_watchlist(analyzer: FaceAnalyzer, data: Path, directory: Path, clips: list[Path]) -> None:
+def build_watchlist(
+    analyzer: FaceAnalyzer,
+    data: Path,
+    directory: Path,
+    clips: list[Path],
+    persons: Sequence[str] | None = ("lin_manuel_miranda", "barack_obama"),
+) -> int:
+    """Enrol face_recognition persons (``None``: all of them; photos the quality gate refuses are skipped) and
+    one face of each Intel clip, so its streams produce matches too; returns the subject count."""
+    people = data / "identity" / "face_recognition"
+    names = sorted(p.name for p in people.iterdir()) if persons is None else list(persons)
+    subjects = 0
     with Watchlist.create(directory, analyzer.embedder.identity) as wl:
-        people = data / "identity" / "face_recognition"
-        for person in ("lin_manuel_miranda", "barack_obama"):
-            photos = sorted((people / person).iterdir())
+        for person in names:
             templates = []
-            for photo in photos:  # skip photos the quality gate refuses (partial faces)
+            for photo in sorted((people / person).iterdir()):
                 try:
                     templates += templates_from_images([photo], analyzer, FaceChoice(largest=True))
                 except Exception:  # noqa: BLE001 - a refused photo is simply not enrolled
                     continue
-            wl.enroll(NewSubject(person, person, "bench", "bench", "bench"), templates)
-        for clip in clips:
+            if templates:
+                wl.enroll(NewSubject(person, person, "bench", "bench", "bench"), templates)
+                subjects += 1
+        for clip in sorted(set(clips)):
             if clip.name.startswith("intel"):
                 template = first_face_template(analyzer, clip, at=30)
                 if template is not None:
                     wl.enroll(NewSubject(clip.stem[:60], clip.stem, "bench", "bench", "bench"), [template])
+                    subjects += 1
+    return subjects
 
 
 @dataclass(frozen=True)

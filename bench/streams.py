@@ -51,62 +51,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from bench_pipeline import build_watchlist
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.build import build_analyzer
 from streamproc.config import RecognitionConfig
-from streamproc.enrol import FaceChoice, templates_from_images
 from streamproc.events import EventSubscriber, MatchEvent
-from streamproc.faces import FaceAnalyzer
 from streamproc.sysinfo import machine_description
-from streamproc.watchlist import NewSubject, NewTemplate, Watchlist
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-# ---------------------------------------------------------------------------------------------- watchlist
-def first_face_template(analyzer: FaceAnalyzer, clip: Path, at: int) -> NewTemplate | None:
-    """The largest passing face of frame ``at`` of ``clip`` (so Intel clips produce matches too)."""
-    import av
-    import numpy as np
-
-    with av.open(str(clip)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i == at:
-                image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
-                faces = [f for f in analyzer.faces(image) if f.quality.passed]
-                if not faces:
-                    return None
-                face = max(faces, key=lambda f: f.quality.face_px)
-                return NewTemplate(analyzer.embed([face])[0], "0" * 64, face.quality.score)
-    return None
-
-
-def build_watchlist(data: Path, directory: Path, clips: list[Path]) -> int:
-    """Enrol every face_recognition person, plus one face of each Intel clip; returns the subject count."""
-    analyzer = build_analyzer(RecognitionConfig())
-    subjects = 0
-    with Watchlist.create(directory, analyzer.embedder.identity) as wl:
-        for person in sorted((data / "identity" / "face_recognition").iterdir()):
-            templates = []
-            for photo in sorted(person.iterdir()):
-                try:
-                    templates += templates_from_images([photo], analyzer, FaceChoice(largest=True))
-                except Exception:  # noqa: BLE001 - a refused photo is simply not enrolled
-                    continue
-            if templates:
-                wl.enroll(NewSubject(person.name, person.name, "bench", "bench", "bench"), templates)
-                subjects += 1
-        for clip in sorted(set(clips)):
-            if clip.name.startswith("intel"):
-                template = first_face_template(analyzer, clip, at=30)
-                if template is not None:
-                    wl.enroll(NewSubject(clip.stem[:60], clip.stem, "bench", "bench", "bench"), [template])
-                    subjects += 1
-    return subjects
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -495,7 +451,8 @@ def main() -> None:
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-streams-wl-") as tmp:
         watchlist = Path(tmp) / "wl"
-        subjects = build_watchlist(args.data, watchlist, clips)
+        analyzer = build_analyzer(RecognitionConfig())
+        subjects = build_watchlist(analyzer, args.data, watchlist, clips, persons=None)
         print(
             f"watchlist: {subjects} subjects; best_shot.window_s {args.window_s:g}; duration {args.duration:g} s "
             f"per run after {args.warmup:g} s warm-up; keeps up: no drops and decision p99 < {args.p99_ms:g} ms"
