@@ -51,6 +51,7 @@ class _Child:
     failures_in_row: int = 0
     restarts: int = 0
     done: bool = False
+    stop_requested: bool = False
     last_rc: int | None = None
 
     @property
@@ -202,6 +203,7 @@ class Supervisor:
         ]
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir)}
         child.proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        child.stop_requested = False
         child.started_at = time.monotonic()
         self._up.labels(role=child.role, shard=str(child.shard)).set(1)
         log.info("started %s (pid %d)", child.name, child.proc.pid)
@@ -220,15 +222,11 @@ class Supervisor:
             self.fatal = f"{child.name} could not start (see its error above)"
             child.done = True
             return
-        finished = child.role == "worker" and rc in (0, EXIT_STREAM_FAILED)
-        if finished or draining or (child.role == "embed" and rc == 0 and self._stop.is_set()):
+        # Done: it was asked to stop, or a worker's streams ended. Anything else is a crash (the embed service
+        # never ends by itself).
+        if draining or child.stop_requested or (child.role == "worker" and rc in (0, EXIT_STREAM_FAILED)):
             child.done = True
             return
-        if child.role == "embed" and rc == 0:
-            # Asked to stop after the workers finished: done; any other exit is a crash.
-            child.done = all(c.done for c in self._children if c.role == "worker")
-            if child.done:
-                return
         ran = time.monotonic() - child.started_at
         child.failures_in_row = 1 if ran >= STABLE_AFTER_S else child.failures_in_row + 1
         scale = self._config.scale
@@ -241,6 +239,7 @@ class Supervisor:
     def _signal(self, role: Role, signum: signal.Signals) -> None:
         for child in self._children:
             if child.role == role and child.proc is not None and child.proc.poll() is None:
+                child.stop_requested = True
                 child.proc.send_signal(signum)
 
 
