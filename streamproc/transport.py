@@ -12,10 +12,11 @@ key it holds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import zmq
 
@@ -29,6 +30,18 @@ log = logging.getLogger(__name__)
 
 LINGER_MS = 5000
 """How long a closing worker socket keeps trying to deliver what it still holds (a draining worker's last shots)."""
+
+
+@contextlib.contextmanager
+def _closed_on_failure(socket: zmq.SyncSocket, what: str) -> Iterator[None]:
+    """Set-up of a socket: on any failure close it at once; a ZeroMQ error becomes one line naming ``what``."""
+    try:
+        yield
+    except BaseException as err:
+        socket.close(linger=0)
+        if isinstance(err, zmq.ZMQError):
+            raise StreamprocError(f"{what}: {err.strerror}") from None
+        raise
 
 
 class ZmqShotSink:
@@ -47,16 +60,10 @@ class ZmqShotSink:
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, LINGER_MS)
         self._socket.setsockopt(zmq.SNDTIMEO, 200)
-        try:
+        with _closed_on_failure(self._socket, f"scale.embed_endpoint {endpoint}"):
             if security is not None:
                 secure_client(self._socket, security)
             self._socket.connect(endpoint)
-        except zmq.ZMQError as err:
-            self._socket.close(linger=0)
-            raise StreamprocError(f"scale.embed_endpoint {endpoint}: {err.strerror}") from None
-        except StreamprocError:
-            self._socket.close(linger=0)
-            raise
 
     def send(self, message: Message, block: bool) -> bool:
         frames = encode(message)
@@ -96,16 +103,10 @@ class ZmqInbox:
         self._socket: zmq.SyncSocket = context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
-        try:
+        with _closed_on_failure(self._socket, f"cannot bind scale.embed_endpoint {endpoint}"):
             if security is not None:
                 secure_server(self._socket, security)
             self._socket.bind(endpoint)
-        except zmq.ZMQError as err:
-            self._socket.close(linger=0)
-            raise StreamprocError(f"cannot bind scale.embed_endpoint {endpoint}: {err.strerror}") from None
-        except StreamprocError:
-            self._socket.close(linger=0)
-            raise
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._on_bad = on_bad_message
         self._drain_idle_s = drain_idle_s
