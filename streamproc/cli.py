@@ -242,7 +242,8 @@ def _run_supervised(
     from streamproc.cli_run import run_supervised
 
     audit.append(actor, "pipeline_start", details=start_details)
-    code, totals = 1, dict[str, Any]()
+    code: int = 1
+    totals: dict[str, Any] = {}
     try:
         code, totals = run_supervised(cfg, role)
     finally:

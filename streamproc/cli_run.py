@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -95,8 +96,6 @@ def child_command(
     ready_dir: Annotated[Path | None, typer.Option("--ready-dir")] = None,
 ) -> None:
     """Internal: one process of the multi-process layout, started by the supervisor."""
-    import os
-
     from streamproc.roles import embed_main, worker_main
 
     logging.getLogger().setLevel(logging.INFO)
