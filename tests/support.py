@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -121,3 +122,10 @@ def make_shot(track: int, stream: str = "s", side: int = 4) -> BestShot:
         timings_ms={},
         chip=np.full((side, side, 3), track % 256, np.uint8),
     )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

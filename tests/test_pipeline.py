@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import make_watchlist, run_with_subscriber
+from support import free_port, make_watchlist, run_with_subscriber
 
 from streamproc.build import build_analyzer
 from streamproc.config import PipelineConfig, RecognitionConfig
@@ -31,12 +30,6 @@ pytestmark = pytest.mark.shared
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

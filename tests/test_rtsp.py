@@ -7,7 +7,6 @@ is killed mid-stream (a camera crash: no goodbye), kept down, and restarted on t
 from __future__ import annotations
 
 import select
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import free_port
 
 from streamproc.buffer import BufferClosed, FrameBuffer
 from streamproc.config import SourceConfig
@@ -26,13 +26,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER = Path(__file__).with_name("rtsp_server.py")
 PACKAGES = "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-{base,good,ugly,bad}"
 OUTAGE_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RtspServer:
@@ -70,7 +63,7 @@ class RtspServer:
 
 @pytest.fixture
 def server(gst_rtsp: None) -> Iterator[RtspServer]:
-    srv = RtspServer(_free_port())
+    srv = RtspServer(free_port())
     srv.start()
     yield srv
     srv.kill()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import make_watchlist
+from support import free_port, make_watchlist
 from test_rtsp import RtspServer
 
 from streamproc.audit import AuditLog
@@ -35,12 +34,6 @@ STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 
 pytestmark = pytest.mark.shared
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
