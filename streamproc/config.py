@@ -1,6 +1,6 @@
 """Configuration as data: pydantic models that mirror the YAML 1:1.
 
-Nothing here builds runtime objects; :mod:`streamproc.build` does that in one place. Every model forbids
+Nothing here builds runtime objects; :mod:`streamproc.runtime.build` does that in one place. Every model forbids
 unknown keys so a typo is an error with its key path, never a silently ignored setting.
 """
 

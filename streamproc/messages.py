@@ -1,5 +1,5 @@
 """The values that flow from a stream's front half (decode → detect → track → best shot → align) to the embed
-service (embed → search → policy → publish), in one process or across processes (:mod:`streamproc.wire`).
+service (embed → search → policy → publish), in one process or across processes (:mod:`streamproc.runtime.wire`).
 
 Per stream they arrive in the order sent: a stream's shots reach the match policy in order, and a track's end
 comes after its last shot. ``session`` identifies one run of a stream: empty for files and folders (processing

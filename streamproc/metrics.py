@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from streamproc.errors import StreamprocError
-from streamproc.source import SOURCE_STATES
+from streamproc.types import SOURCE_STATES
 
 STAGES: Final = ("decode", "detect", "track", "align", "embed", "search", "policy", "publish")
 """Values of the ``stage`` label of ``streamproc_stage_seconds``."""

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.types import Detections, EmbedderIdentity, ImageBGR
-
-if TYPE_CHECKING:
-    from streamproc.events import MatchEvent
 
 
 class FaceDetector(Protocol):
@@ -45,12 +42,4 @@ class Embedder(Protocol):
 
     def embed(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
         """(N, S, S, 3) uint8 RGB chips -> (N, D) float32 descriptors (unit length for cosine metric)."""
-        ...
-
-
-class EventSink(Protocol):
-    """Takes match events for subscribers (the event feed: journal, then publish)."""
-
-    def publish(self, event: MatchEvent) -> bool:
-        """False when the event was already published under its id (a resend): nothing was sent."""
         ...

@@ -22,6 +22,10 @@ Metric = Literal["l2", "cosine"]
 ImageBGR = NDArray[np.uint8]
 ChipRGB = NDArray[np.uint8]
 
+SourceState = Literal["connecting", "streaming", "reconnecting", "ended", "failed", "stopped"]
+SOURCE_STATES: tuple[SourceState, ...] = ("connecting", "streaming", "reconnecting", "ended", "failed", "stopped")
+"""Every :data:`SourceState`, in lifecycle order (one gauge per state)."""
+
 
 @dataclass(frozen=True)
 class Detections:

@@ -11,7 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from streamproc.config import RecognitionConfig
-    from streamproc.faces import FaceAnalyzer
+    from streamproc.vision.faces import FaceAnalyzer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -36,7 +36,7 @@ def default_config() -> RecognitionConfig:
 
 @pytest.fixture(scope="session")
 def analyzer(default_config: RecognitionConfig) -> FaceAnalyzer:
-    from streamproc.build import build_analyzer
+    from streamproc.runtime.build import build_analyzer
 
     return build_analyzer(default_config)
 

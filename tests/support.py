@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamproc.build import build_analyzer, build_pipeline
 from streamproc.config import PipelineConfig, RecognitionConfig
-from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.events import CalibrationInfo, EventSubscriber, MatchEvent, QualityInfo, make_event_id
+from streamproc.feed.events import CalibrationInfo, EventSubscriber, MatchEvent, QualityInfo, make_event_id
 from streamproc.messages import BestShot
 from streamproc.metrics import serve
+from streamproc.runtime.build import build_analyzer, build_pipeline
+from streamproc.search.enrol import FaceChoice, templates_from_images
+from streamproc.search.watchlist import NewSubject, Watchlist
 from streamproc.types import Quality
-from streamproc.watchlist import NewSubject, Watchlist
 
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
 """A tiny base64 payload that starts like a JPEG (the schema checks the magic bytes)."""

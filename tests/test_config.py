@@ -72,7 +72,7 @@ def test_example_pipeline_configs_are_valid(name: str) -> None:
 
 
 def test_demo_yaml_is_what_the_demo_runs() -> None:
-    from streamproc.demo import demo_config_text
+    from streamproc.cli.demo import demo_config_text
 
     assert (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text() == demo_config_text()
 

@@ -2,11 +2,11 @@
 
 A real pipeline runs once (module fixture) on the Hamilton clip with a real watchlist; its metrics endpoint
 is scraped over HTTP. The supervisor of the multi-process layout adds its own metrics (process up/restarts,
-defined in streamproc/supervisor.py): a real :class:`~streamproc.supervisor.Supervisor` registry is rendered
-too. Every ``streamproc_*`` series named by a dashboard query, a template variable or an alert/recording rule
-must appear in one of them under exactly that name (so ``_total``, ``_bucket``,
-``_sum`` and ``_count`` are checked as Prometheus stores them, not guessed). promtool validates the rule
-and scrape files when installed (required under CI=true).
+defined in streamproc/runtime/supervisor.py): a real :class:`~streamproc.runtime.supervisor.Supervisor`
+registry is rendered too. Every ``streamproc_*`` series named by a dashboard query, a template variable or an
+alert/recording rule must appear in one of them under exactly that name (so ``_total``, ``_bucket``, ``_sum``
+and ``_count`` are checked as Prometheus stores them, not guessed). promtool validates the rule and scrape
+files when installed (required under CI=true).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import run_with_subscriber
 
-from streamproc.build import build_analyzer
 from streamproc.config import PipelineConfig, RecognitionConfig
-from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.supervisor import Supervisor
-from streamproc.watchlist import NewSubject, Watchlist
+from streamproc.runtime.build import build_analyzer
+from streamproc.runtime.supervisor import Supervisor
+from streamproc.search.enrol import FaceChoice, templates_from_images
+from streamproc.search.watchlist import NewSubject, Watchlist
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy/grafana/streamproc.json"
@@ -135,8 +135,8 @@ def exported(scrape: str, supervisor_scrape: str) -> set[str]:
 
 
 def supervisor_metric_names() -> set[str]:
-    """Metric names defined in streamproc/supervisor.py's source (a new one there must also reach the scrape)."""
-    source = (ROOT / "streamproc" / "supervisor.py").read_text()
+    """Metric names defined in runtime/supervisor.py's source (a new one there must also reach the scrape)."""
+    source = (ROOT / "streamproc" / "runtime" / "supervisor.py").read_text()
     return set(re.findall(r'"(streamproc_\w+)"', source))
 
 

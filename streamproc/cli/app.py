@@ -1,6 +1,6 @@
 """The ``streamproc`` command line.
 
-Commands are thin: they parse options, build objects through :mod:`streamproc.build`, call library
+Commands are thin: they parse options, build objects through :mod:`streamproc.runtime.build`, call library
 functions and print. User mistakes (any :class:`~streamproc.errors.StreamprocError`) print one line on
 stderr and exit 2; anything else is a bug and keeps its traceback.
 """
@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamproc.cli_common import (
+from streamproc.cli.common import (
     ConfigOpt,
     DeviceOpt,
     EmbedderModelOpt,
@@ -52,13 +52,13 @@ app.add_typer(config_app, name="config")
 
 
 def _mount_subcommands() -> None:
-    from streamproc.cli_audit import audit_app
-    from streamproc.cli_calibrate import calibrate_command
-    from streamproc.cli_demographics import demographics_command
-    from streamproc.cli_events import events_app
-    from streamproc.cli_keys import keys_app
-    from streamproc.cli_review import review_app
-    from streamproc.cli_run import child_command
+    from streamproc.cli.audit import audit_app
+    from streamproc.cli.calibrate import calibrate_command
+    from streamproc.cli.demographics import demographics_command
+    from streamproc.cli.events import events_app
+    from streamproc.cli.keys import keys_app
+    from streamproc.cli.review import review_app
+    from streamproc.cli.run import child_command
 
     app.add_typer(events_app, name="events", help="Subscribe to the match event feed.")
     app.add_typer(keys_app, name="keys", help="CURVE key pairs for the secured event feed.")
@@ -201,8 +201,8 @@ def run(
     Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop."""
     import os
 
-    from streamproc.audit import AuditLog
-    from streamproc.authorisation import NotAuthorisedError, check_authorisation
+    from streamproc.records.audit import AuditLog
+    from streamproc.stream.authorisation import NotAuthorisedError, check_authorisation
 
     if role not in ("all", "embed", "workers"):
         raise ConfigError(f"--role must be all, embed or workers, not {role!r}")
@@ -210,7 +210,7 @@ def run(
     actor = operator or os.environ.get("USER") or "unknown"
     audit = AuditLog.open_or_create(cfg.audit.dir or cfg.watchlist.path, cfg.audit.key, actor=actor)
     if role == "embed":
-        from streamproc.roles import embed_main
+        from streamproc.runtime.roles import embed_main
 
         _purge_before_run(cfg.watchlist.path, audit)
         raise typer.Exit(embed_main(cfg, serve_http=True, actor=actor))
@@ -239,7 +239,7 @@ def run(
 def _run_supervised(
     cfg: PipelineConfig, role: Literal["all", "workers"], audit: Any, actor: str, start_details: dict[str, Any]
 ) -> None:
-    from streamproc.cli_run import run_supervised
+    from streamproc.cli.run import run_supervised
 
     audit.append(actor, "pipeline_start", details=start_details)
     code: int = 1
@@ -267,8 +267,8 @@ def _run_single_process(
 
     from prometheus_client import CollectorRegistry
 
-    from streamproc.build import build_pipeline
     from streamproc.metrics import serve
+    from streamproc.runtime.build import build_pipeline
 
     registry = CollectorRegistry()
     progress = _RunProgress(cfg, enabled=not quiet)
@@ -335,8 +335,8 @@ def _print_stream_summary(stream: str, totals: Any, problem: str | None) -> None
 def _purge_before_run(path: Path, audit: Any) -> None:
     """Expired subjects are purged at start; running pipelines also stop matching them at expiry."""
     from streamproc.errors import WatchlistError
-    from streamproc.governance import purge_expired
-    from streamproc.watchlist import Watchlist
+    from streamproc.search.governance import purge_expired
+    from streamproc.search.watchlist import Watchlist
 
     try:
         with Watchlist.open(path, writable=True) as wl:
@@ -398,12 +398,12 @@ def watchlist_enroll(
 
     Refuses, writing nothing, unreadable photos, photos with no face or several faces, and faces below the
     quality gate."""
-    from streamproc.audit import AuditLog
-    from streamproc.build import build_analyzer
-    from streamproc.calibration import shipped_calibration
-    from streamproc.enrol import FaceChoice, templates_from_images
-    from streamproc.governance import check_collisions, purge_expired
-    from streamproc.watchlist import NewSubject, Watchlist
+    from streamproc.records.audit import AuditLog
+    from streamproc.runtime.build import build_analyzer
+    from streamproc.search.calibration import shipped_calibration
+    from streamproc.search.enrol import FaceChoice, templates_from_images
+    from streamproc.search.governance import check_collisions, purge_expired
+    from streamproc.search.watchlist import NewSubject, Watchlist
 
     expires_at = _parse_date(expires, "--expires")
     if expires_at is not None and expires_at <= datetime.now(UTC):
@@ -451,7 +451,7 @@ def watchlist_list(
     include_removed: Annotated[bool, typer.Option("--include-removed", help="Show removed subjects.")] = False,
 ) -> None:
     """List enrolled subjects with their reason, legal basis, operator and expiry."""
-    from streamproc.watchlist import Watchlist
+    from streamproc.search.watchlist import Watchlist
 
     with Watchlist.open(watchlist) as wl:
         table = Table(title=f"{watchlist} ({wl.embedder.kind}, model {wl.embedder.model_sha256[:12]})")
@@ -486,9 +486,9 @@ def watchlist_remove(
 ) -> None:
     """Remove a subject: it stops matching at once (running pipelines reload within seconds), its template
     vectors are erased, and with --journal its journaled match events too."""
-    from streamproc.audit import AuditLog
-    from streamproc.journal import EventJournal
-    from streamproc.watchlist import Watchlist
+    from streamproc.feed.journal import EventJournal
+    from streamproc.records.audit import AuditLog
+    from streamproc.search.watchlist import Watchlist
 
     with Watchlist.open(watchlist, writable=True) as wl:
         wl.remove(subject_id, removed_by=operator, reason=reason)
@@ -506,9 +506,9 @@ def watchlist_remove(
 @watchlist_app.command("purge-expired")
 def watchlist_purge_expired(watchlist: WatchlistOpt) -> None:
     """Remove every subject whose expiry has passed (also done at every enrolment and pipeline start)."""
-    from streamproc.audit import AuditLog
-    from streamproc.governance import purge_expired
-    from streamproc.watchlist import Watchlist
+    from streamproc.records.audit import AuditLog
+    from streamproc.search.governance import purge_expired
+    from streamproc.search.watchlist import Watchlist
 
     with Watchlist.open(watchlist, writable=True) as wl:
         purged = purge_expired(wl, AuditLog.open_or_create(watchlist))
@@ -520,7 +520,7 @@ def watchlist_purge_expired(watchlist: WatchlistOpt) -> None:
 @watchlist_app.command("verify")
 def watchlist_verify(watchlist: WatchlistOpt) -> None:
     """Check that the index, the metadata and the recorded checksums agree. Exits 1 on any problem."""
-    from streamproc.watchlist import Watchlist
+    from streamproc.search.watchlist import Watchlist
 
     with Watchlist.open(watchlist) as wl:
         problems = wl.verify()
@@ -548,11 +548,11 @@ def identify(
     """Search every face in the photos against a watchlist; print candidates with their distance.
 
     Candidates are leads for human review, not identifications."""
-    from streamproc.audit import AuditLog
-    from streamproc.build import build_analyzer
-    from streamproc.calibration import shipped_calibration
-    from streamproc.imageio import read_image
-    from streamproc.watchlist import Watchlist
+    from streamproc.records.audit import AuditLog
+    from streamproc.runtime.build import build_analyzer
+    from streamproc.search.calibration import shipped_calibration
+    from streamproc.search.watchlist import Watchlist
+    from streamproc.vision.imageio import read_image
 
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     shipped = shipped_calibration(analyzer.embedder.identity)
@@ -607,11 +607,11 @@ def demo(
 
     from prometheus_client import CollectorRegistry
 
-    from streamproc.build import build_analyzer, build_pipeline
+    from streamproc.cli.demo import DEMO_SUBJECT, prepare_demo
     from streamproc.config import load_pipeline_config
-    from streamproc.demo import DEMO_SUBJECT, prepare_demo
-    from streamproc.events import EventSubscriber, MatchEvent
+    from streamproc.feed.events import EventSubscriber, MatchEvent
     from streamproc.metrics import serve
+    from streamproc.runtime.build import build_analyzer, build_pipeline
 
     err_console.print("[dim]preparing models (the first run builds them offline)…[/dim]")
     with tempfile.TemporaryDirectory(prefix="streamproc-demo-") as tmp:
@@ -712,9 +712,9 @@ def evaluate_verification(
     by a crop)."""
     from rich.progress import Progress
 
-    from streamproc.build import build_analyzer
     from streamproc.eval.report import format_headline_lines, write_verification_report
     from streamproc.eval.verification import run_verification
+    from streamproc.runtime.build import build_analyzer
     from streamproc.sysinfo import machine_description
 
     cfg = recognition_config(config, embedder, embedder_model, device)
@@ -782,9 +782,9 @@ def evaluate_identification(
     FMR 1e-3 threshold unless --threshold is given)."""
     from rich.progress import Progress
 
-    from streamproc.build import build_analyzer
-    from streamproc.calibration import shipped_calibration
     from streamproc.eval.identification import run_identification, split_persons
+    from streamproc.runtime.build import build_analyzer
+    from streamproc.search.calibration import shipped_calibration
 
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     if threshold is None:
@@ -827,8 +827,8 @@ def evaluate_identification(
 
 
 def _write_pairs_calibration(result: Any, path: Path, pairs: Path) -> None:
-    from streamproc.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
     from streamproc.eval.metrics import clopper_pearson
+    from streamproc.search.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
 
     rep = result.report
     if rep.all_pairs is None:

@@ -1,6 +1,6 @@
 """``streamproc calibrate``: a threshold set as a false-alarm budget for a gallery size, or a per-comparison FMR.
 
-Kept out of :mod:`streamproc.cli` so the command can be mounted (``app.command("calibrate")``) without this
+Kept out of :mod:`streamproc.cli.app` so the command can be mounted (``app.command("calibrate")``) without this
 module importing the CLI. The file written is the standard calibration file with one operating point: its
 ``fmr_target`` is the per-comparison FMR measured at the threshold, which is the value ``policy.target_fmr``
 must name; the FPIR target, gallery size, searches and bound travel in ``data`` and ``notes``.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from streamproc.cli_common import (
+from streamproc.cli.common import (
     ConfigOpt,
     DeviceOpt,
     EmbedderModelOpt,
@@ -34,10 +34,10 @@ from streamproc.errors import ConfigError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from streamproc.calibration import Calibration, TrackFalseFlags
     from streamproc.eval.cache import EmbeddingCache
-    from streamproc.faces import FaceAnalyzer
+    from streamproc.search.calibration import Calibration, TrackFalseFlags
     from streamproc.types import Metric
+    from streamproc.vision.faces import FaceAnalyzer
 
 
 @dataclass(frozen=True)
@@ -134,10 +134,10 @@ def calibrate_command(
     track is judged at a threshold set at the same FMR on the calibration persons of the other folds."""
     import numpy as np
 
-    from streamproc.build import build_analyzer
-    from streamproc.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
     from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
     from streamproc.eval.openset import fpir_point, nonmated_top1, sufficiency_message
+    from streamproc.runtime.build import build_analyzer
+    from streamproc.search.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
 
     if tracks_only:
         if target_fpir is not None or target_fmr is not None:
@@ -322,8 +322,8 @@ def _tracks_only(
 ) -> None:
     import numpy as np
 
-    from streamproc.build import build_analyzer
-    from streamproc.calibration import load_calibration, save_calibration
+    from streamproc.runtime.build import build_analyzer
+    from streamproc.search.calibration import load_calibration, save_calibration
 
     cfg = recognition_config(config, embedder, embedder_model, device)
     analyzer = build_analyzer(cfg)
@@ -358,9 +358,9 @@ def _measure_tracks(
 
     import numpy as np
 
-    from streamproc.calibration import TrackFalseFlags
     from streamproc.eval.openset import IMAGE_SUFFIXES, person_folders
     from streamproc.eval.tracks import crossfit_thresholds, make_tracks, person_fold, track_false_flags
+    from streamproc.search.calibration import TrackFalseFlags
 
     assert opts.images is not None
     by_person: dict[str, list[Path]] = {}

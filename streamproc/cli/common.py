@@ -26,7 +26,7 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or wri
 
 if TYPE_CHECKING:
     from streamproc.eval.cache import EmbeddingCache
-    from streamproc.faces import FaceAnalyzer
+    from streamproc.vision.faces import FaceAnalyzer
 
 
 def recognition_config(

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.faces import FaceAnalyzer
 from streamproc.fsutil import sha256_file
+from streamproc.search.watchlist import NewSubject, NewTemplate, Watchlist
 from streamproc.types import ImageBGR
-from streamproc.watchlist import NewSubject, NewTemplate, Watchlist
+from streamproc.vision.faces import FaceAnalyzer
 
 DEMO_FMR = 1e-3
 

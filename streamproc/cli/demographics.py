@@ -1,6 +1,6 @@
 """``streamproc evaluate demographics``: false-match rate per demographic group, with a deployment gate.
 
-Kept out of :mod:`streamproc.cli` so the command can be mounted (``evaluate_app.command("demographics")``)
+Kept out of :mod:`streamproc.cli.app` so the command can be mounted (``evaluate_app.command("demographics")``)
 without this module importing the CLI; the few lines of option handling it needs are repeated here.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamproc.cli_common import (
+from streamproc.cli.common import (
     ConfigOpt,
     DeviceOpt,
     EmbedderModelOpt,
@@ -25,12 +25,12 @@ from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
     from streamproc.eval.demographics import FmrRatio
-    from streamproc.faces import FaceAnalyzer
+    from streamproc.vision.faces import FaceAnalyzer
 
 
 def _default_threshold(analyzer: FaceAnalyzer) -> tuple[float, str]:
     """The shipped calibration's FMR 1e-3 distance threshold; a user mistake when the model has none."""
-    from streamproc.calibration import shipped_calibration
+    from streamproc.search.calibration import shipped_calibration
 
     shipped = shipped_calibration(analyzer.embedder.identity)
     if shipped is None:
@@ -69,7 +69,6 @@ def demographics_command(
     from rich.console import Console
     from rich.progress import Progress
 
-    from streamproc.build import build_analyzer
     from streamproc.eval.demographics import (
         format_ratio,
         headline,
@@ -77,6 +76,7 @@ def demographics_command(
         summary_lines,
         write_demographics_report,
     )
+    from streamproc.runtime.build import build_analyzer
     from streamproc.sysinfo import machine_description
 
     if threshold is not None and not threshold > 0:

@@ -1,6 +1,6 @@
 """``streamproc events``: watch the match-event feed from a terminal or a script.
 
-Mounted by :mod:`streamproc.cli` as ``app.add_typer(events_app, name="events")``. User mistakes raise
+Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(events_app, name="events")``. User mistakes raise
 :class:`~streamproc.errors.StreamprocError`, which ``cli.main`` prints as one line.
 """
 
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streamproc.events import (
+from streamproc.feed.events import (
     REVIEW_TOPIC_PREFIX,
     TOPIC_PREFIX,
     EventFormatError,
@@ -24,8 +24,8 @@ from streamproc.events import (
     FeedEvent,
     ReviewEvent,
 )
-from streamproc.replay import iter_since
-from streamproc.security import ClientSecurity, client_security_from_options, secure_client
+from streamproc.feed.replay import iter_since
+from streamproc.feed.security import ClientSecurity, client_security_from_options, secure_client
 
 events_app = typer.Typer(
     help="Watch the match-event feed (ZeroMQ). Every event is a candidate for human review, never an identification.",

@@ -1,6 +1,6 @@
 """``streamproc keys``: create the CURVE keypairs that encrypt and authenticate the event feed.
 
-Mounted by :mod:`streamproc.cli` as ``app.add_typer(keys_app, name="keys")``. User mistakes raise
+Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(keys_app, name="keys")``. User mistakes raise
 :class:`~streamproc.errors.StreamprocError`, which ``cli.main`` prints as one line.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from streamproc.security import PUBLIC_SUFFIX, generate_keypair, load_public_key
+from streamproc.feed.security import PUBLIC_SUFFIX, generate_keypair, load_public_key
 
 keys_app = typer.Typer(
     help="Create CURVE keypairs for the encrypted, authenticated event feed.",

@@ -1,7 +1,7 @@
 """``streamproc review``: decide on match events (confirm / reject), list them by status, show one.
 
-Mounted by :mod:`streamproc.cli` as ``app.add_typer(review_app, name="review")``. Exit codes: 0 done, 1 the
-rules refused the decision (:class:`~streamproc.review.ReviewRefusedError`, printed as one line here), 2 a usage
+Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(review_app, name="review")``. Exit codes: 0 done, 1 the
+rules refused the decision (:class:`~streamproc.govern.review.ReviewRefusedError`, printed as one line here), 2 a usage
 mistake (any other :class:`~streamproc.errors.StreamprocError`, printed as one line by ``cli.main``).
 """
 
@@ -18,18 +18,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from streamproc.audit import AuditLog
 from streamproc.config import PipelineConfig, load_pipeline_config
-from streamproc.events import ReviewDecision, ReviewEvent, ReviewStatus
-from streamproc.review import (
+from streamproc.feed.event_feed import awaiting_publication
+from streamproc.feed.events import ReviewDecision, ReviewEvent, ReviewStatus
+from streamproc.govern.review import (
     ReviewRefusedError,
     ReviewState,
-    awaiting_publication,
     decide,
     open_journal,
     state,
     states,
 )
+from streamproc.records.audit import AuditLog
 
 review_app = typer.Typer(
     help="Human review of match events: confirm or reject candidates (two-person rule), list and show them.",

@@ -57,7 +57,7 @@ def summarise(registry: CollectorRegistry) -> dict[str, StreamSummary]:
 def run_supervised(cfg: PipelineConfig, role: Literal["all", "workers"]) -> tuple[int, dict[str, StreamSummary]]:
     """Supervisor + children until every stream ends or SIGINT/SIGTERM; (exit code, per-stream totals)."""
     from streamproc.metrics import serve
-    from streamproc.supervisor import Supervisor
+    from streamproc.runtime.supervisor import Supervisor
 
     runtime = Path(tempfile.mkdtemp(prefix="streamproc-run-"))
     server = None
@@ -96,7 +96,7 @@ def child_command(
     ready_dir: Annotated[Path | None, typer.Option("--ready-dir")] = None,
 ) -> None:
     """Internal: one process of the multi-process layout, started by the supervisor."""
-    from streamproc.roles import embed_main, worker_main
+    from streamproc.runtime.roles import embed_main, worker_main
 
     logging.getLogger().setLevel(logging.INFO)
     cfg = PipelineConfig.model_validate_json(config_json.read_text(encoding="utf-8"))

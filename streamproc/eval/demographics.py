@@ -37,8 +37,8 @@ from streamproc.errors import StreamprocError
 from streamproc.eval.cache import EmbeddingCache
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.metrics import clopper_pearson
-from streamproc.faces import FaceAnalyzer
 from streamproc.types import Metric
+from streamproc.vision.faces import FaceAnalyzer
 
 REQUIRED_COLUMNS = ("file", "sex", "race", "sha1_dup")
 MIN_MATED_PAIRS = 50

@@ -14,10 +14,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.eval.cache import EmbeddingCache
-from streamproc.faces import FaceAnalyzer, central_face
 from streamproc.fsutil import sha256_file
-from streamproc.imageio import read_image
 from streamproc.types import Face
+from streamproc.vision.faces import FaceAnalyzer, central_face
+from streamproc.vision.imageio import read_image
 
 ProgressFn = Callable[[int, int], None]
 

@@ -21,8 +21,8 @@ from streamproc.errors import StreamprocError
 from streamproc.eval.cache import EmbeddingCache
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.metrics import OpenSetResult, fnir_at_fpir, open_set_at_threshold
-from streamproc.faces import FaceAnalyzer
 from streamproc.types import Metric
+from streamproc.vision.faces import FaceAnalyzer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

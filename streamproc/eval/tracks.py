@@ -3,7 +3,7 @@
 The shots of one track are one person, so they are correlated: a bystander who resembles an enrolled
 person does so in every shot, and k-of-n agreement filters far less than ``P(Binomial(n, p) >= k)`` would
 suggest. So the rate is measured: a track is ``n`` photos of one never-enrolled person (LFW persons with
-``>= n`` photos, in random order), run through the real :class:`~streamproc.policy.MatchPolicy` against a
+``>= n`` photos, in random order), run through the real :class:`~streamproc.search.policy.MatchPolicy` against a
 gallery of one template per person of *other* persons (LFW singletons, UTKFace faces), drawn at random for
 every track at each gallery size. A track counts as flagged when the policy flags it for anyone.
 
@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.calibration import TrackRow
 from streamproc.config import PolicyConfig
 from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
 from streamproc.eval.openset import similarity_matrix
-from streamproc.policy import MatchPolicy, ShotResult
+from streamproc.search.calibration import TrackRow
+from streamproc.search.policy import MatchPolicy, ShotResult
 from streamproc.types import Metric
 
 

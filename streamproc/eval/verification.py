@@ -22,8 +22,8 @@ from streamproc.eval.embedding import embed_images
 from streamproc.eval.metrics import all_pairs_scores, auc, kfold_accuracy, tar_at_fmr, threshold_at_fmr
 from streamproc.eval.pairs import parse_pairs
 from streamproc.eval.report import VerificationReport
-from streamproc.faces import FaceAnalyzer
 from streamproc.types import Metric
+from streamproc.vision.faces import FaceAnalyzer
 
 PAIR_FMRS = {"1e-2": 1e-2, "1e-3": 1e-3}
 ALL_PAIR_FMRS = {"1e-3": 1e-3, "1e-4": 1e-4, "1e-5": 1e-5}

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import zmq
 
 from streamproc.config import EventsConfig
-from streamproc.events import EventPublisher, MatchEvent
-from streamproc.journal import EventJournal, JournaledPublisher
+from streamproc.feed.events import EventPublisher, MatchEvent, ReviewEvent
+from streamproc.feed.journal import EventJournal, JournaledPublisher
+from streamproc.feed.replay import ReplayServer
+from streamproc.feed.security import Authenticator, ServerSecurity, secure_server
 from streamproc.metrics import PipelineMetrics
-from streamproc.replay import ReplayServer
-from streamproc.review import publish_pending_reviews
-from streamproc.security import Authenticator, ServerSecurity, secure_server
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,33 @@ class EventFeed:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class EventSink(Protocol):
+    """Takes match events for subscribers (the event feed: journal, then publish)."""
+
+    def publish(self, event: MatchEvent) -> bool:
+        """False when the event was already published under its id (a resend): nothing was sent."""
+        ...
+
+
+def awaiting_publication(journal: EventJournal) -> list[ReviewEvent]:
+    """Decisions stored but not yet handed to a feed's PUB socket (what the next running pipeline publishes)."""
+    return journal.reviews_after(journal.reviews_published(), limit=2**62)
+
+
+def publish_pending_reviews(journal: EventJournal, send: Callable[[ReviewEvent], None], batch: int = 500) -> int:
+    """Send every decision above the journal's ``reviews_published`` mark, in seq order; how many were sent.
+
+    The mark is advanced after each batch is sent, so a crash in between re-sends that batch once at the next
+    start (consumers de-duplicate by ``review_id``); nothing stored is skipped.
+    """
+    sent = 0
+    while True:
+        pending = journal.reviews_after(journal.reviews_published(), limit=batch)
+        if not pending:
+            return sent
+        for review in pending:
+            send(review)
+        journal.set_reviews_published(pending[-1].seq or 0)
+        sent += len(pending)

@@ -2,7 +2,7 @@
 
 A match event says "this track is a candidate for human review", never "this is that person": every event
 carries ``review: "pending"`` and a fixed notice, and the schema refuses any other value. What a person then
-decides travels separately as a :class:`ReviewEvent` (see :mod:`streamproc.review`), so the match event stays
+decides travels separately as a :class:`ReviewEvent` (see :mod:`streamproc.govern.review`), so the match event stays
 an unaltered record of what the machine proposed.
 
 Wire format: a two-frame ZeroMQ multipart message ``[topic, json]``. The topic is ``match.<stream_id>`` or
@@ -32,7 +32,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamproc.errors import StreamprocError
-from streamproc.security import Authenticator, ClientSecurity, ServerSecurity, secure_client, secure_server
+from streamproc.feed.security import Authenticator, ClientSecurity, ServerSecurity, secure_client, secure_server
 
 SCHEMA_VERSION: Final = "1.1"
 """Major.minor. Minor: fields added (optional, so old JSON stays valid); major: anything that breaks readers."""
@@ -493,7 +493,7 @@ class EventPublisher:
 
     With ``security`` the feed is CURVE-encrypted and only clients whose public keys are in
     ``security.allowed_clients_dir`` receive anything. The publisher then starts the context's ZAP
-    :class:`~streamproc.security.Authenticator` and stops it in :meth:`close`, unless ``authenticator`` is given:
+    :class:`~streamproc.feed.security.Authenticator` and stops it in :meth:`close`, unless ``authenticator`` is given:
     one already running on ``context`` and shared with the context's other server sockets (there can be only one
     per context), which the caller keeps and closes.
     """

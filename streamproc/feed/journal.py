@@ -4,7 +4,7 @@ PUB/SUB is live and best-effort: events published while a subscriber is down, be
 reaches the publisher, or beyond its high-water mark are gone. The journal closes that gap. Every event is
 written to SQLite (WAL mode) in one transaction that also assigns it the next sequence number; only then is it
 published, stamped with that ``seq``. A subscriber remembers the last seq it saw and asks the replay endpoint
-(:mod:`streamproc.replay`) for everything after it.
+(:mod:`streamproc.feed.replay`) for everything after it.
 
 Guarantees:
 
@@ -18,8 +18,8 @@ Guarantees:
   and :meth:`EventJournal.prune` delete with ``secure_delete`` (freed pages are zeroed), then checkpoint and
   truncate the WAL and give freed pages back to the file system, so the deleted bytes do not linger.
 
-Reviewers' decisions (:class:`~streamproc.events.ReviewEvent`, see :mod:`streamproc.review`) live in a second
-table but take their seq from the same counter, so a replay returns matches and decisions in the order they
+Reviewers' decisions (:class:`~streamproc.feed.events.ReviewEvent`, see :mod:`streamproc.govern.review`) live in a
+second table but take their seq from the same counter, so a replay returns matches and decisions in the order they
 were stored. They are written by another process (``streamproc review decide``) than the pipeline that owns the
 PUB socket; the ``reviews_published`` high-water mark records how far the pipeline's feed has published them.
 A review goes when its match event goes (retention, erasure): it names the subject and means nothing alone.
@@ -39,7 +39,7 @@ from typing import Final, Literal, Self
 from pydantic import ValidationError
 
 from streamproc.errors import StreamprocError
-from streamproc.events import EventPublisher, FeedEvent, MatchEvent, ReviewEvent
+from streamproc.feed.events import EventPublisher, FeedEvent, MatchEvent, ReviewEvent
 
 JOURNAL_FORMAT: Final = 2
 """``PRAGMA user_version`` of a journal file this code writes (2: with reviews); another value is refused."""

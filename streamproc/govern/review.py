@@ -10,13 +10,13 @@ A match event is only a candidate. A reviewer compares the probe with the enroll
 - once ``confirmed`` or ``rejected`` no further decision is taken;
 - reviewer id and note are required: a decision nobody can account for is worth nothing.
 
-Decisions are stored in the event journal (:meth:`~streamproc.journal.EventJournal.append_review`), with a seq
+Decisions are stored in the event journal (:meth:`~streamproc.feed.journal.EventJournal.append_review`), with a seq
 from the same counter as match events, and each is appended to the audit log (actor = reviewer, action
 ``review``) inside the same journal transaction: the audit log has them in the journal's order, and a refused
 or failed decision writes neither.
 
 Publishing: ``streamproc review decide`` runs in its own process and cannot use the pipeline's PUB socket. It
-only stores; the running pipeline's :meth:`~streamproc.feed.EventFeed.publish_pending_reviews` publishes what
+only stores; the running pipeline's :meth:`~streamproc.feed.event_feed.EventFeed.publish_pending_reviews` publishes what
 is stored above the journal's ``reviews_published`` mark (persisted, so decisions made while no pipeline ran
 are published once the next one starts). With no pipeline, decisions wait in the journal; they are already
 replayable (``events tail --since SEQ --replay``) either way.
@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from streamproc.audit import AuditLog
 from streamproc.errors import StreamprocError
-from streamproc.events import (
+from streamproc.feed.events import (
     MAX_NOTE,
     REVIEWER_PATTERN,
     MatchEvent,
@@ -42,7 +41,8 @@ from streamproc.events import (
     ReviewEvent,
     ReviewStatus,
 )
-from streamproc.journal import EventJournal
+from streamproc.feed.journal import EventJournal
+from streamproc.records.audit import AuditLog
 
 AUDIT_ACTION: Final = "review"
 DECISIONS: Final = ("confirm", "reject")
@@ -221,28 +221,6 @@ def states(journal: EventJournal, status: ReviewStatus | None = None) -> list[Re
     return [s for s in found if status is None or s.status == status]
 
 
-def awaiting_publication(journal: EventJournal) -> list[ReviewEvent]:
-    """Decisions stored but not yet handed to a feed's PUB socket (what the next running pipeline publishes)."""
-    return journal.reviews_after(journal.reviews_published(), limit=_ALL)
-
-
-def publish_pending_reviews(journal: EventJournal, send: Callable[[ReviewEvent], None], batch: int = 500) -> int:
-    """Send every decision above the journal's ``reviews_published`` mark, in seq order; how many were sent.
-
-    The mark is advanced after each batch is sent, so a crash in between re-sends that batch once at the next
-    start (consumers de-duplicate by ``review_id``); nothing stored is skipped.
-    """
-    sent = 0
-    while True:
-        pending = journal.reviews_after(journal.reviews_published(), limit=batch)
-        if not pending:
-            return sent
-        for review in pending:
-            send(review)
-        journal.set_reviews_published(pending[-1].seq or 0)
-        sent += len(pending)
-
-
 def open_journal(path: Path | None, config_name: str) -> EventJournal:
     """The run's event journal for review commands: it must be configured and exist (the pipeline creates it)."""
     if path is None:
@@ -257,12 +235,10 @@ __all__ = [
     "ReviewError",
     "ReviewRefusedError",
     "ReviewState",
-    "awaiting_publication",
     "check_request",
     "decide",
     "next_review",
     "open_journal",
-    "publish_pending_reviews",
     "state",
     "states",
 ]

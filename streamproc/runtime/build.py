@@ -5,25 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from streamproc.align import ARCFACE_112, DLIB_150
-from streamproc.authorisation import check_authorisation
-from streamproc.calibration import Threshold, load_calibration, shipped_calibration
 from streamproc.config import ArcFaceConfig, DlibResnetConfig, PipelineConfig, RecognitionConfig
-from streamproc.detect import RetinaFaceDetector
-from streamproc.embed import EmbedderSpec, OnnxEmbedder
 from streamproc.errors import ConfigError, ModelError
-from streamproc.faces import FaceAnalyzer
 from streamproc.fsutil import sha256_file
+from streamproc.models.providers import create_session
 from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
-from streamproc.quality import QualityGate
-from streamproc.runtime import create_session
+from streamproc.search.calibration import Threshold, load_calibration, shipped_calibration
+from streamproc.stream.authorisation import check_authorisation
 from streamproc.types import Frame
+from streamproc.vision.align import ARCFACE_112, DLIB_150
+from streamproc.vision.detect import RetinaFaceDetector
+from streamproc.vision.embed import EmbedderSpec, OnnxEmbedder
+from streamproc.vision.faces import FaceAnalyzer
+from streamproc.vision.quality import QualityGate
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from streamproc.audit import AuditLog
-    from streamproc.pipeline import Pipeline
+    from streamproc.records.audit import AuditLog
+    from streamproc.runtime.pipeline import Pipeline
 
 
 def model_store(config: RecognitionConfig) -> ModelStore:
@@ -138,10 +138,10 @@ def build_pipeline(
 ) -> Pipeline:
     """Everything `streamproc run` needs, validated before any stream starts (use policy first)."""
     check_authorisation(config)
-    from streamproc.feed import EventFeed
+    from streamproc.feed.event_feed import EventFeed
     from streamproc.metrics import PipelineMetrics
-    from streamproc.pipeline import Pipeline
-    from streamproc.watchlist_handle import WatchlistHandle
+    from streamproc.runtime.pipeline import Pipeline
+    from streamproc.search.watchlist_handle import WatchlistHandle
 
     embedder = build_embedder(config)
     threshold = resolve_threshold(config, embedder)

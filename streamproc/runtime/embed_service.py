@@ -1,9 +1,11 @@
-"""The embed service loop: dynamic batching of best shots from every stream, then :class:`~streamproc.matcher.Matcher`.
+"""The embed service loop: dynamic batching of best shots from every stream, then the matcher.
+
+The matcher is :class:`~streamproc.runtime.matcher.Matcher`.
 
 A batch closes when it holds ``max_batch`` chips or ``max_wait_s`` after its first message, whichever comes
 first: under load batches fill up (GPU efficiency), when idle a lone shot waits at most ``max_wait_s``.
 The same loop runs on a thread of the single-process pipeline (inbox: :class:`QueueChannel`) and as the embed
-service process (inbox: :class:`streamproc.transport.ZmqInbox`).
+service process (inbox: :class:`streamproc.runtime.transport.ZmqInbox`).
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ class Inbox(Protocol):
 
 
 class BatchHandler(Protocol):
-    """Takes one batch of messages, in arrival order (the :class:`~streamproc.matcher.Matcher`)."""
+    """Takes one batch of messages, in arrival order (the :class:`~streamproc.runtime.matcher.Matcher`)."""
 
     def process(self, batch: Sequence[Message]) -> None: ...
 
 
 class QueueChannel:
-    """A bounded in-process queue: the fronts' :class:`~streamproc.front.ShotSink` and the service's inbox."""
+    """A bounded in-process queue: the fronts' :class:`~streamproc.stream.front.ShotSink` and the service's inbox."""
 
     def __init__(self, maxsize: int) -> None:
         self._queue: queue.Queue[Message] = queue.Queue(maxsize)

@@ -1,7 +1,7 @@
 """The back half, shared by all streams: embed a batch of best shots → search the watchlist → k-of-n policy →
 publish candidates for review.
 
-Batches arrive from :class:`streamproc.embed_service.EmbedService` (one network call for the chips of many
+Batches arrive from :class:`streamproc.runtime.embed_service.EmbedService` (one network call for the chips of many
 streams). Messages are handled in arrival order, which per stream is the order sent. Embeddings of faces that
 match nothing are dropped on the spot, counted and never stored or logged, and so are their chips.
 """
@@ -20,16 +20,16 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.audit import AuditLog
-from streamproc.calibration import Threshold, predicted_false_alerts_per_hour
 from streamproc.config import PipelineConfig
-from streamproc.embed import OnnxEmbedder
-from streamproc.events import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
+from streamproc.feed.event_feed import EventSink
+from streamproc.feed.events import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.metrics import PipelineMetrics
-from streamproc.policy import Flag, MatchPolicy, ShotResult
-from streamproc.protocols import EventSink
-from streamproc.watchlist_handle import WatchlistHandle
+from streamproc.records.audit import AuditLog
+from streamproc.search.calibration import Threshold, predicted_false_alerts_per_hour
+from streamproc.search.policy import Flag, MatchPolicy, ShotResult
+from streamproc.search.watchlist_handle import WatchlistHandle
+from streamproc.vision.embed import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 

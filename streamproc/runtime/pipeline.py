@@ -5,7 +5,7 @@
 
 Only a face chosen as a track's best shot is embedded; embeddings of faces that match nothing are dropped on the
 spot (counted, never stored or logged), and so are their chips. A flag becomes a ``MatchEvent``, published on
-ZeroMQ as a candidate for human review. :mod:`streamproc.supervisor` runs the fronts in worker processes and the
+ZeroMQ as a candidate for human review. :mod:`streamproc.runtime.supervisor` runs the fronts in worker processes and the
 embed side as a service instead.
 """
 
@@ -16,18 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streamproc.audit import AuditLog
-from streamproc.calibration import Threshold
 from streamproc.config import PipelineConfig
-from streamproc.embed import OnnxEmbedder
-from streamproc.embed_service import EmbedService, QueueChannel
-from streamproc.feed import EventFeed
-from streamproc.front import StreamFront
-from streamproc.matcher import Matcher
+from streamproc.feed.event_feed import EventFeed
 from streamproc.metrics import PipelineMetrics
 from streamproc.protocols import FaceDetector
+from streamproc.records.audit import AuditLog
+from streamproc.runtime.embed_service import EmbedService, QueueChannel
+from streamproc.runtime.matcher import Matcher
+from streamproc.search.calibration import Threshold
+from streamproc.search.watchlist_handle import WatchlistHandle
+from streamproc.stream.front import StreamFront
 from streamproc.types import Frame
-from streamproc.watchlist_handle import WatchlistHandle
+from streamproc.vision.embed import OnnxEmbedder
 
 JOURNAL_PRUNE_EVERY_S = 300.0
 CHANNEL_SIZE = 1024

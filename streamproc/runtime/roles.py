@@ -21,25 +21,25 @@ from pathlib import Path
 import zmq
 from prometheus_client import CollectorRegistry
 
-from streamproc.audit import AuditLog
-from streamproc.build import (
+from streamproc.config import PipelineConfig
+from streamproc.errors import StreamprocError
+from streamproc.feed.event_feed import EventFeed
+from streamproc.feed.security import Authenticator
+from streamproc.metrics import PipelineMetrics, serve
+from streamproc.records.audit import AuditLog
+from streamproc.runtime.build import (
     build_detector,
     build_embedder,
     embedder_spec,
     pipeline_detector_config,
     resolve_threshold,
 )
-from streamproc.config import PipelineConfig
-from streamproc.embed_service import EmbedService
-from streamproc.errors import StreamprocError
-from streamproc.feed import EventFeed
-from streamproc.front import StreamFront
-from streamproc.matcher import Matcher
-from streamproc.metrics import PipelineMetrics, serve
-from streamproc.pipeline import Housekeeping
-from streamproc.security import Authenticator
-from streamproc.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
-from streamproc.watchlist_handle import WatchlistHandle
+from streamproc.runtime.embed_service import EmbedService
+from streamproc.runtime.matcher import Matcher
+from streamproc.runtime.pipeline import Housekeeping
+from streamproc.runtime.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
+from streamproc.search.watchlist_handle import WatchlistHandle
+from streamproc.stream.front import StreamFront
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ configuration is handed over as a JSON file, never pickled. Metrics: children wr
 multiprocess files into a private directory; the supervisor aggregates them (counters of a dead child are kept,
 its gauges dropped).
 
-A worker that exits 0 or :data:`~streamproc.roles.EXIT_STREAM_FAILED` has finished its streams (files ended, or
+A worker that exits 0 or :data:`~streamproc.runtime.roles.EXIT_STREAM_FAILED` has finished its streams (files ended, or
 a source failed in a way a restart would repeat); any other exit (a crash, ``kill -9``) is restarted, and its
 streams start again: a file from its beginning (events already published come out under the same ids and the
 journal drops them), a live source from now.
@@ -30,7 +30,7 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 
 from streamproc.config import PipelineConfig
-from streamproc.roles import EXIT_FATAL, EXIT_STREAM_FAILED
+from streamproc.runtime.roles import EXIT_FATAL, EXIT_STREAM_FAILED
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ live stream drops the message, which the front counts per stream. PUSH keeps one
 ZeroMQ reconnects by itself when the service restarts.
 
 The channel carries the face of everyone in view, so beyond one host it should be encrypted: with
-``scale.curve`` both ends use CURVE (:mod:`streamproc.security`) and the service accepts only workers whose public
+``scale.curve`` both ends use CURVE (:mod:`streamproc.feed.security`) and the service accepts only workers whose public
 key it holds.
 """
 
@@ -22,9 +22,9 @@ import zmq
 
 from streamproc.config import ScaleConfig
 from streamproc.errors import ConfigError, StreamprocError
+from streamproc.feed.security import ClientSecurity, ServerSecurity, secure_client, secure_server
 from streamproc.messages import Message
-from streamproc.security import ClientSecurity, ServerSecurity, secure_client, secure_server
-from streamproc.wire import WireError, decode, encode
+from streamproc.runtime.wire import WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ZmqInbox:
         drain_idle_s: float = 0.5,
         security: ServerSecurity | None = None,
     ) -> None:
-        """With ``security``, an :class:`~streamproc.security.Authenticator` must run on ``context`` first."""
+        """With ``security``, an :class:`~streamproc.feed.security.Authenticator` must run on ``context`` first."""
         self._socket: zmq.SyncSocket = context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)

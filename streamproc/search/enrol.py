@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamproc.errors import EnrolmentError, ImageError
-from streamproc.faces import FaceAnalyzer
 from streamproc.fsutil import sha256_file
-from streamproc.imageio import read_image
+from streamproc.search.watchlist import NewTemplate
 from streamproc.types import Face
-from streamproc.watchlist import NewTemplate
+from streamproc.vision.faces import FaceAnalyzer
+from streamproc.vision.imageio import read_image
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from streamproc.audit import AuditLog
 from streamproc.errors import EnrolmentError
-from streamproc.watchlist import NewTemplate, Subject, Watchlist
+from streamproc.records.audit import AuditLog
+from streamproc.search.watchlist import NewTemplate, Subject, Watchlist
 
 EXPIRY_ACTOR = "streamproc-expiry"
 

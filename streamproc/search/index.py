@@ -105,7 +105,7 @@ class HnswIndex:
       so :meth:`get_vectors` returns unit vectors.
 
     Not thread-safe: hnswlib keeps one ``ef`` per index, set before each query, so
-    callers serialise access (:class:`~streamproc.watchlist.Watchlist` does); one
+    callers serialise access (:class:`~streamproc.search.watchlist.Watchlist` does); one
     batched call already uses ``num_threads`` threads.
     """
 

@@ -64,7 +64,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from streamproc.errors import EnrolmentError, WatchlistError
-from streamproc.index import (
+from streamproc.search.index import (
     HnswIndex,
     IndexChecksumError,
     IndexParams,

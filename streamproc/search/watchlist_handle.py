@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from streamproc.search.watchlist import Watchlist
 from streamproc.types import EmbedderIdentity
-from streamproc.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
 

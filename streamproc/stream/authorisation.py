@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 
 from streamproc.config import PipelineConfig, SourceConfig
 from streamproc.errors import ConfigError
-from streamproc.source import source_kind
+from streamproc.stream.source import source_kind
 
 
 class NotAuthorisedError(ConfigError):

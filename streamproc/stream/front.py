@@ -17,19 +17,19 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.align import ChipTemplate, align
-from streamproc.authorisation import needs_authorisation
-from streamproc.bestshot import BestShotSelector, Shot
-from streamproc.buffer import BufferClosed, FrameBuffer
 from streamproc.config import PipelineConfig, SourceConfig
 from streamproc.errors import StreamprocError
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.metrics import PipelineMetrics
 from streamproc.protocols import FaceDetector
-from streamproc.quality import QualityGate
-from streamproc.source import SOURCE_STATES, SourceReader, SourceState, VideoSource, source_kind
-from streamproc.track import FaceTracker
-from streamproc.types import Detections, Frame
+from streamproc.stream.authorisation import needs_authorisation
+from streamproc.stream.buffer import BufferClosed, FrameBuffer
+from streamproc.stream.source import SourceReader, VideoSource, source_kind
+from streamproc.types import SOURCE_STATES, Detections, Frame, SourceState
+from streamproc.vision.align import ChipTemplate, align
+from streamproc.vision.bestshot import BestShotSelector, Shot
+from streamproc.vision.quality import QualityGate
+from streamproc.vision.track import FaceTracker
 
 log = logging.getLogger(__name__)
 

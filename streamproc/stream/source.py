@@ -31,7 +31,7 @@ Lifecycle: :data:`SOURCE_STATES`, reported to ``on_state`` on every transition. 
 ``hwaccel: cuda`` decodes on NVDEC through PyAV's hardware acceleration; without a usable CUDA device (or a
 codec NVDEC cannot decode) the source logs one warning and decodes on the CPU.
 
-:class:`SourceReader` runs a source on its own thread into a :class:`~streamproc.buffer.FrameBuffer`.
+:class:`SourceReader` runs a source on its own thread into a :class:`~streamproc.stream.buffer.FrameBuffer`.
 """
 
 from __future__ import annotations
@@ -55,18 +55,15 @@ from av.container import InputContainer
 from av.error import FFmpegError
 from av.video.stream import VideoStream
 
-from streamproc.buffer import BufferClosed, BufferPolicy, FrameBuffer
 from streamproc.config import ReconnectConfig, SourceConfig
 from streamproc.errors import SourceError
-from streamproc.types import Frame, ImageBGR
+from streamproc.stream.buffer import BufferClosed, BufferPolicy, FrameBuffer
+from streamproc.types import Frame, ImageBGR, SourceState
 
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["file", "folder", "url"]
 
-SourceState = Literal["connecting", "streaming", "reconnecting", "ended", "failed", "stopped"]
-SOURCE_STATES: tuple[SourceState, ...] = ("connecting", "streaming", "reconnecting", "ended", "failed", "stopped")
-"""Every :data:`SourceState`, in lifecycle order (one gauge per state)."""
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts"})
 """Files a folder source picks up (compared case-insensitively)."""

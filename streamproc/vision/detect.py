@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.config import RetinaFaceConfig
-from streamproc.runtime import BatchRunner
+from streamproc.models.providers import BatchRunner
 from streamproc.types import Detections, ImageBGR
 
 if TYPE_CHECKING:

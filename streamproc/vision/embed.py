@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.align import ChipTemplate
 from streamproc.errors import ModelError
-from streamproc.runtime import BatchRunner
+from streamproc.models.providers import BatchRunner
 from streamproc.types import EmbedderIdentity, Metric
+from streamproc.vision.align import ChipTemplate
 
 if TYPE_CHECKING:
     import onnxruntime as ort

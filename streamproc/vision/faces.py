@@ -11,16 +11,16 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.align import ChipTemplate, align
-from streamproc.embed import OnnxEmbedder
 from streamproc.protocols import FaceDetector
-from streamproc.quality import QualityGate
 from streamproc.types import Detections, Face, ImageBGR
+from streamproc.vision.align import ChipTemplate, align
+from streamproc.vision.embed import OnnxEmbedder
+from streamproc.vision.quality import QualityGate
 
 
 @dataclass(frozen=True)
 class FaceAnalyzer:
-    """Detector + alignment + quality gate + embedder, built together by :mod:`streamproc.build`."""
+    """Detector + alignment + quality gate + embedder, built together by :mod:`streamproc.runtime.build`."""
 
     detector: FaceDetector
     embedder: OnnxEmbedder

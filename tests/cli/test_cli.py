@@ -15,7 +15,7 @@ import cv2
 import pytest
 from skimage import data
 
-from streamproc.imageio import read_image
+from streamproc.vision.imageio import read_image
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 WHO = ("--operator", "officer-1", "--reason", "case 2026/42")
@@ -191,9 +191,9 @@ def test_unwritable_report_path_is_one_line(shared_dir: Path, tmp_path: Path) ->
 def test_expired_subjects_are_purged_and_audited(shared_dir: Path, tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from streamproc.audit import AuditLog
-    from streamproc.governance import purge_expired
-    from streamproc.watchlist import Watchlist
+    from streamproc.records.audit import AuditLog
+    from streamproc.search.governance import purge_expired
+    from streamproc.search.watchlist import Watchlist
 
     wl = tmp_path / "wl"
     soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()

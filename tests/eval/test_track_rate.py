@@ -11,16 +11,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamproc.calibration import (
-    Calibration,
-    OperatingPoint,
-    Threshold,
-    TrackFalseFlags,
-    TrackRow,
-    load_calibration,
-    predicted_false_alerts_per_hour,
-    save_calibration,
-)
 from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
 from streamproc.eval.tracks import (
     TrackSet,
@@ -29,6 +19,16 @@ from streamproc.eval.tracks import (
     make_tracks,
     person_fold,
     track_false_flags,
+)
+from streamproc.search.calibration import (
+    Calibration,
+    OperatingPoint,
+    Threshold,
+    TrackFalseFlags,
+    TrackRow,
+    load_calibration,
+    predicted_false_alerts_per_hour,
+    save_calibration,
 )
 
 # A 2-d gallery pool: g0 at the origin, the rest far away on a circle of radius 10.
@@ -194,7 +194,7 @@ def test_calibration_file_round_trip_with_and_without_tracks(tmp_path: Path) -> 
 
 
 def test_shipped_file_loads() -> None:
-    path = Path(__file__).resolve().parents[1] / "streamproc" / "data" / "calibration" / "dlib-resnet-v1.json"
+    path = Path(__file__).resolve().parents[2] / "streamproc" / "data" / "calibration" / "dlib-resnet-v1.json"
     cal = load_calibration(path)
     for section in cal.track_false_flags:
         assert any(abs(p.fmr_target - section.fmr_target) <= 1e-12 for p in cal.points)
@@ -202,7 +202,7 @@ def test_shipped_file_loads() -> None:
 
 
 def test_calibrate_cli_measures_tracks(shared_dir: Path, tmp_path: Path) -> None:
-    from streamproc.cli_calibrate import calibrate_command
+    from streamproc.cli.calibrate import calibrate_command
 
     source = shared_dir / "data" / "identity" / "lfw"
     persons = sorted(p for p in source.iterdir() if p.is_dir())
@@ -236,7 +236,7 @@ def test_calibrate_cli_measures_tracks(shared_dir: Path, tmp_path: Path) -> None
 
 
 def test_pairs_file_restricts_the_calibration_set(tmp_path: Path) -> None:
-    from streamproc.cli_calibrate import _calibration_items
+    from streamproc.cli.calibrate import _calibration_items
     from streamproc.errors import ConfigError
 
     for name, count in (("Ann", 3), ("Bob", 2)):

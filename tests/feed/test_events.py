@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from support import make_event
 from typer.testing import CliRunner
 
-from streamproc.cli_events import events_app
+from streamproc.cli.events import events_app
 from streamproc.errors import StreamprocError
-from streamproc.events import (
+from streamproc.feed.events import (
     NOTICE,
     REVIEW_SCHEMA_PATH,
     SCHEMA_PATH,
@@ -359,11 +359,11 @@ def test_event_id_is_deterministic_and_depends_on_every_input() -> None:
 def test_committed_schema_equals_generated() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == json_schema_text(), (
         "streamproc/data/event.schema.json is stale: run "
-        "`python -c 'from streamproc.events import write_json_schemas; write_json_schemas()'`"
+        "`python -c 'from streamproc.feed.events import write_json_schemas; write_json_schemas()'`"
     )
     assert REVIEW_SCHEMA_PATH.read_text(encoding="utf-8") == review_json_schema_text(), (
         "streamproc/data/review-event.schema.json is stale: run "
-        "`python -c 'from streamproc.events import write_json_schemas; write_json_schemas()'`"
+        "`python -c 'from streamproc.feed.events import write_json_schemas; write_json_schemas()'`"
     )
 
 
@@ -587,14 +587,14 @@ def test_tail_bad_endpoint_is_a_user_error() -> None:
 
 
 def test_tail_does_not_interpret_markup_in_names() -> None:
-    from streamproc.cli_events import summary
+    from streamproc.cli.events import summary
 
     line = summary(make_event(subject_name="[red]x[/red]"))
     assert "([red]x[/red])" in line
 
 
 def test_review_summary_says_who_decided_what() -> None:
-    from streamproc.cli_events import summary
+    from streamproc.cli.events import summary
 
     line = summary(make_review(note="looks\nlike him"))
     assert "REVIEW event=" + make_event().event_id in line
@@ -603,11 +603,11 @@ def test_review_summary_says_who_decided_what() -> None:
     assert line.endswith("seq=7")
 
 
-TAIL = [sys.executable, "-c", "from streamproc.cli_events import events_app; events_app()", "tail"]
+TAIL = [sys.executable, "-c", "from streamproc.cli.events import events_app; events_app()", "tail"]
 
 
 def test_tail_as_a_real_process() -> None:
-    # Once streamproc.cli mounts events_app, `streamproc events tail` is the same command.
+    # Once streamproc.cli.app mounts events_app, `streamproc events tail` is the same command.
     with publishing() as endpoint:
         done = subprocess.run(
             [*TAIL, endpoint, "--count", "3", "--timeout", "20"], capture_output=True, text=True, timeout=60

@@ -18,13 +18,13 @@ import pytest
 from support import make_event
 
 from streamproc.errors import StreamprocError
-from streamproc.events import (
+from streamproc.feed.events import (
     EventPublisher,
     EventSubscriber,
     MatchEvent,
     ReviewEvent,
 )
-from streamproc.journal import JOURNAL_FORMAT, EventJournal, JournaledPublisher, JournalError
+from streamproc.feed.journal import JOURNAL_FORMAT, EventJournal, JournaledPublisher, JournalError
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WARMUP = "warmup"
@@ -183,8 +183,8 @@ def test_wal_mode_and_sync_setting(tmp_path: Path) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from streamproc.journal import EventJournal
-from streamproc.events import MatchEvent
+from streamproc.feed.journal import EventJournal
+from streamproc.feed.events import MatchEvent
 template = MatchEvent.model_validate_json(sys.stdin.buffer.read())
 journal = EventJournal(Path(sys.argv[1]), sync="full")
 i = 0

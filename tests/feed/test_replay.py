@@ -19,15 +19,15 @@ import zmq
 from support import make_event
 from typer.testing import CliRunner
 
-from streamproc.cli_events import events_app
+from streamproc.cli.events import events_app
 from streamproc.errors import StreamprocError
-from streamproc.events import (
+from streamproc.feed.events import (
     EventEndpointError,
     EventPublisher,
     MatchEvent,
 )
-from streamproc.journal import EventJournal, JournaledPublisher
-from streamproc.replay import MAX_BATCH, ReplayError, ReplayServer, fetch_since, iter_since
+from streamproc.feed.journal import EventJournal, JournaledPublisher
+from streamproc.feed.replay import MAX_BATCH, ReplayError, ReplayServer, fetch_since, iter_since
 
 ANY_PORT = "tcp://127.0.0.1:*"
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))

@@ -18,9 +18,9 @@ import zmq
 from typer.testing import CliRunner
 from zmq.utils.monitor import recv_monitor_message
 
-from streamproc.cli_keys import keys_app
+from streamproc.cli.keys import keys_app
 from streamproc.errors import StreamprocError
-from streamproc.events import (
+from streamproc.feed.events import (
     CalibrationInfo,
     EventPublisher,
     EventSubscriber,
@@ -28,7 +28,7 @@ from streamproc.events import (
     QualityInfo,
     make_event_id,
 )
-from streamproc.security import (
+from streamproc.feed.security import (
     Authenticator,
     ClientSecurity,
     SecurityError,

@@ -21,22 +21,20 @@ from prometheus_client import CollectorRegistry
 from support import make_event
 from typer.testing import CliRunner
 
-from streamproc.audit import AuditLog, AuditRecord
-from streamproc.cli_events import events_app
+from streamproc.cli.events import events_app
 from streamproc.config import EventsConfig, JournalConfig
-from streamproc.events import EventPublisher, MatchEvent, ReviewEvent, decode
-from streamproc.feed import EventFeed
-from streamproc.journal import EventJournal
-from streamproc.metrics import PipelineMetrics
-from streamproc.replay import ReplayServer, fetch_since
-from streamproc.review import (
+from streamproc.feed.event_feed import EventFeed, awaiting_publication, publish_pending_reviews
+from streamproc.feed.events import EventPublisher, MatchEvent, ReviewEvent, decode
+from streamproc.feed.journal import EventJournal
+from streamproc.feed.replay import ReplayServer, fetch_since
+from streamproc.govern.review import (
     ReviewError,
     ReviewRefusedError,
-    awaiting_publication,
     decide,
-    publish_pending_reviews,
     states,
 )
+from streamproc.metrics import PipelineMetrics
+from streamproc.records.audit import AuditLog, AuditRecord
 
 ANY_PORT = "tcp://127.0.0.1:*"
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it

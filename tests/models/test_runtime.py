@@ -12,8 +12,7 @@ import pytest
 
 from streamproc.config import RuntimeConfig
 from streamproc.errors import ModelError, ProviderError
-from streamproc.models.registry import RETINAFACE, ModelStore
-from streamproc.runtime import (
+from streamproc.models.providers import (
     CPU,
     CUDA,
     TENSORRT,
@@ -23,6 +22,7 @@ from streamproc.runtime import (
     provider_plan,
     uses_io_binding,
 )
+from streamproc.models.registry import RETINAFACE, ModelStore
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_session_on_cuda_really_runs_on_cuda() -> None:
 
 
 def test_cpu_session_logs_the_provider(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="streamproc.runtime")
+    caplog.set_level("INFO", logger="streamproc.models.providers")
     session = create_session(_detector_model(), RuntimeConfig(device="auto"), "detector")
     assert session.get_providers()[0] in (CPU, CUDA)
     assert f"runs on {session.get_providers()[0]}" in caplog.text
@@ -99,7 +99,7 @@ def test_cuda_plan_has_cuda_options(device: str) -> None:
 
 
 def test_fp16_on_the_cpu_is_ignored_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="streamproc.runtime")
+    caplog.set_level(logging.INFO, logger="streamproc.models.providers")
     plan = provider_plan(RuntimeConfig(device="auto", precision="fp16"), [CPU], ENGINES)
     assert plan == [(CPU, {})]
     assert "fp16 ignored" in caplog.text

@@ -19,7 +19,7 @@ pytest.importorskip("torch", reason="torch is not installed (not a project depen
 
 
 def _onnx_torch() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "onnx_torch.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "onnx_torch.py"
     spec = importlib.util.spec_from_file_location("onnx_torch", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -14,8 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamproc.audit import KEY_FILE, LOG_FILE, AuditError, AuditLog, Checkpoint, Problem
-from streamproc.cli_audit import audit_app
+from streamproc.cli.audit import audit_app
+from streamproc.records.audit import KEY_FILE, LOG_FILE, AuditError, AuditLog, Checkpoint, Problem
 
 
 def make_log(directory: Path, n: int = 6) -> AuditLog:
@@ -146,7 +146,7 @@ def test_concurrent_appends_from_four_processes_make_one_valid_chain(tmp_path: P
         """
         import sys
         from pathlib import Path
-        from streamproc.audit import AuditLog
+        from streamproc.records.audit import AuditLog
         log = AuditLog.open(Path(sys.argv[1]))
         for i in range(40):
             log.append(f"proc-{sys.argv[2]}", "identify", details={"i": i})
@@ -261,7 +261,7 @@ def test_processes_creating_the_log_together_get_one_log(tmp_path: Path) -> None
     import sys
 
     code = (
-        "import sys; from pathlib import Path; from streamproc.audit import AuditLog; "
+        "import sys; from pathlib import Path; from streamproc.records.audit import AuditLog; "
         "AuditLog.open_or_create(Path(sys.argv[1]), actor=sys.argv[2]).append(sys.argv[2], 'hello')"
     )
     procs = [

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.build import build_analyzer
 from streamproc.config import RecognitionConfig
-from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.watchlist import NewSubject, Watchlist
+from streamproc.runtime.build import build_analyzer
+from streamproc.search.enrol import FaceChoice, templates_from_images
+from streamproc.search.watchlist import NewSubject, Watchlist
 
 pytestmark = pytest.mark.shared
 

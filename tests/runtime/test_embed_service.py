@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 from support import make_shot
 
-from streamproc.embed_service import EmbedService, QueueChannel
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.metrics import PipelineMetrics
+from streamproc.runtime.embed_service import EmbedService, QueueChannel
 
 
 class Recorder:

@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 from support import free_port, make_watchlist, run_with_subscriber
 
-from streamproc.build import build_analyzer
 from streamproc.config import PipelineConfig, RecognitionConfig
-from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.watchlist import NewSubject, Watchlist
+from streamproc.runtime.build import build_analyzer
+from streamproc.search.enrol import FaceChoice, templates_from_images
+from streamproc.search.watchlist import NewSubject, Watchlist
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 pytestmark = pytest.mark.shared
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 
 

@@ -13,13 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support import make_event
 
-from streamproc.build import build_analyzer, build_pipeline
 from streamproc.config import PipelineConfig, RecognitionConfig
-from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.events import EventSubscriber, MatchEvent
-from streamproc.replay import fetch_since
-from streamproc.security import ClientSecurity, generate_keypair
-from streamproc.watchlist import NewSubject, Watchlist
+from streamproc.feed.events import EventSubscriber, MatchEvent
+from streamproc.feed.replay import fetch_since
+from streamproc.feed.security import ClientSecurity, generate_keypair
+from streamproc.runtime.build import build_analyzer, build_pipeline
+from streamproc.search.enrol import FaceChoice, templates_from_images
+from streamproc.search.watchlist import NewSubject, Watchlist
 
 pytestmark = pytest.mark.shared
 
@@ -156,8 +156,8 @@ def test_curve_feed_reaches_allowed_subscribers_only(shared_dir: Path, watchlist
 
 
 def test_events_tail_with_keys_receives_and_without_keys_does_not(tmp_path: Path) -> None:
-    from streamproc.events import EventPublisher
-    from streamproc.security import ServerSecurity
+    from streamproc.feed.events import EventPublisher
+    from streamproc.feed.security import ServerSecurity
 
     keys, allowed = tmp_path / "keys", tmp_path / "allowed"
     allowed.mkdir()

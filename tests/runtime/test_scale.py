@@ -26,9 +26,9 @@ import yaml
 from support import free_port, make_watchlist
 from test_rtsp import RtspServer
 
-from streamproc.audit import AuditLog
-from streamproc.events import REVIEW_TOPIC_PREFIX, EventSubscriber, MatchEvent, ReviewEvent
-from streamproc.journal import EventJournal
+from streamproc.feed.events import REVIEW_TOPIC_PREFIX, EventSubscriber, MatchEvent, ReviewEvent
+from streamproc.feed.journal import EventJournal
+from streamproc.records.audit import AuditLog
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"

@@ -13,9 +13,9 @@ from support import make_shot
 
 from streamproc.config import ChipCurveConfig, ScaleConfig
 from streamproc.errors import ConfigError
+from streamproc.feed.security import Authenticator, generate_keypair
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
-from streamproc.security import Authenticator, generate_keypair
-from streamproc.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
+from streamproc.runtime.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
 
 
 @pytest.fixture

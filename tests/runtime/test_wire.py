@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from streamproc.messages import BestShot, StreamOpened, TrackEnded
+from streamproc.runtime.wire import WireError, decode, encode
 from streamproc.types import Quality
-from streamproc.wire import WireError, decode, encode
 
 
 def shot(chip: np.ndarray | None = None) -> BestShot:
@@ -93,7 +93,7 @@ def test_a_chip_whose_bytes_do_not_match_its_shape_is_refused() -> None:
 
 
 def test_live_sessions_order_by_start_time() -> None:
-    from streamproc.matcher import _older
+    from streamproc.runtime.matcher import _older
 
     assert _older("1700000000.000001", "1700000005.5")
     assert not _older("1700000005.5", "1700000000.000001")

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamproc.cli_calibrate import calibrate_command
+from streamproc.cli.calibrate import calibrate_command
 from streamproc.eval.metrics import clopper_pearson
 from streamproc.eval.openset import (
     fpir_point,
@@ -109,7 +109,7 @@ def test_bench_split_is_person_disjoint(tmp_path: Path) -> None:
 
 
 def test_calibrate_cli_writes_a_loadable_file(shared_dir: Path, tmp_path: Path) -> None:
-    from streamproc.calibration import load_calibration
+    from streamproc.search.calibration import load_calibration
 
     source = shared_dir / "data" / "identity" / "lfw"
     persons = sorted(p for p in source.iterdir() if p.is_dir())

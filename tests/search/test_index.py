@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from streamproc.errors import WatchlistError
-from streamproc.index import (
+from streamproc.search.index import (
     HnswIndex,
     IndexParams,
     exact_search,
@@ -45,7 +45,7 @@ def _queries(gallery: NDArray[np.float32], metric: Metric, seed: int, n: int = Q
 
 
 def _bf_top1(gallery: NDArray[np.float32], queries: NDArray[np.float32], metric: Metric) -> NDArray[np.int64]:
-    """Ground truth straight from hnswlib.BFIndex, independent of streamproc.index."""
+    """Ground truth straight from hnswlib.BFIndex, independent of streamproc.search.index."""
     bf = hnswlib.BFIndex(space="ip" if metric == "cosine" else "l2", dim=DIM)
     bf.init_index(gallery.shape[0])
     bf.add_items(gallery, np.arange(gallery.shape[0], dtype=np.uint64))

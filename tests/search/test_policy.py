@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamproc.config import PolicyConfig
-from streamproc.policy import Flag, MatchPolicy, ShotResult
+from streamproc.search.policy import Flag, MatchPolicy, ShotResult
 
 THRESHOLD = 0.5
 

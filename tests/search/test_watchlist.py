@@ -14,9 +14,8 @@ import pytest
 from numpy.typing import NDArray
 
 from streamproc.errors import EnrolmentError, WatchlistError
-from streamproc.index import HnswIndex, normalise
-from streamproc.types import EmbedderIdentity
-from streamproc.watchlist import (
+from streamproc.search.index import HnswIndex, normalise
+from streamproc.search.watchlist import (
     DB_FILE,
     INDEX_FILE,
     PENDING_FILE,
@@ -24,6 +23,7 @@ from streamproc.watchlist import (
     NewTemplate,
     Watchlist,
 )
+from streamproc.types import EmbedderIdentity
 
 DIM = 128
 MODEL = EmbedderIdentity(kind="dlib-resnet", model_sha256="a" * 64, dim=DIM, metric="cosine")

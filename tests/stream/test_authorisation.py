@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streamproc.audit import AuditLog
-from streamproc.authorisation import NotAuthorisedError, check_authorisation, needs_authorisation
 from streamproc.config import PipelineConfig
+from streamproc.records.audit import AuditLog
+from streamproc.stream.authorisation import NotAuthorisedError, check_authorisation, needs_authorisation
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

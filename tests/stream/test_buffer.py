@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from streamproc.buffer import BufferClosed, BufferPolicy, FrameBuffer
+from streamproc.stream.buffer import BufferClosed, BufferPolicy, FrameBuffer
 
 
 @pytest.mark.parametrize("policy", ["wait", "drop_oldest"])

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from support import free_port
 
-from streamproc.buffer import BufferClosed, FrameBuffer
 from streamproc.config import SourceConfig
 from streamproc.errors import SourceError
-from streamproc.source import SourceReader, SourceState, VideoSource
-from streamproc.types import Frame
+from streamproc.stream.buffer import BufferClosed, FrameBuffer
+from streamproc.stream.source import SourceReader, VideoSource
+from streamproc.types import Frame, SourceState
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).with_name("rtsp_server.py")
+SERVER = Path(__file__).parents[1] / "rtsp_server.py"
 PACKAGES = "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-{base,good,ugly,bad}"
 OUTAGE_S = 10.0
 

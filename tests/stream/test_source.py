@@ -16,20 +16,18 @@ import numpy as np
 import pytest
 from av.codec.hwaccel import hwdevices_available
 
-from streamproc.buffer import BufferClosed, FrameBuffer
 from streamproc.config import ReconnectConfig, SourceConfig
 from streamproc.errors import SourceError
-from streamproc.source import (
-    SOURCE_STATES,
+from streamproc.stream.buffer import BufferClosed, FrameBuffer
+from streamproc.stream.source import (
     Backoff,
     RateSampler,
     SourceReader,
-    SourceState,
     VideoSource,
     redact_url,
     source_kind,
 )
-from streamproc.types import Frame
+from streamproc.types import SOURCE_STATES, Frame, SourceState
 
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"  # 640x360, 29.97 fps, 275 frames, moov at end
 WALKING = "data/video/intel_face-demographics-walking_from_gif.mp4"  # 480x270, 12 fps, 35 frames, moov first
@@ -525,7 +523,7 @@ def test_hwaccel_cuda_decodes_the_same_frames_or_falls_back_to_the_cpu_with_one_
     _make_clip(tmp_path / "a.mp4", n=5)
     _make_clip(tmp_path / "b.mp4", n=5)
     cpu = list(VideoSource(_config(tmp_path)).frames())
-    caplog.set_level(logging.WARNING, logger="streamproc.source")
+    caplog.set_level(logging.WARNING, logger="streamproc.stream.source")
     source = VideoSource(_config(tmp_path, hwaccel="cuda"))
     frames = list(source.frames())
     assert [_grey(f) for f in frames] == [_grey(f) for f in cpu] == [0, 1, 2, 3, 4] * 2

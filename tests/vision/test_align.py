@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.align import ARCFACE_112, DLIB_150, ChipTemplate, align, similarity_transform
+from streamproc.vision.align import ARCFACE_112, DLIB_150, ChipTemplate, align, similarity_transform
 
 
 def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.bestshot import BestShotSelector, Shot
 from streamproc.config import BestShotConfig
 from streamproc.types import Quality
+from streamproc.vision.bestshot import BestShotSelector, Shot
 
 STEP = 0.25  # binary-exact frame times, so window edges are exact
 

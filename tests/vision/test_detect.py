@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from streamproc.config import RetinaFaceConfig
-from streamproc.detect import RetinaFaceDetector, decode, make_priors, nms
-from streamproc.faces import FaceAnalyzer
-from streamproc.imageio import read_image
+from streamproc.vision.detect import RetinaFaceDetector, decode, make_priors, nms
+from streamproc.vision.faces import FaceAnalyzer
+from streamproc.vision.imageio import read_image
 
 
 @pytest.mark.parametrize(("h", "w"), [(250, 250), (360, 640), (720, 1280), (97, 131)])

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamproc.build import build_embedder
 from streamproc.config import ArcFaceConfig, RecognitionConfig
-from streamproc.embed import OnnxEmbedder
 from streamproc.errors import ModelError
-from streamproc.faces import FaceAnalyzer, central_face
-from streamproc.imageio import read_image
+from streamproc.runtime.build import build_embedder
+from streamproc.vision.embed import OnnxEmbedder
+from streamproc.vision.faces import FaceAnalyzer, central_face
+from streamproc.vision.imageio import read_image
 
 STAND_INS = [
     ("arcface_mbf512_faceplugin.onnx", 512, True),  # batch fixed at 1 in the model
@@ -69,7 +69,7 @@ def test_arcface_stand_ins(shared_dir: Path, filename: str, dim: int, fixed_batc
     embedder = build_embedder(cfg)
     assert embedder.identity.dim == dim and embedder.identity.metric == "cosine"
     assert embedder.chip_size == 112
-    from streamproc.build import build_analyzer
+    from streamproc.runtime.build import build_analyzer
 
     analyzer = build_analyzer(cfg)
     paths, labels = _lfw(shared_dir)

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from streamproc.align import ARCFACE_112, align
 from streamproc.config import QualityConfig
-from streamproc.quality import QualityGate, pose, sharpness
+from streamproc.vision.align import ARCFACE_112, align
+from streamproc.vision.quality import QualityGate, pose, sharpness
 
 
 def _face_image() -> tuple[np.ndarray, np.ndarray]:

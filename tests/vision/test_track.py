@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.config import TrackerConfig
-from streamproc.track import FaceTracker, TrackerOutput, iou_matrix, kf_init, kf_predict
 from streamproc.types import Detections
+from streamproc.vision.track import FaceTracker, TrackerOutput, iou_matrix, kf_init, kf_predict
 
 FPS = 25.0
 
