@@ -31,14 +31,14 @@ import av
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamproc.build import build_analyzer, build_pipeline
 from streamproc.config import PipelineConfig, RecognitionConfig, RetinaFaceConfig
-from streamproc.enrol import FaceChoice, templates_from_images
-from streamproc.events import EventSubscriber, MatchEvent
-from streamproc.faces import FaceAnalyzer
+from streamproc.feed.events import EventSubscriber, MatchEvent
+from streamproc.runtime.build import build_analyzer, build_pipeline
+from streamproc.search.enrol import FaceChoice, templates_from_images
+from streamproc.search.watchlist import NewSubject, NewTemplate, Watchlist
 from streamproc.sysinfo import machine_description
 from streamproc.types import Frame
-from streamproc.watchlist import NewSubject, NewTemplate, Watchlist
+from streamproc.vision.faces import FaceAnalyzer
 
 STAGES = ("detect", "track", "align", "embed", "search", "policy", "publish")
 

@@ -19,12 +19,12 @@ import av
 import cv2
 import numpy as np
 
-from streamproc.build import build_detector, build_embedder
 from streamproc.config import DlibResnetConfig, RecognitionConfig, RetinaFaceConfig
-from streamproc.faces import FaceAnalyzer, central_face
-from streamproc.imageio import read_image
-from streamproc.quality import QualityGate
+from streamproc.runtime.build import build_detector, build_embedder
 from streamproc.sysinfo import machine_description
+from streamproc.vision.faces import FaceAnalyzer, central_face
+from streamproc.vision.imageio import read_image
+from streamproc.vision.quality import QualityGate
 
 
 def median_ms(fn: object, repeats: int) -> float:

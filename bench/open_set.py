@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamproc.build import build_analyzer
-from streamproc.calibration import similarity_to_distance
-from streamproc.cli_common import eval_cache, recognition_config
+from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.metrics import clopper_pearson, open_set_at_threshold, rank1_split
 from streamproc.eval.openset import (
@@ -32,6 +30,8 @@ from streamproc.eval.openset import (
     threshold_at_tar,
 )
 from streamproc.eval.tracks import make_tracks, track_false_flags
+from streamproc.runtime.build import build_analyzer
+from streamproc.search.calibration import similarity_to_distance
 from streamproc.types import Metric
 
 TARGET_FPIR = 1e-3

@@ -54,9 +54,9 @@ import yaml
 from bench_pipeline import build_watchlist
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamproc.build import build_analyzer
 from streamproc.config import RecognitionConfig
-from streamproc.events import EventSubscriber, MatchEvent
+from streamproc.feed.events import EventSubscriber, MatchEvent
+from streamproc.runtime.build import build_analyzer
 from streamproc.sysinfo import machine_description
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
