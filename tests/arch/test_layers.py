@@ -31,7 +31,7 @@ def layers() -> list[list[str]]:
 def part_of(module: str) -> str:
     """``streamproc.vision.detect`` -> ``vision``; a top-level module (``streamproc.types``) -> core."""
     parts = module.split(".")
-    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
+    if len(parts) == 1 or (len(parts) == 2 and not (PACKAGE / parts[1]).is_dir()):
         return CORE
     return parts[1]
 
