@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+from rtsp_camera import RtspServer
 from support import free_port, make_watchlist
-from test_rtsp import RtspServer
 
 from streamproc.feed.events import REVIEW_TOPIC_PREFIX, EventSubscriber, MatchEvent, ReviewEvent
 from streamproc.feed.journal import EventJournal

@@ -6,14 +6,13 @@ is killed mid-stream (a camera crash: no goodbye), kept down, and restarted on t
 
 from __future__ import annotations
 
-import select
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rtsp_camera import RtspServer
 from support import free_port
 
 from streamproc.config import SourceConfig
@@ -22,43 +21,7 @@ from streamproc.stream.buffer import BufferClosed, FrameBuffer
 from streamproc.stream.source import SourceReader, VideoSource
 from streamproc.types import Frame, SourceState
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).parents[1] / "rtsp_server.py"
-PACKAGES = "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-{base,good,ugly,bad}"
 OUTAGE_S = 10.0
-
-
-class RtspServer:
-    """``tests/rtsp_server.py`` as a subprocess that can crash and come back on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"rtsp://127.0.0.1:{port}/cam"
-        self._port = port
-        self._proc: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(SERVER), "--port", str(self._port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._proc = proc
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else ""
-        if not line.startswith("ready "):
-            self.kill()
-            pytest.fail(f"RTSP server did not start within {timeout:g} s: {line.strip() or 'no output'}")
-
-    def kill(self) -> None:
-        """SIGKILL: the connection drops without an RTSP TEARDOWN, as when a camera loses power."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(10)
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
-            self._proc = None
 
 
 @pytest.fixture
