@@ -24,7 +24,7 @@ from streamproc.feed.events import (
     FeedEvent,
     ReviewEvent,
 )
-from streamproc.feed.replay import iter_since
+from streamproc.feed.replay import ReplayUnreachableError, iter_since
 from streamproc.feed.security import ClientSecurity, client_security_from_options, secure_client
 
 events_app = typer.Typer(
@@ -88,7 +88,9 @@ class _GapFiller:
 
     Live events are subscribed to before the gap is fetched and buffered while it is; any later jump in seq
     (slow joiner, high-water mark drop, a filtered-out stream) or a quiet second is filled from the replay
-    endpoint again, so nothing journaled is skipped and nothing is printed twice.
+    endpoint again, so nothing journaled is skipped and nothing is printed twice. A replay endpoint that does
+    not answer (the pipeline stopped or is restarting) is asked again every quiet second, from the last seq
+    printed; the outage and the recovery are each reported once.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class _GapFiller:
         self.report = report
         self.printed = 0
         self.pending: deque[FeedEvent] = deque()
+        self.waiting = False
 
     def _show(self, event: FeedEvent, limit: int | None) -> None:
         if (limit is None or self.printed < limit) and any(event.topic.startswith(p) for p in self.prefixes):
@@ -133,13 +136,26 @@ class _GapFiller:
         """Print every journaled event after the current position (the live feed is buffered meanwhile)."""
         security = self.security
         setup = None if security is None else (lambda sock: secure_client(sock, security))
-        for batch in iter_since(self.replay, self.position, self.timeout_s, socket_setup=setup):
-            for event in batch:
-                self._show(event, limit)
-                self.position = max(self.position, event.seq or 0)
-            self._drain_live()
-            if limit is not None and self.printed >= limit:
-                return
+        try:
+            for batch in iter_since(self.replay, self.position, self.timeout_s, socket_setup=setup):
+                self._answered()
+                for event in batch:
+                    self._show(event, limit)
+                    self.position = max(self.position, event.seq or 0)
+                self._drain_live()
+                if limit is not None and self.printed >= limit:
+                    return
+        except ReplayUnreachableError as err:
+            if not self.waiting:
+                self.report(f"{err}; waiting for it, then resuming after seq {self.position}")
+            self.waiting = True
+            return
+        self._answered()
+
+    def _answered(self) -> None:
+        if self.waiting:
+            self.report(f"replay endpoint {self.replay} answers again; resuming after seq {self.position}")
+        self.waiting = False
 
     def live(self, wait_s: float, limit: int | None) -> None:
         """Handle the next live event (buffered first), waiting up to ``wait_s`` for one."""

@@ -44,6 +44,10 @@ class ReplayError(StreamprocError):
     """The replay endpoint did not answer, answered with an error, or sent something malformed."""
 
 
+class ReplayUnreachableError(ReplayError):
+    """No reply within the timeout: the server is down or restarting (worth asking again later)."""
+
+
 def _parse_request(frames: list[bytes]) -> tuple[int, int]:
     """``(seq, limit)`` from a request body; ValueError with a one-line reason otherwise."""
     if not frames or frames[0] != b"since":
@@ -172,7 +176,7 @@ def iter_since(
 ) -> Iterator[list[FeedEvent]]:
     """Batches of the match and review events after ``seq``, in seq order, until the server has no more.
 
-    ``timeout_s`` bounds the wait for each reply; no reply in time raises :class:`ReplayError` (a REQ socket
+    ``timeout_s`` bounds the wait for each reply; no reply in time raises :class:`ReplayUnreachableError` (a REQ socket
     cannot be reused after a lost reply, so the caller starts over). A malformed event raises
     :class:`~streamproc.feed.events.EventFormatError`.
     """
@@ -194,7 +198,8 @@ def iter_since(
             try:
                 reply = sock.recv_multipart()
             except zmq.Again:
-                raise ReplayError(f"no reply from replay endpoint {endpoint} within {timeout_s:g} s") from None
+                message = f"no reply from replay endpoint {endpoint} within {timeout_s:g} s"
+                raise ReplayUnreachableError(message) from None
             if not reply or reply[0] not in (b"events", b"error"):
                 raise ReplayError(f"malformed reply from replay endpoint {endpoint}")
             if reply[0] == b"error":
@@ -222,4 +227,12 @@ def fetch_since(endpoint: str, seq: int, timeout_s: float) -> list[FeedEvent]:
     return events
 
 
-__all__ = ["MAX_BATCH", "MAX_REPLY_BYTES", "ReplayError", "ReplayServer", "fetch_since", "iter_since"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_REPLY_BYTES",
+    "ReplayError",
+    "ReplayServer",
+    "ReplayUnreachableError",
+    "fetch_since",
+    "iter_since",
+]

@@ -36,11 +36,16 @@ STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 class Feed:
     """A journaled publisher and its replay server, as the pipeline runs them."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pub_endpoint: str = ANY_PORT, replay_endpoint: str = ANY_PORT) -> None:
         self.journal = EventJournal(path, sync="normal")
         self.requests = 0
-        self.pub = JournaledPublisher(EventPublisher(ANY_PORT), self.journal)
-        self.replay = ReplayServer(self.journal, ANY_PORT, on_request=self._count)
+        self.pub = JournaledPublisher(EventPublisher(pub_endpoint), self.journal)
+        self.replay = ReplayServer(self.journal, replay_endpoint, on_request=self._count)
+
+    @classmethod
+    def on(cls, path: Path, pub_endpoint: str, replay_endpoint: str) -> Feed:
+        """A restarted feed: the same journal file and endpoints as a closed one."""
+        return cls(path, pub_endpoint, replay_endpoint)
 
     def _count(self) -> None:
         self.requests += 1
@@ -268,9 +273,14 @@ def test_tail_since_needs_replay_and_a_reachable_one(feed: Feed) -> None:
     assert res.exit_code == 2
     missing = runner.invoke(
         events_app,
-        ["tail", feed.pub.endpoint, "--since", "0", "--replay", "tcp://127.0.0.1:1", "--replay-timeout", "0.2"],
+        [
+            *["tail", feed.pub.endpoint, "--since", "0", "--replay", "tcp://127.0.0.1:1"],
+            *["--replay-timeout", "0.2", "--count", "1", "--timeout", "1"],
+        ],
     )
-    assert isinstance(missing.exception, ReplayError)
+    # Not answering (yet) is what a restarting pipeline looks like: it says it waits, and --timeout bounds it.
+    assert missing.exit_code == 1, missing.output
+    assert "waiting" in missing.stderr and "tcp://127.0.0.1:1" in missing.stderr
 
 
 def test_tail_as_a_real_process_gets_gap_then_live(feed: Feed) -> None:
@@ -296,3 +306,40 @@ def test_tail_as_a_real_process_gets_gap_then_live(feed: Feed) -> None:
     live = [MatchEvent.model_validate_json(line) for line in out.splitlines()]
     assert [e.seq for e in live] == [51, 52, 53, 54, 55]
     assert [e.track_id for e in live] == list(range(50, 55))
+
+
+def test_tail_since_survives_a_pipeline_restart_and_resumes_after_what_it_printed(tmp_path: Path) -> None:
+    """The "I was away" mode outlives a restart: it says it waits, then prints the rest exactly once."""
+    path = tmp_path / "journal.sqlite"
+    first = Feed(path)
+    first.publish(1, 2, 3)
+    pub_endpoint, replay_endpoint = first.pub.endpoint, first.replay.endpoint
+    tail = subprocess.Popen(
+        [
+            *[STREAMPROC, "events", "tail", pub_endpoint, "--replay", replay_endpoint, "--since", "0"],
+            *["--replay-timeout", "0.3", "--count", "6", "--timeout", "60", "--json"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert tail.stdout is not None and tail.stderr is not None
+    second: Feed | None = None
+    try:
+        assert seqs_of("".join(tail.stdout.readline() for _ in range(3))) == [1, 2, 3]
+        first.close()  # the pipeline stops: publisher, replay endpoint and journal go away
+        assert "waiting" in tail.stderr.readline()  # it says so at once, and keeps going
+        time.sleep(1.0)  # several replay timeouts pass: the old client exited 2 here
+        assert tail.poll() is None
+        second = Feed.on(path, pub_endpoint, replay_endpoint)  # the pipeline is back on the same endpoints
+        second.publish(4, 5, 6)
+        out, err = tail.communicate(timeout=60)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+        if second is not None:
+            second.close()
+    assert tail.returncode == 0, err
+    assert seqs_of(out) == [4, 5, 6]
+    assert "Traceback" not in err
