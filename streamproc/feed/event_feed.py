@@ -27,6 +27,31 @@ log = logging.getLogger(__name__)
 DAY_S = 86400.0
 
 
+_LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True when a ZeroMQ endpoint is reachable only from this host (ipc, inproc, tcp on 127.0.0.0/8 or ::1).
+
+    Hostnames other than ``localhost`` and interface names count as reachable from elsewhere (not resolved).
+    """
+    transport, _, address = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    host = address.rpartition(":")[0].split(";")[-1]  # tcp://[source;]host:port
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _warn_if_exposed(key: str, bound: str) -> None:
+    if not is_loopback_endpoint(bound):
+        log.warning(
+            "%s %s publishes subject names and face crops to other hosts without encryption; "
+            "set events.curve (streamproc keys generate; docs/events.md) or bind 127.0.0.1",
+            key,
+            bound,
+        )
+
+
 class EventFeed:
     """Publishes match events (journaled first when a journal is configured); thread-safe."""
 
@@ -55,6 +80,8 @@ class EventFeed:
         self._publisher = EventPublisher(
             cfg.endpoint, context=self._context, security=security, authenticator=self._authenticator
         )
+        if security is None:
+            _warn_if_exposed("events.endpoint", self._publisher.endpoint)
         if cfg.journal.path is not None:
             self._journal = EventJournal(cfg.journal.path, cfg.journal.sync)
             self._journaled = JournaledPublisher(self._publisher, self._journal, owns=False)
@@ -72,6 +99,8 @@ class EventFeed:
                 context=self._context,
                 socket_setup=setup,
             )
+            if security is None:
+                _warn_if_exposed("events.replay_endpoint", self._replay.endpoint)
 
     @property
     def endpoint(self) -> str:
