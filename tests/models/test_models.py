@@ -1,4 +1,4 @@
-"""Default models are built offline from installed packages and refused when their hash is wrong."""
+"""Default models are built from installed packages (and one pinned wheel) and refused when their hash is wrong."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.errors import ModelError
-from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
+from streamproc.models.registry import DEFAULT_MODELS, DLIB_RESNET, RETINAFACE, SFACE, ModelStore
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
@@ -22,13 +22,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     return store
 
 
-def test_prepare_builds_both_models_with_recorded_hashes(built: ModelStore) -> None:
+def test_prepare_builds_the_default_models_with_recorded_hashes(built: ModelStore) -> None:
     manifest = json.loads((built.cache_dir / "manifest.json").read_text())
-    assert set(manifest["models"]) == {RETINAFACE.name, DLIB_RESNET.name}
+    assert set(manifest["models"]) == {RETINAFACE.name, DLIB_RESNET.name, SFACE.name}
     assert manifest["models"][RETINAFACE.name]["sha256"] == RETINAFACE.output_sha256
     assert manifest["models"][RETINAFACE.name]["size"] == 1_736_694
     assert manifest["models"][DLIB_RESNET.name]["source_sha256"] == DLIB_RESNET.source_sha256
-    for spec in (RETINAFACE, DLIB_RESNET):
+    assert manifest["models"][SFACE.name]["sha256"] == SFACE.output_sha256
+    for spec in DEFAULT_MODELS:
         assert built.verify(spec).sha256 == manifest["models"][spec.name]["sha256"]
 
 
@@ -63,4 +64,4 @@ def test_cli_prepare_and_list(tmp_path: Path) -> None:
     listed = subprocess.run(
         [STREAMPROC, "models", "list", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=True
     )
-    assert listed.stdout.count(" ok ") == 2
+    assert listed.stdout.count(" ok ") == len(DEFAULT_MODELS)

@@ -1,0 +1,241 @@
+"""Convert OpenCV Zoo's SFace (``face_recognition_sface_2021dec_int8bq.onnx``) to a plain fp32 ONNX graph.
+
+The shipped file is a MobileFaceNet-style network (Conv -> BatchNormalization -> PRelu, 27 times, then
+BatchNormalization, Dropout, Flatten, Gemm and a final BatchNormalization) whose weights are int8 with
+block-wise ``DequantizeLinear`` (opset 21). As shipped it does not load in onnxruntime: 29 graph inputs
+that no node uses (the original fp32 weight names) are demanded at run time. :func:`minimal_load_fix`
+removes just those (the reference the tests compare against); :func:`build_graph` goes further:
+
+- every ``DequantizeLinear`` (+ constant ``Reshape``) is folded into an fp32 initializer, computed
+  exactly as onnxruntime does (``(q - zero_point)`` in integers, times the block's float32 scale);
+- the batch dimension is symbolic (the source fixes it at 1) and stale ``value_info`` is dropped;
+- ``PRelu(x, s)`` becomes ``Relu(x) * (1 - s) + x * s``: the same values to ~1e-6 relative, but about
+  twice as fast on onnxruntime's CPU provider, whose PRelu kernel dominated the run time;
+- the input normalisation ``(x - 127.5) * 0.0078125`` is removed, so the model takes the standard
+  ArcFace preprocessing ``(x - 127.5) / 128`` from the embedder (bit-identical: 1/128 is exact);
+- inference-time ``Dropout`` is removed (an identity), and the opset is lowered to 17 (every
+  remaining operator has the same semantics there), so older onnxruntime releases load it.
+
+Graph contract (relied on by the embedder): input ``data``, float32 ``[batch, 3, 112, 112]``, NCHW,
+**RGB**, normalised ``(pixel - 127.5) / 128`` (BGR silently degrades it), on a chip aligned to the
+standard ArcFace 112-px five-point template; output ``fc1``, float32 ``[batch, 128]``, not normalised
+(norm ~10): L2-normalise and compare by cosine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from numpy.typing import NDArray
+from onnx import TensorProto, helper, numpy_helper
+
+from streamproc.errors import ModelError
+from streamproc.fsutil import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "data"
+OUTPUT_NAME = "fc1"
+INPUT_SIZE = 112
+EMBEDDING_DIM = 128
+INPUT_MEAN = 127.5  # what the embedder must subtract (the source graph's own Sub constant)
+INPUT_STD = 128.0  # what it must divide by (the source graph multiplies by 0.0078125 = 1/128)
+
+# Operators the source may contain; anything else means a different file and fails loudly.
+_SOURCE_OPS = frozenset(
+    {"DequantizeLinear", "Reshape", "Sub", "Mul", "Conv", "BatchNormalization", "PRelu"}
+    | {"Constant", "Dropout", "Flatten", "Gemm"}
+)
+
+
+def minimal_load_fix(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the source that onnxruntime loads: graph inputs that no node reads or that are initializers
+    are removed, nothing else changes (batch stays fixed at 1, weights stay int8)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    used = {name for node in fixed.graph.node for name in node.input}
+    initialised = {init.name for init in fixed.graph.initializer}
+    keep = [inp for inp in fixed.graph.input if inp.name in used and inp.name not in initialised]
+    del fixed.graph.input[:]
+    fixed.graph.input.extend(keep)
+    return fixed
+
+
+def dequantize(
+    quantized: NDArray[np.int8], scale: NDArray[np.float32], zero_point: NDArray[np.int8] | None, axis: int, block: int
+) -> NDArray[np.float32]:
+    """ONNX ``DequantizeLinear`` (opset 21) on constants: per-tensor, per-axis or block-wise along ``axis``.
+
+    Block-wise, ``scale`` has ``ceil(n / block)`` entries along ``axis`` where ``quantized`` has ``n``;
+    element ``i`` uses entry ``i // block``. The integer difference is exact, so the float32 product
+    matches onnxruntime's kernel bit for bit.
+    """
+    zp = np.zeros_like(scale, dtype=np.int32) if zero_point is None else zero_point.astype(np.int32)
+    if block > 0:
+        n = quantized.shape[axis]
+        scale = np.repeat(scale, block, axis=axis).take(np.arange(n), axis=axis)
+        zp = np.repeat(zp, block, axis=axis).take(np.arange(n), axis=axis)
+    elif scale.size > 1:
+        shape = [1] * quantized.ndim
+        shape[axis] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    diff = (quantized.astype(np.int32) - zp).astype(np.float32)
+    return (diff * scale.astype(np.float32)).astype(np.float32)
+
+
+def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attr in node.attribute:
+        if attr.name == name:
+            return int(attr.i)
+    return default
+
+
+def _expect_scalar(consts: dict[str, NDArray[np.generic]], name: str, value: float, what: str) -> None:
+    array = consts.get(name)
+    if array is None or array.size != 1 or float(array.reshape(())) != value:
+        raise ModelError(f"SFace graph does not match: {what} is {array!r}, expected the constant {value}")
+
+
+class _Converter:
+    """Walks the source nodes in order, folding constants and emitting the new nodes and initializers.
+
+    Initializers are emitted in order of first use, so the serialised bytes depend only on the source.
+    """
+
+    def __init__(self, source: onnx.ModelProto) -> None:
+        self.consts: dict[str, NDArray[np.generic]] = {
+            init.name: numpy_helper.to_array(init) for init in source.graph.initializer
+        }
+        self.alias: dict[str, str] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.emitted: set[str] = set()
+        self.normalisation: list[str] = []  # the removed input Sub and Mul, in order
+
+    def name(self, tensor: str) -> str:
+        return self.alias.get(tensor, tensor)
+
+    def use(self, tensor: str) -> str:
+        """Reference ``tensor``; the first reference of a constant emits its initializer."""
+        if tensor in self.consts and tensor not in self.emitted:
+            self.emitted.add(tensor)
+            self.inits.append(numpy_helper.from_array(self.consts[tensor], tensor))
+        return tensor
+
+    def const(self, tensor: str) -> NDArray[np.generic]:
+        if tensor not in self.consts:
+            raise ModelError(f"SFace graph does not match: '{tensor}' should be a constant")
+        return self.consts[tensor]
+
+    def emit(self, op: str, inputs: list[str], output: str) -> None:
+        self.nodes.append(helper.make_node(op, [self.use(i) for i in inputs], [output], name=output))
+
+    def convert(self, node: onnx.NodeProto) -> None:
+        op, inputs, out = node.op_type, [self.name(i) for i in node.input], node.output[0]
+        if op == "DequantizeLinear":
+            q = self.const(inputs[0])
+            if q.dtype != np.int8:
+                raise ModelError(f"SFace graph does not match: {inputs[0]} is {q.dtype}, expected int8")
+            zero_point = self.const(inputs[2]).astype(np.int8) if len(inputs) > 2 and inputs[2] else None
+            self.consts[out] = dequantize(
+                q.astype(np.int8),
+                self.const(inputs[1]).astype(np.float32),
+                zero_point,
+                _int_attr(node, "axis", 1),
+                _int_attr(node, "block_size", 0),
+            )
+        elif op == "Reshape" and inputs[0] in self.consts:
+            shape = self.const(inputs[1]).astype(np.int64)
+            if (shape == 0).any():
+                raise ModelError(f"SFace graph does not match: Reshape {out} copies a dimension (0 in {shape})")
+            self.consts[out] = self.const(inputs[0]).reshape(tuple(int(d) for d in shape))
+        elif op == "Sub" and inputs[0] == INPUT_NAME and not self.normalisation:
+            _expect_scalar(self.consts, inputs[1], INPUT_MEAN, "the input mean")
+            self.alias[out] = INPUT_NAME
+            self.normalisation.append(op)
+        elif op == "Mul" and inputs[0] == INPUT_NAME and self.normalisation == ["Sub"]:
+            _expect_scalar(self.consts, inputs[1], 1.0 / INPUT_STD, "the input scale")
+            self.alias[out] = INPUT_NAME
+            self.normalisation.append(op)
+        elif op == "Dropout":
+            self.alias[out] = inputs[0]  # an identity at inference
+        elif op == "Constant":
+            pass  # only Dropout's ratio, dropped with it (checked by the full model check at the end)
+        elif op == "PRelu":
+            x, slope = inputs[0], self.const(inputs[1]).astype(np.float32)
+            self.consts[f"{out}.one_minus_slope"] = (np.float32(1.0) - slope).astype(np.float32)
+            self.emit("Relu", [x], f"{out}.pos")
+            self.emit("Mul", [f"{out}.pos", f"{out}.one_minus_slope"], f"{out}.pos_scaled")
+            self.emit("Mul", [x, inputs[1]], f"{out}.x_scaled")
+            self.emit("Add", [f"{out}.pos_scaled", f"{out}.x_scaled"], out)
+        else:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            del copy.input[:]
+            copy.input.extend(self.use(i) for i in inputs)
+            self.nodes.append(copy)
+
+
+def _check_io(source: onnx.ModelProto) -> None:
+    """The source's input ``data`` (1, 3, 112, 112) and output ``fc1`` (1, 128), both float32."""
+    for values, name, shape in (
+        (source.graph.input, INPUT_NAME, [1, 3, INPUT_SIZE, INPUT_SIZE]),
+        (source.graph.output, OUTPUT_NAME, [1, EMBEDDING_DIM]),
+    ):
+        found = next((v for v in values if v.name == name), None)
+        if found is None:
+            raise ModelError(f"SFace graph does not match: no '{name}' among its inputs/outputs")
+        tensor = found.type.tensor_type
+        dims = [d.dim_value for d in tensor.shape.dim]
+        if tensor.elem_type != TensorProto.FLOAT or dims != shape:
+            raise ModelError(f"SFace graph does not match: '{name}' is {dims}, expected float32 {shape}")
+
+
+def build_graph(source: onnx.ModelProto) -> onnx.ModelProto:
+    """The fp32 model (see the module docstring for the changes and the input/output contract)."""
+    _check_io(source)
+    unknown = sorted({node.op_type for node in source.graph.node} - _SOURCE_OPS)
+    if unknown:
+        raise ModelError(f"SFace graph does not match: unexpected operators {unknown}")
+    converter = _Converter(source)
+    for node in source.graph.node:
+        converter.convert(node)
+    if converter.normalisation != ["Sub", "Mul"]:
+        raise ModelError("SFace graph does not match: no (data - 127.5) * 0.0078125 input normalisation found")
+
+    graph = helper.make_graph(
+        converter.nodes,
+        "sface_2021dec_fp32",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, INPUT_SIZE, INPUT_SIZE])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
+        initializer=converter.inits,
+    )
+    opsets = [helper.make_opsetid("", OPSET)]
+    model = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="streamproc.models.sface_convert",
+        ir_version=helper.find_min_ir_version_for(opsets),
+        doc_string="OpenCV Zoo SFace 2021dec (Apache-2.0), modified by streamproc: fp32 weights, PReLU rewritten, "
+        "normalisation removed. RGB (x-127.5)/128 NCHW 112x112 float32 -> raw 128-d descriptor",
+    )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ModelError(f"converted SFace graph is invalid: {err}") from None
+    return model
+
+
+def convert_sface(source: bytes, onnx_path: Path) -> None:
+    """Convert the source ONNX bytes (already checked against their pinned sha256) and write the result atomically.
+
+    The bytes depend only on the source and the installed ``onnx`` version (initializers in first-use
+    order, deterministic serialisation), so the registry can pin their sha256.
+    """
+    payload = build_graph(onnx.load_from_string(source)).SerializeToString(deterministic=True)
+    atomic_write_bytes(Path(onnx_path), payload)
+    log.info("converted SFace -> %s (%d bytes)", onnx_path, len(payload))
