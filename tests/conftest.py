@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from system_parts import pytest_terminal_summary  # noqa: F401 - the hook: one line naming missing system packages
 
 if TYPE_CHECKING:
     from streamproc.config import RecognitionConfig
