@@ -35,7 +35,8 @@ from streamproc.config import PipelineConfig, RecognitionConfig, RetinaFaceConfi
 from streamproc.feed.events import EventSubscriber, MatchEvent
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
-from streamproc.search.watchlist import NewSubject, NewTemplate, Watchlist
+from streamproc.search.templates import NewSubject, NewTemplate
+from streamproc.search.watchlist import Watchlist
 from streamproc.sysinfo import machine_description
 from streamproc.types import Frame
 from streamproc.vision.faces import FaceAnalyzer

@@ -18,7 +18,8 @@ from streamproc.messages import BestShot
 from streamproc.metrics import serve
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
-from streamproc.search.watchlist import NewSubject, Watchlist
+from streamproc.search.templates import NewSubject
+from streamproc.search.watchlist import Watchlist
 from streamproc.types import Quality
 
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")

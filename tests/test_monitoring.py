@@ -30,7 +30,8 @@ from streamproc.config import PipelineConfig, RecognitionConfig
 from streamproc.runtime.build import build_analyzer
 from streamproc.runtime.supervisor import Supervisor
 from streamproc.search.enrol import FaceChoice, templates_from_images
-from streamproc.search.watchlist import NewSubject, Watchlist
+from streamproc.search.templates import NewSubject
+from streamproc.search.watchlist import Watchlist
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy/grafana/streamproc.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamproc.errors import EnrolmentError, ImageError
 from streamproc.fsutil import sha256_file
-from streamproc.search.watchlist import NewTemplate
+from streamproc.search.templates import NewTemplate
 from streamproc.types import Face
 from streamproc.vision.faces import FaceAnalyzer
 from streamproc.vision.imageio import read_image

@@ -15,7 +15,8 @@ import numpy as np
 
 from streamproc.errors import EnrolmentError
 from streamproc.records.audit import AuditLog
-from streamproc.search.watchlist import NewTemplate, Subject, Watchlist
+from streamproc.search.templates import NewTemplate, Subject
+from streamproc.search.watchlist import Watchlist
 
 EXPIRY_ACTOR = "streamproc-expiry"
 

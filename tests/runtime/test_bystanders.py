@@ -21,7 +21,8 @@ import pytest
 from streamproc.config import RecognitionConfig
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.enrol import FaceChoice, templates_from_images
-from streamproc.search.watchlist import NewSubject, Watchlist
+from streamproc.search.templates import NewSubject
+from streamproc.search.watchlist import Watchlist
 
 pytestmark = pytest.mark.shared
 

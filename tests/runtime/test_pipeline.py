@@ -22,7 +22,8 @@ from support import free_port, make_watchlist, run_with_subscriber
 from streamproc.config import PipelineConfig, RecognitionConfig
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.enrol import FaceChoice, templates_from_images
-from streamproc.search.watchlist import NewSubject, Watchlist
+from streamproc.search.templates import NewSubject
+from streamproc.search.watchlist import Watchlist
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 

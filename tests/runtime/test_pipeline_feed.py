@@ -19,7 +19,8 @@ from streamproc.feed.replay import fetch_since
 from streamproc.feed.security import ClientSecurity, generate_keypair
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
-from streamproc.search.watchlist import NewSubject, Watchlist
+from streamproc.search.templates import NewSubject
+from streamproc.search.watchlist import Watchlist
 
 pytestmark = pytest.mark.shared
 

@@ -15,14 +15,10 @@ from numpy.typing import NDArray
 
 from streamproc.errors import EnrolmentError, WatchlistError
 from streamproc.search.index import HnswIndex, normalise
-from streamproc.search.watchlist import (
-    DB_FILE,
-    INDEX_FILE,
-    PENDING_FILE,
-    NewSubject,
-    NewTemplate,
-    Watchlist,
-)
+from streamproc.search.integrity import INDEX_FILE, PENDING_FILE
+from streamproc.search.store import DB_FILE
+from streamproc.search.templates import NewSubject, NewTemplate
+from streamproc.search.watchlist import Watchlist
 from streamproc.types import EmbedderIdentity
 
 DIM = 128
