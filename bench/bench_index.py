@@ -9,7 +9,7 @@ embeddings) or raw Gaussian vectors (``--data gaussian``, a harder case for l2).
 Queries, per size: ``--queries`` fresh random vectors (impostor-like: the
 hardest case for ANN, the nearest neighbour is barely nearer than the rest) and
 as many perturbed gallery vectors (probe-like). ef is tuned with
-:func:`streamproc.search.index.tune_ef` on a separate, equally mixed query set, then
+:func:`streamproc.search.tuning.tune_ef` on a separate, equally mixed query set, then
 measured on the evaluation set; ground truth is hnswlib.BFIndex.
 
 Latency is per single-query :meth:`HnswIndex.search` call (k=1, the pipeline's
@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.search.index import HnswIndex, IndexParams, exact_search, normalise, recall_at_1, tune_ef
+from streamproc.search.index import HnswIndex, IndexParams, exact_search, normalise
+from streamproc.search.tuning import recall_at_1, tune_ef
 from streamproc.types import Metric
 
 _TUNE_QUERIES = 2000

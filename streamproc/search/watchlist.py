@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from streamproc.errors import WatchlistError
-from streamproc.search.index import HnswIndex, IndexParams, fsync_dir, normalise, tune_ef
+from streamproc.search.index import HnswIndex, IndexParams, fsync_dir, normalise
 from streamproc.search.integrity import (
     INDEX_FILE,
     Snapshot,
@@ -75,6 +75,7 @@ from streamproc.search.templates import (
     is_live,
     utc_now,
 )
+from streamproc.search.tuning import tune_ef
 from streamproc.types import EmbedderIdentity
 
 _log = logging.getLogger(__name__)

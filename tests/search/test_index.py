@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from streamproc.errors import WatchlistError
-from streamproc.search.index import (
-    HnswIndex,
-    IndexParams,
-    exact_search,
-    normalise,
-    recall_at_1,
-    tune_ef,
-)
+from streamproc.search.index import HnswIndex, IndexParams, exact_search, normalise
+from streamproc.search.tuning import recall_at_1, tune_ef
 from streamproc.types import Metric
 
 DIM = 128
