@@ -359,6 +359,24 @@ class ReviewConfig(_Strict):
         description="Distinct reviewers who must confirm a candidate before it counts as confirmed (2: the "
         "two-person rule); a single rejection rejects it.",
     )
+    accounts: Path | None = Field(
+        None,
+        description="Reviewer accounts file (`streamproc review reviewers`); null: reviewers.sqlite in the audit "
+        "directory.",
+    )
+    listen: str = Field(
+        "127.0.0.1:8088",
+        pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$",
+        description="HOST:PORT the review console (`streamproc review serve`) binds; keep it on localhost and put "
+        "a TLS reverse proxy in front (docs/review.md).",
+    )
+    idle_timeout_min: float = Field(
+        15.0, gt=0.0, le=720.0, description="A console session ends after this many minutes without a request."
+    )
+    behind_tls: bool = Field(
+        False,
+        description="The console is reached through a TLS-terminating proxy: session cookies are marked Secure.",
+    )
 
 
 class ChipCurveConfig(_Strict):

@@ -1,13 +1,19 @@
-"""``streamproc review``: decide on match events (confirm / reject), list them by status, show one.
+"""``streamproc review``: decide on match events (confirm / reject), list and show them, serve the review console,
+manage reviewer accounts.
 
-Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(review_app, name="review")``. Exit codes: 0 done, 1 the
+Every decision and every saved face is made by an authenticated account (``--as ID`` with its password, or
+``--key-file`` from ``review reviewers issue-key``), never by a typed name.
+
+Mounted by :mod:`streamproc.cli` as ``app.add_typer(review_app, name="review")``. Exit codes: 0 done, 1 the
 rules refused the decision (:class:`~streamproc.govern.review.ReviewRefusedError`, printed as one line here), 2 a usage
 mistake (any other :class:`~streamproc.errors.StreamprocError`, printed as one line by ``cli.main``).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +27,23 @@ from rich.text import Text
 from streamproc.config import PipelineConfig, load_pipeline_config
 from streamproc.feed.event_feed import awaiting_publication
 from streamproc.feed.events import ReviewDecision, ReviewEvent, ReviewStatus
+from streamproc.govern.accounts import (
+    ROLES,
+    AccountError,
+    Reviewer,
+    ReviewerStore,
+    Role,
+    accounts_path,
+    audit_dir,
+    check_new_account,
+)
 from streamproc.govern.review import (
     ReviewRefusedError,
     ReviewState,
+    audit_view,
     decide,
     open_journal,
+    resolve_event_id,
     state,
     states,
 )
@@ -40,15 +58,38 @@ review_app = typer.Typer(
 RunConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="The pipeline's run YAML (events.journal.path, review, audit).")
 ]
-EventIdArg = Annotated[str, typer.Argument(help="event_id of the match event (32 hex characters).")]
+EventIdArg = Annotated[
+    str, typer.Argument(help="event_id of the match event: all 32 hex characters or a unique prefix (>= 4).")
+]
+AsOpt = Annotated[
+    str | None,
+    typer.Option("--as", help="Your reviewer account; the password is asked for (or read from a piped stdin)."),
+]
+KeyFileOpt = Annotated[
+    Path | None, typer.Option("--key-file", help="Your reviewer key file (`review reviewers issue-key`).")
+]
+OperatorOpt = Annotated[str, typer.Option("--operator", help="Who makes this account change (audited).")]
 
 _out = Console(soft_wrap=True, markup=False, highlight=False)
 _err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 
-def _audit_dir(cfg: PipelineConfig) -> Path:
-    """Where ``streamproc run`` keeps the audit log: ``audit.dir``, else the watchlist directory."""
-    return cfg.audit.dir or cfg.watchlist.path
+def _read_password(prompt: str) -> str:
+    """A password from the terminal (not echoed), or the first line of a piped stdin (scripted desks)."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _authenticate(cfg: PipelineConfig, as_id: str | None, key_file: Path | None) -> Reviewer:
+    """The account proven by ``--as`` + password or by ``--key-file``; a usage error otherwise."""
+    if (as_id is None) == (key_file is None):
+        raise AccountError("authenticate with exactly one of --as ID (password) or --key-file FILE")
+    with ReviewerStore.open(accounts_path(cfg)) as store:
+        if key_file is not None:
+            return store.authenticate_key(key_file.read_text(encoding="utf-8", errors="replace"))
+        assert as_id is not None
+        return store.authenticate(as_id, _read_password(f"password for {as_id}: "))
 
 
 def _utc(ts: float) -> str:
@@ -58,26 +99,35 @@ def _utc(ts: float) -> str:
 @review_app.command("decide")
 def decide_command(
     event_id: EventIdArg,
-    reviewer: Annotated[str, typer.Option("--reviewer", help="Your reviewer id (recorded with the decision).")],
     note: Annotated[str, typer.Option("--note", help="Why you confirm or reject (recorded; required).")],
     config: RunConfigOpt,
-    confirm: Annotated[bool, typer.Option("--confirm", help="The probe and the subject are the same person.")] = False,
-    reject: Annotated[bool, typer.Option("--reject", help="They are not, or you cannot tell.")] = False,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="The probe and the subject are the same person.", show_default=False)
+    ] = False,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="They are not, or you cannot tell.", show_default=False)
+    ] = False,
+    as_id: AsOpt = None,
+    key_file: KeyFileOpt = None,
 ) -> None:
-    """Confirm or reject a match event. One reject rejects it; review.confirmations reviewers must confirm it.
+    """Confirm or reject a match event as your reviewer account. One reject rejects it; review.confirmations
+    distinct accounts must confirm it.
 
-    The decision is stored in the event journal and the audit log; a running pipeline publishes it on
-    review.<stream>. Exit 1 when the rules refuse it (already decided by you, already final, unknown event)."""
+    The decision is stored in the event journal and the audit log under the authenticated account; a running
+    pipeline publishes it on review.<stream>. Exit 1 when the rules refuse it (already decided by you, already
+    final, unknown event)."""
     if confirm == reject:
         raise typer.BadParameter("give exactly one of --confirm or --reject", param_hint="--confirm/--reject")
     decision: ReviewDecision = "confirm" if confirm else "reject"
     cfg = load_pipeline_config(config)
     with open_journal(cfg.events.journal.path, str(config)) as journal:
+        reviewer = _authenticate(cfg, as_id, key_file).id
 
         def audit() -> AuditLog:
-            return AuditLog.open_or_create(_audit_dir(cfg), cfg.audit.key, actor=reviewer)
+            return AuditLog.open_or_create(audit_dir(cfg), cfg.audit.key, actor=reviewer)
 
         try:
+            event_id = resolve_event_id(journal, event_id)
             review = decide(journal, audit, event_id, decision, reviewer, note, required=cfg.review.confirmations)
         except ReviewRefusedError as refused:
             _err.print(f"refused: {refused}")
@@ -144,11 +194,23 @@ def show_command(
     event_id: EventIdArg,
     config: RunConfigOpt,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: evidence, status and decisions.")] = False,
+    save_face: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-face", help="Write the probe's face JPEG to this new file (needs --as/--key-file; audited)."
+        ),
+    ] = None,
+    as_id: AsOpt = None,
+    key_file: KeyFileOpt = None,
 ) -> None:
-    """The event's evidence (without the face image) and every decision on it."""
+    """The event's evidence (without the face image) and every decision on it; --save-face writes the face."""
     cfg = load_pipeline_config(config)
+    if save_face is not None and (save_face.exists() or not save_face.parent.is_dir()):
+        raise AccountError(f"--save-face {save_face}: " + ("exists" if save_face.exists() else "no such directory"))
     with open_journal(cfg.events.journal.path, str(config)) as journal:
-        s = state(journal, event_id)
+        s = state(journal, resolve_event_id(journal, event_id))
+        if save_face is not None:
+            _save_face(cfg, s, save_face, _authenticate(cfg, as_id, key_file))
     evidence = _evidence(s)
     if as_json:
         typer.echo(
@@ -199,6 +261,23 @@ def show_command(
     _out.print(table)
 
 
+def _save_face(cfg: PipelineConfig, s: ReviewState, path: Path, reviewer: Reviewer) -> None:
+    """Write the probe JPEG (new file, mode 0600) after auditing the access: no unaudited copy of a face."""
+    jpeg = s.event.face_jpeg()
+    if jpeg is None:
+        raise AccountError(f"event {s.event.event_id} carries no face image (events.include_face_jpeg was off)")
+    audit_view(
+        AuditLog.open_or_create(audit_dir(cfg), cfg.audit.key, actor=reviewer.id),
+        reviewer.id,
+        s.event,
+        f"saved_face:{path.resolve()}",
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(jpeg)
+    _err.print(f"face of event {s.event.event_id} written to {path} ({len(jpeg)} bytes; audited)")
+
+
 def _or_unknown(value: object) -> str:
     return "unknown" if value is None else str(value)
 
@@ -206,6 +285,128 @@ def _or_unknown(value: object) -> str:
 def _review_row(r: ReviewEvent) -> list[str | Text]:
     confirmations = f" ({len(r.confirmations)}/{r.required_confirmations})"
     return [str(r.seq), _utc(r.decided_at), Text(r.reviewer), r.decision, r.status + confirmations, Text(r.note)]
+
+
+reviewers_app = typer.Typer(
+    help="Reviewer accounts for the console and `review decide` (passwords scrypt-hashed; changes audited).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+review_app.add_typer(reviewers_app, name="reviewers")
+
+
+def _account_audit(cfg: PipelineConfig, operator: str, action: str, reviewer: Reviewer) -> None:
+    AuditLog.open_or_create(audit_dir(cfg), cfg.audit.key, actor=operator).append(
+        operator, action, details={"reviewer": reviewer.id, "role": reviewer.role, "active": reviewer.active}
+    )
+
+
+@reviewers_app.command("add")
+def reviewers_add(
+    config: RunConfigOpt,
+    reviewer_id: Annotated[str, typer.Option("--id", help="Login id (a badge or staff id; never reused).")],
+    name: Annotated[str, typer.Option("--name", help="Display name shown with decisions.")],
+    operator: OperatorOpt,
+    role: Annotated[str, typer.Option("--role", help="reviewer, or supervisor (may also reopen).")] = "reviewer",
+) -> None:
+    """Add an account. The password (at least 12 characters) is asked for twice, or read from a piped stdin."""
+    if role not in ROLES:
+        raise typer.BadParameter(f"must be reviewer or supervisor, not {role!r}", param_hint="--role")
+    cfg = load_pipeline_config(config)
+    password = _read_password(f"new password for {reviewer_id}: ")
+    if sys.stdin.isatty() and getpass.getpass("again: ") != password:
+        raise AccountError("the two passwords differ")
+    checked: Role = "supervisor" if role == "supervisor" else "reviewer"
+    check_new_account(reviewer_id, name, checked, password)
+    with ReviewerStore.open(accounts_path(cfg), create=True) as store:
+        added = store.add(reviewer_id, name, checked, password)
+    _account_audit(cfg, operator, "reviewer_add", added)
+    _out.print(f"reviewer {added.id} ({added.display_name}, {added.role}) added to {accounts_path(cfg)}")
+
+
+def _set_active(config: Path, reviewer_id: str, operator: str, active: bool) -> None:
+    cfg = load_pipeline_config(config)
+    with ReviewerStore.open(accounts_path(cfg)) as store:
+        changed = store.set_active(reviewer_id, active)
+    _account_audit(cfg, operator, "reviewer_enable" if active else "reviewer_disable", changed)
+    _out.print(f"reviewer {changed.id} {'enabled (lock-out cleared)' if active else 'disabled; its sessions end'}")
+
+
+@reviewers_app.command("disable")
+def reviewers_disable(
+    config: RunConfigOpt,
+    reviewer_id: Annotated[str, typer.Option("--id", help="The account.")],
+    operator: OperatorOpt,
+) -> None:
+    """Disable an account: its console sessions and key stop working at once (decisions stay attributed)."""
+    _set_active(config, reviewer_id, operator, active=False)
+
+
+@reviewers_app.command("enable")
+def reviewers_enable(
+    config: RunConfigOpt,
+    reviewer_id: Annotated[str, typer.Option("--id", help="The account.")],
+    operator: OperatorOpt,
+) -> None:
+    """Enable an account again; also clears a lock-out after wrong passwords."""
+    _set_active(config, reviewer_id, operator, active=True)
+
+
+@reviewers_app.command("issue-key")
+def reviewers_issue_key(
+    config: RunConfigOpt,
+    reviewer_id: Annotated[str, typer.Option("--id", help="The account.")],
+    out: Annotated[Path, typer.Option("--out", help="New key file to write (mode 0600); give it to the reviewer.")],
+    operator: OperatorOpt,
+) -> None:
+    """A key file for scripted `review decide --key-file` (replaces the account's previous key)."""
+    if out.exists() or not out.parent.is_dir():
+        raise AccountError(f"--out {out}: " + ("exists" if out.exists() else "no such directory"))
+    cfg = load_pipeline_config(config)
+    with ReviewerStore.open(accounts_path(cfg)) as store:
+        account = store.require(reviewer_id)
+        text = store.issue_key(reviewer_id)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+    _account_audit(cfg, operator, "reviewer_key", account)
+    _out.print(f"key for {reviewer_id} written to {out}; the previous key (if any) no longer works")
+
+
+@reviewers_app.command("list")
+def reviewers_list(config: RunConfigOpt) -> None:
+    """The accounts: id, name, role, enabled, lock-out, key."""
+    cfg = load_pipeline_config(config)
+    with ReviewerStore.open(accounts_path(cfg)) as store:
+        accounts = store.all()
+    now = datetime.now(UTC).timestamp()
+    table = Table(title=f"{len(accounts)} reviewer account(s)")
+    for name in ("id", "name", "role", "state", "key", "created (UTC)"):
+        table.add_column(name, overflow="fold")
+    for a in accounts:
+        status = "disabled" if not a.active else ("locked" if a.locked(now) else "active")
+        table.add_row(
+            Text(a.id), Text(a.display_name), a.role, status, "yes" if a.has_key else "no", _utc(a.created_at)
+        )
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@review_app.command("serve")
+def serve_command(
+    config: RunConfigOpt,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="HOST:PORT to bind (default review.listen, 127.0.0.1:8088).")
+    ] = None,
+) -> None:
+    """The review console: a web page where signed-in reviewers confirm or reject candidates (docs/review.md)."""
+    from streamproc.desk.server import serve
+
+    cfg = load_pipeline_config(config)
+    if listen is not None:
+        cfg = cfg.model_copy(
+            update={"review": cfg.review.model_validate({**cfg.review.model_dump(), "listen": listen})}
+        )
+    serve(cfg, str(config))
 
 
 __all__ = ["review_app"]

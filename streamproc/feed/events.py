@@ -46,16 +46,19 @@ ADDED_IN_1_1: Final = ("template_label", "gallery_size")
 SCHEMA_ID: Final = f"urn:streamproc:match-event:{SCHEMA_VERSION}"
 NOTICE: Final = "Candidate for human review; not an identification."
 TOPIC_PREFIX: Final = "match."
-SCHEMA_PATH: Final = Path(__file__).resolve().parent / "data" / "event.schema.json"
+SCHEMA_PATH: Final = Path(__file__).resolve().parents[1] / "data" / "event.schema.json"
 
-REVIEW_SCHEMA_VERSION: Final = "1.0"
-"""Version of :class:`ReviewEvent`, versioned on its own: a review consumer need not follow match changes."""
+REVIEW_SCHEMA_VERSION: Final = "1.1"
+"""Version of :class:`ReviewEvent`, versioned on its own: a review consumer need not follow match changes.
+1.1 added the decision ``reopen`` (a supervisor sends a decided candidate back to review)."""
+
+REVIEW_READABLE_VERSIONS: Final = ("1.0", "1.1")
 
 REVIEW_SCHEMA_ID: Final = f"urn:streamproc:review-event:{REVIEW_SCHEMA_VERSION}"
 REVIEW_TOPIC_PREFIX: Final = "review."
-REVIEW_SCHEMA_PATH: Final = Path(__file__).resolve().parent / "data" / "review-event.schema.json"
+REVIEW_SCHEMA_PATH: Final = Path(__file__).resolve().parents[1] / "data" / "review-event.schema.json"
 
-ReviewDecision = Literal["confirm", "reject"]
+ReviewDecision = Literal["confirm", "reject", "reopen"]
 ReviewStatus = Literal["pending", "confirmed", "rejected"]
 
 LatencyStage = Literal[
@@ -266,7 +269,7 @@ class ReviewEvent(_Wire):
 
     model_config = ConfigDict(title="streamproc review event", json_schema_serialization_defaults_required=True)
 
-    schema_version: Literal["1.0"] = Field(
+    schema_version: Literal["1.0", "1.1"] = Field(
         REVIEW_SCHEMA_VERSION,
         description="Review schema version (major.minor); readers refuse a version they do not know.",
     )
@@ -282,7 +285,9 @@ class ReviewEvent(_Wire):
     stream_id: str = Field(pattern=_STREAM_ID_PATTERN, description="Stream of the match event (also in the topic).")
     subject_id: str = Field(min_length=1, description="Watchlist subject id the match event proposed.")
     decision: ReviewDecision = Field(
-        description="'confirm': the reviewer judges probe and subject the same person; 'reject': not, or unsure."
+        description="'confirm': the reviewer judges probe and subject the same person; 'reject': not, or unsure; "
+        "'reopen' (1.1): a supervisor sends a confirmed or rejected candidate back to review (status 'pending', "
+        "no confirmations: a new round begins)."
     )
     reviewer: str = Field(pattern=REVIEWER_PATTERN, description="Id of the person who decided.")
     note: str = Field(min_length=1, max_length=MAX_NOTE, description="The reviewer's reason, in their words.")
@@ -310,7 +315,12 @@ class ReviewEvent(_Wire):
         if len(set(self.confirmations)) != len(self.confirmations):
             raise ValueError("confirmations must name distinct reviewers")
         confirmed = len(self.confirmations) >= self.required_confirmations
-        if self.decision == "reject":
+        if self.decision == "reopen":
+            if self.schema_version == "1.0":
+                raise ValueError("reopen is not part of review schema 1.0")
+            if self.status != "pending" or self.confirmations:
+                raise ValueError("a reopen leaves the status 'pending' with no confirmations")
+        elif self.decision == "reject":
             if self.status != "rejected" or self.reviewer in self.confirmations:
                 raise ValueError("a reject leaves the status 'rejected' and is not a confirmation")
         elif self.reviewer not in self.confirmations:
@@ -390,7 +400,7 @@ def decode(frames: Sequence[bytes]) -> FeedEvent:
     if topic.startswith(TOPIC_PREFIX.encode("ascii")):
         model, kind, accepted = MatchEvent, "match", READABLE_VERSIONS
     elif topic.startswith(REVIEW_TOPIC_PREFIX.encode("ascii")):
-        model, kind, accepted = ReviewEvent, "review", (REVIEW_SCHEMA_VERSION,)
+        model, kind, accepted = ReviewEvent, "review", REVIEW_READABLE_VERSIONS
     else:
         raise EventFormatError(
             f"malformed event: topic {topic[:80]!r} does not start with {TOPIC_PREFIX!r} or {REVIEW_TOPIC_PREFIX!r}"
@@ -447,11 +457,20 @@ def json_schema() -> dict[str, Any]:
 
 
 def review_json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the review-event body, for consumers in any language."""
+    """JSON Schema (draft 2020-12) of the review-event body as this version sends it (``schema_version`` "1.1")."""
+    schema = ReviewEvent.model_json_schema(mode="serialization")
+    version = schema["properties"]["schema_version"]
+    schema["properties"]["schema_version"] = {
+        "const": REVIEW_SCHEMA_VERSION,
+        "default": REVIEW_SCHEMA_VERSION,
+        "description": version["description"],
+        "title": version["title"],
+        "type": "string",
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": REVIEW_SCHEMA_ID,
-        **ReviewEvent.model_json_schema(mode="serialization"),
+        **schema,
         "title": "streamproc review event",
         "version": REVIEW_SCHEMA_VERSION,
     }
@@ -653,6 +672,7 @@ class EventSubscriber:
 __all__ = [
     "NOTICE",
     "READABLE_VERSIONS",
+    "REVIEW_READABLE_VERSIONS",
     "REVIEW_SCHEMA_PATH",
     "REVIEW_SCHEMA_VERSION",
     "REVIEW_TOPIC_PREFIX",

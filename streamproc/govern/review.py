@@ -7,7 +7,9 @@ A match event is only a candidate. A reviewer compares the probe with the enroll
 - one reviewer decides an event at most once;
 - a single reject makes it ``rejected`` (a doubt is enough to stop);
 - ``required`` distinct confirms make it ``confirmed`` (2 by default: the two-person rule);
-- once ``confirmed`` or ``rejected`` no further decision is taken;
+- once ``confirmed`` or ``rejected`` no further decision is taken, until a supervisor reopens it with a note
+  (:func:`reopen`): the reopen is stored and published like a decision (``decision: reopen``, status
+  ``pending``) and starts a new round, in which every reviewer may decide once again;
 - reviewer id and note are required: a decision nobody can account for is worth nothing.
 
 Decisions are stored in the event journal (:meth:`~streamproc.feed.journal.EventJournal.append_review`), with a seq
@@ -42,12 +44,17 @@ from streamproc.feed.events import (
     ReviewStatus,
 )
 from streamproc.feed.journal import EventJournal
+from streamproc.govern.accounts import Reviewer
 from streamproc.records.audit import AuditLog
 
 AUDIT_ACTION: Final = "review"
+VIEW_ACTION: Final = "review_view"
+"""Audit action for every look at a candidate's evidence (console page, ``review show --save-face``)."""
 DECISIONS: Final = ("confirm", "reject")
 _REVIEWER_RE: Final = re.compile(REVIEWER_PATTERN)
 _EVENT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+_PREFIX_RE: Final = re.compile(r"[0-9a-f]{1,32}")
+MIN_PREFIX: Final = 4
 _ALL: Final = 2**62
 
 
@@ -116,9 +123,28 @@ def next_review(
         raise ReviewRefusedError(
             f"no match event {event_id} in the journal (never stored, or removed by retention/erasure)"
         )
-    if prior and prior[-1].status != "pending":
+    last_status = prior[-1].status if prior else "pending"
+    if decision == "reopen":
+        if last_status == "pending":
+            raise ReviewRefusedError(f"event {event_id} is pending; only a confirmed or rejected one can be reopened")
+        return ReviewEvent(
+            review_id=review_id,
+            seq=seq,
+            event_id=event_id,
+            stream_id=event.stream_id,
+            subject_id=event.subject_id,
+            decision="reopen",
+            reviewer=reviewer,
+            note=note,
+            decided_at=decided_at,
+            status="pending",
+            confirmations=(),
+            required_confirmations=required,
+        )
+    if last_status != "pending":
         last = prior[-1]
         raise ReviewRefusedError(f"event {event_id} is already {last.status} (seq {last.seq}); no further decisions")
+    prior = current_round(prior)
     for earlier in prior:
         if earlier.reviewer == reviewer:
             raise ReviewRefusedError(
@@ -148,6 +174,12 @@ def next_review(
     )
 
 
+def current_round(reviews: Sequence[ReviewEvent]) -> list[ReviewEvent]:
+    """The decisions since the last reopen (all of them when there was none)."""
+    start = max((i + 1 for i, r in enumerate(reviews) if r.decision == "reopen"), default=0)
+    return list(reviews[start:])
+
+
 def decide(
     journal: EventJournal,
     audit: AuditLog | Callable[[], AuditLog],
@@ -166,6 +198,38 @@ def decide(
     log: it is then called only once the decision is accepted, so a refusal does not even create a log.
     """
     check_request(event_id, decision, reviewer, note)
+    return _store(journal, audit, event_id, decision, reviewer, note, required=required, now=now)
+
+
+def reopen(
+    journal: EventJournal,
+    audit: AuditLog | Callable[[], AuditLog],
+    event_id: str,
+    supervisor: Reviewer,
+    note: str,
+    *,
+    required: int,
+    now: Callable[[], float] = time.time,
+) -> ReviewEvent:
+    """Send a confirmed or rejected candidate back to review: supervisors only, with a note; stored, audited and
+    published like a decision. Raises :class:`ReviewRefusedError` for a non-supervisor or a pending event."""
+    check_request(event_id, "confirm", supervisor.id, note)
+    if not supervisor.is_supervisor:
+        raise ReviewRefusedError(f"{supervisor.id} is a {supervisor.role}; only a supervisor may reopen a candidate")
+    return _store(journal, audit, event_id, "reopen", supervisor.id, note, required=required, now=now)
+
+
+def _store(
+    journal: EventJournal,
+    audit: AuditLog | Callable[[], AuditLog],
+    event_id: str,
+    decision: ReviewDecision,
+    reviewer: str,
+    note: str,
+    *,
+    required: int,
+    now: Callable[[], float],
+) -> ReviewEvent:
     if required < 1:
         raise ReviewError(f"required confirmations must be at least 1, not {required}")
 
@@ -221,6 +285,33 @@ def states(journal: EventJournal, status: ReviewStatus | None = None) -> list[Re
     return [s for s in found if status is None or s.status == status]
 
 
+def resolve_event_id(journal: EventJournal, given: str) -> str:
+    """The full id of the one journaled event whose id starts with ``given`` (at least :data:`MIN_PREFIX` hex
+    characters, e.g. the 12 the demo prints); :class:`ReviewError` naming the matches when several do."""
+    given = given.strip().lower()
+    if not _PREFIX_RE.fullmatch(given) or len(given) < MIN_PREFIX:
+        raise ReviewError(f"event id must be {MIN_PREFIX} to 32 hex characters (a unique prefix), not {given[:40]!r}")
+    if len(given) == 32:
+        return given
+    matches = [e.event_id for e in journal.since(0) if e.event_id.startswith(given)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ReviewRefusedError(f"no match event whose id starts with {given} in the journal")
+    shown = ", ".join(matches[:10]) + (f" and {len(matches) - 10} more" if len(matches) > 10 else "")
+    raise ReviewError(f"event id prefix {given} is ambiguous: {len(matches)} events match ({shown}); give more of it")
+
+
+def audit_view(audit: AuditLog, reviewer: str, event: MatchEvent, what: str) -> None:
+    """Record that ``reviewer`` looked at ``event``'s evidence (``what``: e.g. ``console``, ``saved_face``)."""
+    audit.append(
+        reviewer,
+        VIEW_ACTION,
+        subject_id=event.subject_id,
+        details={"event_id": event.event_id, "stream_id": event.stream_id, "view": what},
+    )
+
+
 def open_journal(path: Path | None, config_name: str) -> EventJournal:
     """The run's event journal for review commands: it must be configured and exist (the pipeline creates it)."""
     if path is None:
@@ -232,13 +323,19 @@ def open_journal(path: Path | None, config_name: str) -> EventJournal:
 
 __all__ = [
     "AUDIT_ACTION",
+    "MIN_PREFIX",
+    "VIEW_ACTION",
     "ReviewError",
     "ReviewRefusedError",
     "ReviewState",
+    "audit_view",
     "check_request",
+    "current_round",
     "decide",
     "next_review",
     "open_journal",
+    "reopen",
+    "resolve_event_id",
     "state",
     "states",
 ]

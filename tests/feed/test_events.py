@@ -369,7 +369,7 @@ def test_committed_schema_equals_generated() -> None:
 
 def test_review_schema_describes_every_field() -> None:
     schema = review_json_schema()
-    assert schema["$id"] == "urn:streamproc:review-event:1.0"
+    assert schema["$id"] == "urn:streamproc:review-event:1.1"
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(schema["required"]) == set(ReviewEvent.model_fields)
     for name, prop in schema["properties"].items():
@@ -607,7 +607,7 @@ TAIL = [sys.executable, "-c", "from streamproc.cli.events import events_app; eve
 
 
 def test_tail_as_a_real_process() -> None:
-    # Once streamproc.cli.app mounts events_app, `streamproc events tail` is the same command.
+    # streamproc.cli mounts events_app as `streamproc events`, so `streamproc events tail` is the same command.
     with publishing() as endpoint:
         done = subprocess.run(
             [*TAIL, endpoint, "--count", "3", "--timeout", "20"], capture_output=True, text=True, timeout=60

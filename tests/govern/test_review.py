@@ -34,7 +34,8 @@ from streamproc.govern.review import (
     states,
 )
 from streamproc.metrics import PipelineMetrics
-from streamproc.records.audit import AuditLog, AuditRecord
+from streamproc.records.audit import AuditLog
+from streamproc.records.chain import AuditRecord
 
 ANY_PORT = "tcp://127.0.0.1:*"
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
@@ -286,11 +287,41 @@ def test_replay_returns_matches_and_decisions_in_seq_order(store: Store) -> None
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+PASSWORD = "correct horse battery"
+
+
+def _cli(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "250"}
-    return subprocess.run([STREAMPROC, *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [STREAMPROC, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        input=None if stdin is None else stdin + "\n",
+    )
 
 
+def _add_reviewers(config: Path, *ids: str) -> None:
+    for rid in ids:
+        added = _cli(
+            "review",
+            "reviewers",
+            "add",
+            "--config",
+            config,
+            "--id",
+            rid,
+            "--name",
+            rid.title(),
+            "--operator",
+            "admin-1",
+            stdin=PASSWORD,
+        )
+        assert added.returncode == 0, added.stderr
+
+
+@pytest.mark.slow
 def test_cli_decide_list_show(tmp_path: Path) -> None:
     journal_path = tmp_path / "events.sqlite"
     with EventJournal(journal_path) as journal:
@@ -301,31 +332,49 @@ def test_cli_decide_list_show(tmp_path: Path) -> None:
     config.write_text(
         f"sources: [{{id: cam1, url: {tmp_path / 'clip.mp4'}}}]\n"
         f"watchlist: {{path: {tmp_path / 'wl'}}}\n"
-        f"events: {{journal: {{path: {journal_path}}}}}\n",
+        f"events: {{journal: {{path: {journal_path}}}}}\n"
+        f"review: {{accounts: {tmp_path / 'reviewers.sqlite'}}}\n",
         encoding="utf-8",
     )
-    decide_args = ("review", "decide", eid, "--config", config, "--note")
+    _add_reviewers(config, "alice", "bob")
+    decide_args = ("review", "decide", eid[:12], "--config", config, "--note")
 
-    unknown = _cli("review", "decide", "f" * 32, "--config", config, "--note", "x", "--confirm", "--reviewer", "alice")
+    unknown = _cli(
+        "review", "decide", "f" * 32, "--config", config, "--note", "x", "--confirm", "--as", "alice", stdin=PASSWORD
+    )
     assert unknown.returncode == 1 and f"no match event {'f' * 32}" in unknown.stderr
-    assert not (tmp_path / "wl").exists()  # a refused decision does not even create the audit log
+    assert [r.action for r in AuditLog.open(tmp_path / "wl").records()][1:] == ["reviewer_add"] * 2  # refused: none
+    typed = _cli(*decide_args, "x", "--confirm", "--reviewer", "mallory")
+    assert typed.returncode == 2 and "--reviewer" in typed.stderr  # no self-declared reviewer any more
+    anonymous = _cli(*decide_args, "x", "--confirm")
+    assert anonymous.returncode == 2 and "--as ID" in anonymous.stderr
+    wrong = _cli(*decide_args, "x", "--confirm", "--as", "alice", stdin="not the password")
+    assert wrong.returncode == 2 and "wrong reviewer id or password" in wrong.stderr
 
-    first = _cli(*decide_args, "same scar", "--confirm", "--reviewer", "alice")
+    first = _cli(*decide_args, "same scar", "--confirm", "--as", "alice", stdin=PASSWORD)
     assert first.returncode == 0, first.stderr
-    assert "status pending (1/2 confirmations)" in first.stdout
+    assert f"{eid}: confirm by alice" in first.stdout and "status pending (1/2 confirmations)" in first.stdout
     assert "await publication" in first.stderr
-    twice = _cli(*decide_args, "again", "--reject", "--reviewer", "alice")
+    twice = _cli(*decide_args, "again", "--reject", "--as", "alice", stdin=PASSWORD)
     assert twice.returncode == 1
     assert twice.stderr.strip().startswith("refused:") and len(twice.stderr.strip().splitlines()) == 1
-    second = _cli(*decide_args, "agree", "--confirm", "--reviewer", "bob")
+    key = tmp_path / "bob.key"
+    issued = _cli(
+        "review", "reviewers", "issue-key", "--config", config, "--id", "bob", "--out", key, "--operator", "admin-1"
+    )
+    assert issued.returncode == 0, issued.stderr
+    assert key.stat().st_mode & 0o777 == 0o600
+    second = _cli(*decide_args, "agree", "--confirm", "--key-file", key)
     assert second.returncode == 0, second.stderr
     assert "status confirmed (2/2 confirmations)" in second.stdout
 
-    neither = _cli(*decide_args, "x", "--reviewer", "carol")
+    neither = _cli(*decide_args, "x", "--as", "alice", stdin=PASSWORD)
     assert neither.returncode == 2 and "exactly one of --confirm or --reject" in neither.stderr
     no_journal = tmp_path / "nojournal.yaml"
-    no_journal.write_text(config.read_text(encoding="utf-8").split("events:")[0], encoding="utf-8")
-    missing = _cli("review", "decide", eid, "--config", no_journal, "--note", "x", "--confirm", "--reviewer", "c")
+    no_journal.write_text(config.read_text(encoding="utf-8").replace("events:", "# events:"), encoding="utf-8")
+    missing = _cli(
+        "review", "decide", eid, "--config", no_journal, "--note", "x", "--confirm", "--as", "alice", stdin=PASSWORD
+    )
     assert missing.returncode == 2
     assert "events.journal.path is not set" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
@@ -336,7 +385,7 @@ def test_cli_decide_list_show(tmp_path: Path) -> None:
     assert pending.returncode == 0 and eid not in pending.stdout
     assert _cli("review", "list", "--config", config, "--status", "maybe").returncode == 2
 
-    shown = _cli("review", "show", eid, "--config", config, "--json")
+    shown = _cli("review", "show", eid[:8], "--config", config, "--json")
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["status"] == "confirmed"
@@ -350,5 +399,122 @@ def test_cli_decide_list_show(tmp_path: Path) -> None:
 
     verified = _cli("audit", "verify", "--watchlist", tmp_path / "wl")
     assert verified.returncode == 0, verified.stderr
-    reviews = [r for r in AuditLog.open(tmp_path / "wl").records() if r.action == "review"]
+    records = list(AuditLog.open(tmp_path / "wl").records())
+    reviews = [r for r in records if r.action == "review"]
     assert [(r.actor, r.details["status"]) for r in reviews] == [("alice", "pending"), ("bob", "confirmed")]
+    assert [r.details["reviewer"] for r in records if r.action == "reviewer_add"] == ["alice", "bob"]
+
+
+@pytest.mark.slow
+def test_cli_prefixes_and_saving_the_face(tmp_path: Path) -> None:
+    journal_path = tmp_path / "events.sqlite"
+    with EventJournal(journal_path) as journal:
+        stored = [journal.append(make_event(track=t)) for t in range(40)]
+    ids = [e.event_id for e in stored if e is not None]
+    shared = next(
+        (a[:4] for i, a in enumerate(ids) for b in ids[i + 1 :] if a[:4] == b[:4]),
+        None,
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"sources: [{{id: cam1, url: {tmp_path / 'clip.mp4'}}}]\n"
+        f"watchlist: {{path: {tmp_path / 'wl'}}}\n"
+        f"events: {{journal: {{path: {journal_path}}}}}\n",
+        encoding="utf-8",
+    )
+    _add_reviewers(config, "alice")
+    ambiguous = ids[0][:1] if shared is None else shared
+    for given in (ambiguous * 4 if len(ambiguous) == 1 else ambiguous,):
+        matches = [i for i in ids if i.startswith(given)]
+        if len(matches) > 1:
+            done = _cli("review", "show", given, "--config", config)
+            assert done.returncode == 2 and "ambiguous" in done.stderr
+            assert all(m in done.stderr for m in matches[:10])
+    short = _cli("review", "show", ids[0][:3], "--config", config)
+    assert short.returncode == 2 and "4 to 32 hex" in short.stderr
+
+    face = tmp_path / "face.jpg"
+    anonymous = _cli("review", "show", ids[0][:12], "--config", config, "--save-face", face)
+    assert anonymous.returncode == 2 and not face.exists()
+    saved = _cli(
+        "review", "show", ids[0][:12], "--config", config, "--save-face", face, "--as", "alice", stdin=PASSWORD
+    )
+    assert saved.returncode == 0, saved.stderr
+    assert face.read_bytes().startswith(b"\xff\xd8\xff") and face.stat().st_mode & 0o777 == 0o600
+    again = _cli("review", "show", ids[0], "--config", config, "--save-face", face, "--as", "alice", stdin=PASSWORD)
+    assert again.returncode == 2 and "exists" in again.stderr
+    views = [r for r in AuditLog.open(tmp_path / "wl").records() if r.action == "review_view"]
+    assert [(r.actor, r.details["event_id"]) for r in views] == [("alice", ids[0])]
+    assert str(face) in str(views[0].details["view"])
+
+
+@pytest.mark.slow
+def test_cli_reviewer_accounts(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"sources: [{{id: cam1, url: {tmp_path / 'clip.mp4'}}}]\nwatchlist: {{path: {tmp_path / 'wl'}}}\n",
+        encoding="utf-8",
+    )
+    none = _cli("review", "reviewers", "list", "--config", config)
+    assert none.returncode == 2 and "reviewers add" in none.stderr
+    weak = _cli(
+        "review",
+        "reviewers",
+        "add",
+        "--config",
+        config,
+        "--id",
+        "carol",
+        "--name",
+        "Carol",
+        "--operator",
+        "admin-1",
+        stdin="short",
+    )
+    assert weak.returncode == 2 and "at least 12" in weak.stderr and not (tmp_path / "wl").exists()
+    _add_reviewers(config, "carol")
+    stored = (tmp_path / "wl" / "reviewers.sqlite").read_bytes()
+    assert PASSWORD.encode() not in stored and b"scrypt$" in stored
+    assert (tmp_path / "wl" / "reviewers.sqlite").stat().st_mode & 0o777 == 0o600
+    dup = _cli(
+        "review",
+        "reviewers",
+        "add",
+        "--config",
+        config,
+        "--id",
+        "carol",
+        "--name",
+        "C",
+        "--operator",
+        "a",
+        stdin=PASSWORD,
+    )
+    assert dup.returncode == 2 and "already exists" in dup.stderr
+    sup = _cli(
+        "review",
+        "reviewers",
+        "add",
+        "--config",
+        config,
+        "--id",
+        "sam",
+        "--name",
+        "Sam",
+        "--role",
+        "supervisor",
+        "--operator",
+        "admin-1",
+        stdin=PASSWORD,
+    )
+    assert sup.returncode == 0, sup.stderr
+    assert (
+        _cli("review", "reviewers", "disable", "--config", config, "--id", "carol", "--operator", "a").returncode == 0
+    )
+    listed = _cli("review", "reviewers", "list", "--config", config)
+    assert listed.returncode == 0
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    assert "disabled" in rows["carol"] and "supervisor" in rows["sam"] and "active" in rows["sam"]
+    assert (
+        _cli("review", "reviewers", "disable", "--config", config, "--id", "nobody", "--operator", "a").returncode == 2
+    )

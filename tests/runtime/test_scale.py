@@ -280,10 +280,21 @@ def test_a_review_decision_is_published_by_the_running_pipeline(
     endpoint = yaml.safe_load((tmp_path / "run.yaml").read_text())["events"]["endpoint"]
     with EventSubscriber(endpoint, topics=(REVIEW_TOPIC_PREFIX,)) as sub:
         event = run.wait_until("a match event in the journal", lambda: next(iter(run.events()), None))
-        decide = [STREAMPROC, "review", "decide", event.event_id, "--config", str(tmp_path / "run.yaml")]
+        config = str(tmp_path / "run.yaml")
+        decide = [STREAMPROC, "review", "decide", event.event_id, "--config", config]
         for reviewer in ("r-1", "r-2"):
+            account = ["--id", reviewer, "--name", reviewer, "--operator", "admin"]
+            added = subprocess.run(
+                [STREAMPROC, "review", "reviewers", "add", "--config", config, *account],
+                input="a long test password\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert added.returncode == 0, added.stderr
             done = subprocess.run(
-                [*decide, "--confirm", "--reviewer", reviewer, "--note", "same person"],
+                [*decide, "--confirm", "--as", reviewer, "--note", "same person"],
+                input="a long test password\n",
                 capture_output=True,
                 text=True,
                 timeout=60,
