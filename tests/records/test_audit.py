@@ -15,7 +15,9 @@ import typer
 from typer.testing import CliRunner
 
 from streamproc.cli.audit import audit_app
-from streamproc.records.audit import KEY_FILE, LOG_FILE, AuditError, AuditLog, Checkpoint, Problem
+from streamproc.records.audit import KEY_FILE, LOG_FILE, AuditLog
+from streamproc.records.chain import AuditError, Checkpoint
+from streamproc.records.verify import Problem
 
 
 def make_log(directory: Path, n: int = 6) -> AuditLog:
