@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamproc.cli.app import app
+from streamproc.cli import app
 from streamproc.cli.run import RunRole
 from streamproc.config import EventsConfig, MetricsConfig, ScaleConfig
 from streamproc.metrics import serve

@@ -1,9 +1,9 @@
 """``streamproc calibrate``: a threshold set as a false-alarm budget for a gallery size, or a per-comparison FMR.
 
-Kept out of :mod:`streamproc.cli.app` so the command can be mounted (``app.command("calibrate")``) without this
-module importing the CLI. The file written is the standard calibration file with one operating point: its
-``fmr_target`` is the per-comparison FMR measured at the threshold, which is the value ``policy.target_fmr``
-must name; the FPIR target, gallery size, searches and bound travel in ``data`` and ``notes``.
+Mounted by :mod:`streamproc.cli` as ``app.command("calibrate")``. The file written is the standard calibration
+file with one operating point: its ``fmr_target`` is the per-comparison FMR measured at the threshold, which is
+the value ``policy.target_fmr`` must name; the FPIR target, gallery size, searches and bound travel in ``data``
+and ``notes``.
 
 With ``--tracks`` (or ``--tracks-only`` on an existing file) the file also gets the per-track false-flag
 rate of the k-of-n rule at each operating point, measured on impostor tracks
@@ -134,7 +134,8 @@ def calibrate_command(
     track is judged at a threshold set at the same FMR on the calibration persons of the other folds."""
     import numpy as np
 
-    from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
+    from streamproc.eval.intervals import clopper_pearson
+    from streamproc.eval.metrics import all_pairs_scores, threshold_at_fmr
     from streamproc.eval.openset import fpir_point, nonmated_top1, sufficiency_message
     from streamproc.runtime.build import build_analyzer
     from streamproc.search.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance

@@ -1,4 +1,4 @@
-"""Option handling shared by the command-line modules: recognition overrides and the evaluation cache."""
+"""What the command-line modules share: the consoles, common options, config overrides and the evaluation cache."""
 
 from __future__ import annotations
 
@@ -6,9 +6,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 
-from streamproc.config import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, load_config
+from streamproc.config import (
+    ArcFaceConfig,
+    DlibResnetConfig,
+    PipelineConfig,
+    RecognitionConfig,
+    load_config,
+    load_pipeline_config,
+)
 from streamproc.errors import ConfigError
+
+out = Console(soft_wrap=True)
+err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (recognition sections); defaults apply.")
@@ -23,6 +34,7 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="Override runtime.device: auto, cpu, cuda or tensorrt.")
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+WatchlistOpt = Annotated[Path, typer.Option("--watchlist", "-w", help="Watchlist directory.")]
 
 if TYPE_CHECKING:
     from streamproc.eval.cache import EmbeddingCache
@@ -65,3 +77,26 @@ def eval_cache(analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None) -
         return None
     base = (cache_dir or default_cache_dir()).parent
     return EmbeddingCache(base / "eval-embeddings.sqlite", setting_key(analyzer, analyzer.detector.cache_key))
+
+
+def run_config(
+    path: Path,
+    source: str | None = None,
+    watchlist: Path | None = None,
+    events: str | None = None,
+    metrics_port: int | None = None,
+) -> PipelineConfig:
+    """The pipeline config at ``path`` with ``run``'s command-line overrides (``validate`` passes none)."""
+    cfg = load_pipeline_config(path)
+    update: dict[str, Any] = {}
+    if source is not None:
+        if len(cfg.sources) != 1:
+            raise ConfigError(f"--source replaces the one source of a config; {path} has {len(cfg.sources)}")
+        update["sources"] = [cfg.sources[0].model_copy(update={"url": source})]
+    if watchlist is not None:
+        update["watchlist"] = cfg.watchlist.model_copy(update={"path": watchlist})
+    if events is not None:
+        update["events"] = cfg.events.model_copy(update={"endpoint": events})
+    if metrics_port is not None:
+        update["metrics"] = cfg.metrics.model_copy(update={"port": metrics_port})
+    return cfg.model_copy(update=update)

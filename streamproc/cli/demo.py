@@ -5,7 +5,7 @@ Collins, public domain) and ``camera.png`` (the classic "cameraman", a different
 body-camera-like clip (shake, motion blur, flicker, the astronaut approaching, the cameraman standing by),
 enrols the astronaut from the original photo, runs the pipeline on the clip, and collects the match events
 with a real ZeroMQ subscriber. It is a smoke test that every stage runs; it is not evidence of accuracy
-(see ``streamproc evaluate``).
+(see ``streamproc evaluate``). ``streamproc demo`` is the command; the clip and assets are built here.
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ import importlib.resources
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import cv2
 import numpy as np
+import typer
 from numpy.typing import NDArray
 
+from streamproc.cli.common import DeviceOpt, err_console, out, recognition_config
 from streamproc.fsutil import sha256_file
-from streamproc.search.watchlist import NewSubject, NewTemplate, Watchlist
 from streamproc.types import ImageBGR
-from streamproc.vision.faces import FaceAnalyzer
+
+if TYPE_CHECKING:  # cv2, the models and the watchlist load when the demo runs, not with every command
+    from streamproc.vision.faces import FaceAnalyzer
 
 DEMO_FMR = 1e-3
 
@@ -49,6 +52,7 @@ def synth_bodycam_clip(path: Path, seconds: float = 6.0, fps: int = 15, seed: in
     for a given seed. Written to a temporary file, then renamed.
     """
     import av
+    import cv2
 
     rng = np.random.default_rng(seed)
     astronaut = _skimage("astronaut")[0:260, 90:350]
@@ -119,6 +123,9 @@ def prepare_demo(analyzer: FaceAnalyzer, workdir: Path) -> DemoAssets:
     """Write the clip, a one-subject watchlist and the config into ``workdir`` (replacing earlier ones)."""
     import shutil
 
+    from streamproc.search.templates import NewSubject, NewTemplate
+    from streamproc.search.watchlist import Watchlist
+
     workdir.mkdir(parents=True, exist_ok=True)
     clip = synth_bodycam_clip(workdir / "bodycam.mp4")
     watchlist = workdir / "watchlist"
@@ -147,3 +154,99 @@ def prepare_demo(analyzer: FaceAnalyzer, workdir: Path) -> DemoAssets:
     config = workdir / "demo.yaml"
     config.write_text(demo_config_text(), encoding="utf-8")
     return DemoAssets(clip=clip, watchlist=watchlist, config=config)
+
+
+def demo_command(
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", help="Keep the clip, watchlist and demo.yaml here (default: a temp dir)."),
+    ] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Run the embedded demo: the whole pipeline, no camera, no internet.
+
+    Makes a body-camera-like clip from images shipped with scikit-image, enrols one face, runs the pipeline
+    on the clip and prints the match events a real ZeroMQ subscriber received, and the metrics endpoint."""
+    import tempfile
+    import threading
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from streamproc.config import load_pipeline_config
+    from streamproc.feed.events import EventSubscriber, MatchEvent
+    from streamproc.metrics import serve
+    from streamproc.runtime.build import build_analyzer, build_pipeline
+
+    err_console.print("[dim]preparing models (the first run builds them offline)…[/dim]")
+    with tempfile.TemporaryDirectory(prefix="streamproc-demo-") as tmp:
+        work = workdir or Path(tmp)
+        analyzer = build_analyzer(recognition_config(None, device=device))
+        assets = prepare_demo(analyzer, work)
+        cfg = load_pipeline_config(assets.config)
+        # Ephemeral ports, so the demo never collides with a running pipeline.
+        cfg = cfg.model_copy(
+            update={
+                "events": cfg.events.model_copy(update={"endpoint": "tcp://127.0.0.1:*"}),
+                "runtime": recognition_config(None, device=device).runtime,
+            }
+        )
+        out.print(f"clip: {assets.clip}  watchlist: {assets.watchlist} (1 subject)  config: {assets.config}")
+        registry = CollectorRegistry()
+        pipeline = build_pipeline(cfg, registry)
+        events: list[MatchEvent] = []
+        stop = threading.Event()
+        try:
+            with serve(registry, "127.0.0.1", 0) as server, EventSubscriber(pipeline.publisher_endpoint) as sub:
+
+                def listen() -> None:
+                    while not stop.is_set():
+                        event = sub.recv(timeout_s=0.1)
+                        if event is not None:
+                            events.append(event)
+
+                listener = threading.Thread(target=listen, daemon=True)
+                listener.start()
+                stop.wait(0.3)  # let the subscription reach the publisher
+                out.print(f"events: {pipeline.publisher_endpoint}   metrics: {server.url}")
+                stats = pipeline.run()["demo"]
+                stop.wait(0.5)
+                stop.set()
+                listener.join()
+                scrape = urllib.request.urlopen(server.url, timeout=10).read().decode()  # noqa: S310 - loopback
+        finally:
+            stop.set()
+            pipeline.close()
+    for event in events:
+        out.print(
+            f"event {event.event_id[:12]} stream={event.stream_id} track={event.track_id} "
+            f"candidate={event.subject_id} ({event.subject_name}) {event.metric} distance={event.distance:.3f} "
+            f"<= threshold {event.threshold:.3f} ({event.k}-of-{event.n} best shots agree) "
+            f"frame t={event.frame_pts_s:.2f}s latency={event.latency_ms['end_to_end']:.0f}ms review={event.review}",
+            highlight=False,
+        )
+    counted = [
+        line
+        for line in scrape.splitlines()
+        if line.startswith(
+            (
+                "streamproc_frames_processed_total",
+                "streamproc_faces_detected_total",
+                "streamproc_events_published_total",
+            )
+        )
+    ]
+    out.print("scraped from the metrics endpoint: " + "; ".join(counted), highlight=False)
+    out.print(
+        f"{stats.frames} frames, {stats.faces} faces, {stats.tracks} tracks, {stats.embeddings} best shots embedded, "
+        f"{len(events)} event(s). A smoke test, not evidence of accuracy; a candidate is a lead for human "
+        "review, never an identification.",
+        highlight=False,
+    )
+    if (
+        stats.error
+        or not any(e.subject_id == DEMO_SUBJECT for e in events)
+        or any(e.subject_id != DEMO_SUBJECT for e in events)
+    ):
+        err_console.print("demo did not produce the expected single-subject match", highlight=False)
+        raise typer.Exit(1)

@@ -1,6 +1,6 @@
 """``streamproc events``: watch the match-event feed from a terminal or a script.
 
-Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(events_app, name="events")``. User mistakes raise
+Mounted by :mod:`streamproc.cli` as ``app.add_typer(events_app, name="events")``. User mistakes raise
 :class:`~streamproc.errors.StreamprocError`, which ``cli.main`` prints as one line.
 """
 

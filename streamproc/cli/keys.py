@@ -1,6 +1,6 @@
 """``streamproc keys``: create the CURVE keypairs that encrypt and authenticate the event feed.
 
-Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(keys_app, name="keys")``. User mistakes raise
+Mounted by :mod:`streamproc.cli` as ``app.add_typer(keys_app, name="keys")``. User mistakes raise
 :class:`~streamproc.errors.StreamprocError`, which ``cli.main`` prints as one line.
 """
 

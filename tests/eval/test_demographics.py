@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamproc.cli.demographics import _gate, demographics_command
+from streamproc.cli.evaluate import _gate, demographics_command
 from streamproc.eval.demographics import (
     FmrRatio,
     LabelsError,
