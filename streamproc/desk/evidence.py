@@ -103,7 +103,7 @@ def enrolment_chips(watchlist_dir: Path, subject_id: str) -> list[tuple[int, NDA
     """The subject's stored enrolment chips ``(template_label, RGB uint8 HxWx3)``; none for a removed subject."""
     try:
         with Watchlist.open(watchlist_dir) as wl:
-            return list(wl.enrolment_chips(subject_id)) if hasattr(wl, "enrolment_chips") else []
+            return wl.enrolment_chips(subject_id)
     except StreamprocError:
         return []
 

@@ -67,6 +67,6 @@ def templates_from_images(
         raise EnrolmentError("enrolment refused, nothing written: " + "; ".join(refusals))
     vectors = analyzer.embed([face for _, face in chosen])
     return [
-        NewTemplate(vector=vec, source_sha256=sha256_file(path), quality=face.quality.score)
+        NewTemplate(vector=vec, source_sha256=sha256_file(path), quality=face.quality.score, chip=face.chip)
         for (path, face), vec in zip(chosen, vectors, strict=True)
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
@@ -36,11 +36,13 @@ class NewSubject:
 
 @dataclass(frozen=True)
 class NewTemplate:
-    """One ``(dim,)`` float32 embedding and the sha256 of the image it came from."""
+    """One ``(dim,)`` float32 embedding, the sha256 of the image it came from and, when known, the aligned
+    ``(S, S, 3)`` uint8 RGB chip it was embedded from (stored for reviewers, :mod:`streamproc.search.chips`)."""
 
     vector: NDArray[np.float32]
     source_sha256: str
     quality: float
+    chip: NDArray[np.uint8] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from streamproc.errors import WatchlistError
+from streamproc.search.chips import check_chip, erase_chips, read_chips, store_chips
 from streamproc.search.index import HnswIndex, IndexParams, fsync_dir, normalise
 from streamproc.search.integrity import (
     INDEX_FILE,
@@ -240,6 +241,13 @@ class Watchlist:
             self._check_open()
             return select_subjects(self._conn, include_removed=include_removed)
 
+    def enrolment_chips(self, subject_id: str) -> list[tuple[int, NDArray[np.uint8]]]:
+        """``(template_label, (H, W, 3) uint8 RGB chip)`` of the subject's live templates, in label order; empty
+        for a removed subject or one enrolled before chips were stored. Read-only handles can read them."""
+        with self._mutex:
+            self._check_open()
+            return read_chips(self._conn, subject_id)
+
     def expired(self, now: datetime) -> list[Subject]:
         """Non-removed subjects with ``expires_at <= now`` (candidates for :meth:`remove`)."""
         now = utc_now(now)
@@ -294,6 +302,9 @@ class Watchlist:
         now = utc_now(now)
         check_subject(subject, now)
         vectors = check_templates(templates, self._embedder)
+        for t in templates:
+            if t.chip is not None:
+                check_chip(t.chip)
         with self._mutex:
             self._require_writable()
 
@@ -313,6 +324,7 @@ class Watchlist:
                 if not enrolled:
                     insert_subject(conn, subject, now)
                 labels = insert_templates(conn, subject.subject_id, templates, vectors, now)
+                store_chips(conn, subject.subject_id, [int(x) for x in labels], [t.chip for t in templates])
                 write_audit(
                     conn,
                     now,
@@ -346,6 +358,7 @@ class Watchlist:
                 if removed_at is not None:
                     raise WatchlistError(f"subject {subject_id} was already removed at {removed_at}")
                 labels = mark_removed(conn, subject_id, now)
+                erase_chips(conn, subject_id)
                 write_audit(
                     conn,
                     now,
