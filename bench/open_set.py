@@ -20,7 +20,7 @@ import numpy as np
 
 from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.eval.embedding import embed_images
-from streamproc.eval.metrics import clopper_pearson, open_set_at_threshold, rank1_split
+from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.openset import (
     fpir_point,
     nonmated_top1,
@@ -29,6 +29,7 @@ from streamproc.eval.openset import (
     sufficiency_message,
     threshold_at_tar,
 )
+from streamproc.eval.openset_metrics import open_set_at_threshold, rank1_split
 from streamproc.eval.tracks import make_tracks, track_false_flags
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.calibration import similarity_to_distance

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from streamproc.errors import StreamprocError
 from streamproc.eval.cache import EmbeddingCache
 from streamproc.eval.embedding import embed_images
-from streamproc.eval.metrics import clopper_pearson
+from streamproc.eval.intervals import clopper_pearson
 from streamproc.types import Metric
 from streamproc.vision.faces import FaceAnalyzer
 

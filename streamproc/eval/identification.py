@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from streamproc.errors import StreamprocError
 from streamproc.eval.cache import EmbeddingCache
 from streamproc.eval.embedding import embed_images
-from streamproc.eval.metrics import OpenSetResult, fnir_at_fpir, open_set_at_threshold
+from streamproc.eval.openset_metrics import OpenSetResult, fnir_at_fpir, open_set_at_threshold
 from streamproc.types import Metric
 from streamproc.vision.faces import FaceAnalyzer
 

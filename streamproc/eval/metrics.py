@@ -1,6 +1,7 @@
-"""Verification and identification error rates from score arrays (pure numpy, no I/O).
+"""Verification error rates from score arrays (pure numpy, no I/O): thresholds at an FMR, TAR, ROC/DET, AUC.
 
-Conventions, shared by every function here:
+Open-set (rank-1) rates are in :mod:`streamproc.eval.openset_metrics`, binomial intervals in
+:mod:`streamproc.eval.intervals`. Conventions, shared by every function here and there:
 
 * Scores are *similarities*: higher means more alike. For a distance-based embedder the
   caller passes ``similarity = -distance``.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -33,8 +33,8 @@ FloatArray = NDArray[np.floating[Any]]
 # --------------------------------------------------------------------------- helpers
 
 
-def _scores(x: Any, name: str, *, finite: bool = False) -> FloatArray:
-    """Validate a 1-d score array without copying it (float32 stays float32)."""
+def as_scores(x: Any, name: str, *, finite: bool = False) -> FloatArray:
+    """Validate a 1-d score array without copying it (float32 stays float32); ValueError naming ``name``."""
     arr = np.asarray(x)
     if arr.dtype.kind in "iub":
         arr = arr.astype(np.float64)
@@ -95,7 +95,7 @@ def threshold_at_fmr(impostor: FloatArray, fmr: float) -> float:
     Uses ``np.partition`` (O(n)), so 84M float32 impostor scores cost one 336 MB copy.
     Raises ``ValueError`` for an empty array, NaN/+inf scores or ``fmr`` outside [0, 1].
     """
-    imp = _scores(impostor, "impostor")
+    imp = as_scores(impostor, "impostor")
     allowed = allowed_count(_rate(fmr, "fmr"), imp.size)
     if allowed >= imp.size:
         return -math.inf
@@ -106,7 +106,7 @@ def threshold_at_fmr(impostor: FloatArray, fmr: float) -> float:
 
 def tar_at_fmr(genuine: FloatArray, impostor: FloatArray, fmr: float) -> tuple[float, float]:
     """``(TAR, threshold)``: fraction of ``genuine`` scores ``>= threshold_at_fmr(impostor, fmr)``."""
-    gen = _scores(genuine, "genuine")
+    gen = as_scores(genuine, "genuine")
     t = threshold_at_fmr(impostor, fmr)
     return _count_ge_unsorted(gen, t) / gen.size, t
 
@@ -125,7 +125,7 @@ def kfold_accuracy(
     threshold is then applied (``score >= t`` means same) to the held-out fold. ``std`` is
     the population standard deviation (ddof=0), as the common LFW evaluation code reports.
     """
-    s = _scores(scores, "scores", finite=True).astype(np.float64, copy=False)
+    s = as_scores(scores, "scores", finite=True).astype(np.float64, copy=False)
     same = np.asarray(is_same)
     fold = np.asarray(folds)
     if same.dtype != np.bool_ or same.shape != s.shape:
@@ -173,8 +173,8 @@ def roc_curve(
     ``fnmr[i] = mean(genuine < thresholds[i])``. Sorts both arrays: for tens of millions of
     impostors prefer :func:`det_curve`, which evaluates a log-spaced subset.
     """
-    gen = np.sort(_scores(genuine, "genuine").astype(np.float64))
-    imp = np.sort(_scores(impostor, "impostor").astype(np.float64))
+    gen = np.sort(as_scores(genuine, "genuine").astype(np.float64))
+    imp = np.sort(as_scores(impostor, "impostor").astype(np.float64))
     uniq = np.unique(np.concatenate((gen, imp)))
     thresholds = np.append(uniq, np.nextafter(uniq[-1], np.inf))
     fmr = (imp.size - np.searchsorted(imp, thresholds, side="left")) / imp.size
@@ -195,8 +195,8 @@ def det_curve(
     """
     if n_points < 2:
         raise ValueError("n_points must be at least 2")
-    gen = np.sort(_scores(genuine, "genuine").astype(np.float64))
-    imp = np.sort(_scores(impostor, "impostor"))  # keeps float32: one copy, no upcast
+    gen = np.sort(as_scores(genuine, "genuine").astype(np.float64))
+    imp = np.sort(as_scores(impostor, "impostor"))  # keeps float32: one copy, no upcast
     n = imp.size
     allowed = np.unique(np.floor(np.logspace(0.0, math.log10(n + 1), n_points)).astype(np.int64) - 1)
     allowed = allowed[(allowed >= 0) & (allowed < n)]
@@ -217,8 +217,8 @@ def auc(genuine: FloatArray, impostor: FloatArray) -> float:
     Computed by ranking each genuine score among the sorted impostors (two binary searches
     per genuine score), O((n_g + n_i) log n_i), exact integer counts.
     """
-    gen = _scores(genuine, "genuine")
-    imp = np.sort(_scores(impostor, "impostor"))
+    gen = as_scores(genuine, "genuine")
+    imp = np.sort(as_scores(impostor, "impostor"))
     if imp.dtype != np.float64 and np.array_equal(gen.astype(imp.dtype).astype(gen.dtype), gen):
         gen = gen.astype(imp.dtype)  # exact in the impostor dtype: avoid upcasting imp
     less = np.searchsorted(imp, gen, side="left").astype(np.int64)
@@ -300,205 +300,3 @@ def all_pairs_scores(
                 out[offsets[mask]] = sim32[mask]
                 pos[r0:r1] += mask.sum(axis=1)
     return genuine, impostor
-
-
-# --------------------------------------------------------------------------- intervals
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) two-sided binomial interval for ``k`` successes in ``n``.
-
-    Chosen over Wilson because it never undercovers and stays meaningful at ``k = 0``, the
-    usual case for false matches at strict thresholds. ``k = 0`` gives lower 0 and
-    ``k = n`` upper 1 (closed forms); ``n = 0`` gives the uninformative ``(0.0, 1.0)``.
-    Otherwise the bounds are beta quantiles ``B(a/2; k, n-k+1)`` and ``B(1-a/2; k+1, n-k)``,
-    found by bisection on the regularised incomplete beta function (continued fraction).
-    """
-    if not (isinstance(k, int | np.integer) and isinstance(n, int | np.integer)):
-        raise ValueError("k and n must be integers")
-    if n < 0 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n == 0:
-        return 0.0, 1.0
-    k, n = int(k), int(n)
-    tail = (1.0 - confidence) / 2.0
-    lower = 0.0 if k == 0 else (tail ** (1.0 / n) if k == n else _beta_quantile(tail, k, n - k + 1))
-    upper = 1.0 if k == n else (1.0 - tail ** (1.0 / n) if k == 0 else _beta_quantile(1.0 - tail, k + 1, n - k))
-    return lower, upper
-
-
-def _beta_quantile(p: float, a: float, b: float) -> float:
-    """x with I_x(a, b) = p, by bisection (I is increasing in x; robust, ~60-200 steps)."""
-    lo, hi = 0.0, 1.0
-    for _ in range(400):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi) or hi - lo <= 1e-15 * hi:
-            break
-        if _regularized_beta(mid, a, b) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def _regularized_beta(x: float, a: float, b: float) -> float:
-    """Regularised incomplete beta I_x(a, b) (Numerical Recipes ``betai``)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(x, a, b) / a
-    return 1.0 - front * _beta_continued_fraction(1.0 - x, b, a) / b
-
-
-def _beta_continued_fraction(x: float, a: float, b: float) -> float:
-    """Continued fraction for I_x(a, b) by the modified Lentz method (NR ``betacf``)."""
-    tiny, eps = 1e-300, 1e-15
-
-    def guard(v: float) -> float:
-        return v if abs(v) > tiny else tiny
-
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 / guard(1.0 - qab * x / qap)
-    h = d
-    # Converges in O(sqrt(max(a, b))) terms in the worst case; allow ample headroom.
-    for m in range(1, 10_000 + int(10 * math.sqrt(max(a, b)))):
-        m2 = 2 * m
-        even = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 / guard(1.0 + even * d)
-        c = guard(1.0 + even / c)
-        h *= d * c
-        odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 / guard(1.0 + odd * d)
-        c = guard(1.0 + odd / c)
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            return h
-    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
-
-
-# --------------------------------------------------------------------------- identification
-
-
-@dataclass(frozen=True)
-class OpenSetResult:
-    """One open-set (watchlist) operating point.
-
-    ``fpir``: fraction of non-mated probes (subject not enrolled) whose top-1 score is
-    ``>= threshold`` — each would put a wrong person in front of an operator.
-    ``fnir``: fraction of mated probes (subject enrolled) whose rank-1 candidate is not
-    their subject, or is but scores ``< threshold``. ``false_candidates``: how many wrong
-    rank-1 candidates are shown: non-mated hits plus mated probes whose wrong rank-1
-    candidate scores ``>= threshold``.
-    """
-
-    threshold: float
-    fpir: float
-    fnir: float
-    n_mated: int
-    n_nonmated: int
-    false_candidates: int
-
-
-def open_set_at_threshold(
-    mated_rank1_correct: NDArray[np.bool_],
-    mated_rank1_score: FloatArray,
-    nonmated_rank1_score: FloatArray,
-    threshold: float,
-) -> OpenSetResult:
-    """FPIR/FNIR at a given threshold (rank-1 only).
-
-    ``mated_rank1_correct`` (M,) bool: is the best gallery candidate of mated probe m the
-    right subject (False when no candidate was returned). ``mated_rank1_score`` (M,): that
-    candidate's score, ``-inf`` when none was returned. ``nonmated_rank1_score`` (K,): best
-    score of each non-mated probe (``-inf``: none). A ``-inf`` score never reaches a
-    threshold, not even ``-inf``, since there is no candidate to show. M, K >= 1.
-    """
-    correct = np.asarray(mated_rank1_correct)
-    mated = _scores(mated_rank1_score, "mated_rank1_score")
-    nonmated = _scores(nonmated_rank1_score, "nonmated_rank1_score")
-    if correct.dtype != np.bool_ or correct.shape != mated.shape:
-        raise ValueError("mated_rank1_correct must be a bool array shaped like mated_rank1_score")
-    if math.isnan(threshold):
-        raise ValueError("threshold is NaN")
-    t = np.float64(threshold)
-    # -inf means "no candidate returned": nothing to show, whatever the threshold.
-    hit = (mated >= t) & (mated > -np.inf)
-    false_nonmated = int(np.count_nonzero((nonmated >= t) & (nonmated > -np.inf)))
-    return OpenSetResult(
-        threshold=float(threshold),
-        fpir=false_nonmated / nonmated.size,
-        fnir=int(np.count_nonzero(~(correct & hit))) / mated.size,
-        n_mated=int(mated.size),
-        n_nonmated=int(nonmated.size),
-        false_candidates=false_nonmated + int(np.count_nonzero(~correct & hit)),
-    )
-
-
-def fnir_at_fpir(
-    mated_rank1_correct: NDArray[np.bool_],
-    mated_rank1_score: FloatArray,
-    nonmated_rank1_score: FloatArray,
-    fpir: float,
-) -> OpenSetResult:
-    """FNIR at the most permissive threshold with FPIR <= ``fpir``.
-
-    The threshold is :func:`threshold_at_fmr` of the non-mated top-1 scores: at most
-    ``floor(fpir * K)`` non-mated probes reach it. See :func:`open_set_at_threshold`.
-    """
-    t = threshold_at_fmr(_scores(nonmated_rank1_score, "nonmated_rank1_score"), fpir)
-    return open_set_at_threshold(mated_rank1_correct, mated_rank1_score, nonmated_rank1_score, t)
-
-
-def open_set_identification(
-    mated_rank1_correct: NDArray[np.bool_],
-    mated_rank1_score: FloatArray,
-    nonmated_rank1_score: FloatArray,
-    *,
-    fpir: float | None = None,
-    threshold: float | None = None,
-) -> OpenSetResult:
-    """Open-set operating point at a target ``fpir`` or a fixed ``threshold`` (exactly one)."""
-    if (fpir is None) == (threshold is None):
-        raise ValueError("give exactly one of fpir or threshold")
-    if fpir is not None:
-        return fnir_at_fpir(mated_rank1_correct, mated_rank1_score, nonmated_rank1_score, fpir)
-    assert threshold is not None
-    return open_set_at_threshold(mated_rank1_correct, mated_rank1_score, nonmated_rank1_score, threshold)
-
-
-def rank1_split(
-    scores: FloatArray,
-    gallery_identities: Sequence[str] | NDArray[Any],
-    probe_identities: Sequence[str] | NDArray[Any],
-) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
-    """From a (P, G) probe-by-gallery similarity matrix to the open-set inputs.
-
-    Returns ``(mated_rank1_correct, mated_rank1_score, nonmated_rank1_score)``: a probe is
-    mated when its identity appears in the gallery. The rank-1 candidate is the highest
-    score (first column on ties, i.e. ``argmax``). An empty gallery (G = 0) gives every
-    probe a ``-inf`` rank-1 score and no correct candidate.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    gal = np.asarray(gallery_identities)
-    probe = np.asarray(probe_identities)
-    if s.ndim != 2 or s.shape != (probe.size, gal.size):
-        raise ValueError(f"scores must have shape (P, G) = ({probe.size}, {gal.size}), got {s.shape}")
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    is_mated = np.isin(probe, gal)
-    if gal.size == 0:
-        best = np.full(probe.size, -np.inf)
-        correct = np.zeros(probe.size, dtype=np.bool_)
-    else:
-        top = np.argmax(s, axis=1)
-        best = s[np.arange(probe.size), top]
-        correct = gal[top] == probe
-    return correct[is_mated], best[is_mated], best[~is_mated]

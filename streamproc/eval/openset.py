@@ -27,7 +27,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.errors import StreamprocError
-from streamproc.eval.metrics import FloatArray, clopper_pearson, threshold_at_fmr
+from streamproc.eval.intervals import clopper_pearson
+from streamproc.eval.metrics import FloatArray, threshold_at_fmr
 from streamproc.types import Metric
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}

@@ -20,7 +20,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from streamproc.eval.metrics import FloatArray, clopper_pearson, det_curve, threshold_at_fmr
+from streamproc.eval.intervals import clopper_pearson
+from streamproc.eval.metrics import FloatArray, det_curve, threshold_at_fmr
 
 CONFIDENCE = 0.95
 """Two-sided confidence level of every interval in the report."""

@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.config import PolicyConfig
-from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
+from streamproc.eval.intervals import clopper_pearson
+from streamproc.eval.metrics import all_pairs_scores, threshold_at_fmr
 from streamproc.eval.openset import similarity_matrix
 from streamproc.search.calibration import TrackRow
 from streamproc.search.policy import MatchPolicy, ShotResult

@@ -7,22 +7,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from streamproc.eval.metrics import (
-    OpenSetResult,
     all_pairs_scores,
     allowed_count,
     auc,
-    clopper_pearson,
     det_curve,
-    fnir_at_fpir,
     kfold_accuracy,
-    open_set_at_threshold,
-    open_set_identification,
-    rank1_split,
     roc_curve,
     tar_at_fmr,
     threshold_at_fmr,
@@ -346,130 +340,3 @@ def test_all_pairs_scores_identities_as_array_and_edge_sizes() -> None:
 def test_all_pairs_scores_rejects(emb: NDArray[np.float32], ids: list[str], metric: Any, block: int) -> None:
     with pytest.raises(ValueError):
         all_pairs_scores(emb, ids, metric, block=block)
-
-
-# --------------------------------------------------------------------------- clopper_pearson
-
-
-@pytest.mark.parametrize(
-    ("k", "n", "lower", "upper"),
-    [
-        (0, 10, 0.0, 0.3085),
-        (5, 10, 0.1871, 0.8129),
-        (10, 10, 0.6915, 1.0),
-        (1, 10, 0.0025, 0.4450),
-        (9, 10, 0.5550, 0.9975),
-        (50, 100, 0.3983, 0.6017),
-        (0, 3000, 0.0, 0.0012),
-        (0, 0, 0.0, 1.0),
-    ],
-)
-def test_clopper_pearson_known_values(k: int, n: int, lower: float, upper: float) -> None:
-    lo, hi = clopper_pearson(k, n)
-    assert (round(lo, 4), round(hi, 4)) == (lower, upper)
-
-
-def test_clopper_pearson_closed_forms_and_confidence() -> None:
-    assert clopper_pearson(0, 10)[1] == pytest.approx(1 - 0.025**0.1, rel=1e-14)
-    assert clopper_pearson(0, 10, 0.9)[1] == pytest.approx(1 - 0.05**0.1, rel=1e-14)
-    wide, narrow = clopper_pearson(30, 100, 0.99), clopper_pearson(30, 100, 0.8)
-    assert wide[0] < narrow[0] < 0.3 < narrow[1] < wide[1]
-
-
-def _binom_tail_ge(k: int, n: int, p: float) -> float:
-    return math.fsum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
-
-
-@settings(max_examples=60)
-@given(st.integers(1, 150).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
-def test_clopper_pearson_solves_the_binomial_tails(kn: tuple[int, int]) -> None:
-    """Independent check: P(X >= k | lower) = P(X <= k | upper) = 2.5% by exact sums."""
-    k, n = kn
-    lo, hi = clopper_pearson(k, n)
-    assert 0.0 <= lo < hi <= 1.0
-    if k > 0:
-        assert _binom_tail_ge(k, n, lo) == pytest.approx(0.025, rel=1e-7)
-    if k < n:
-        assert 1.0 - _binom_tail_ge(k + 1, n, hi) == pytest.approx(0.025, rel=1e-7)
-    mirror = clopper_pearson(n - k, n)
-    assert (lo, hi) == pytest.approx((1 - mirror[1], 1 - mirror[0]), abs=1e-12)
-
-
-def test_clopper_pearson_large_n() -> None:
-    # 840 false matches in 84M impostor pairs (FMR 1e-5 on all LFW pairs): fast and sane.
-    lo, hi = clopper_pearson(840, 84_000_000)
-    assert 0.93e-5 < lo < 1e-5 < hi < 1.07e-5
-    lo, hi = clopper_pearson(3, 3000)
-    assert (round(lo, 6), round(hi, 6)) == (0.000206, 0.00292)  # Poisson-like: (0.619, 8.77)/3000
-
-
-@pytest.mark.parametrize(("k", "n", "confidence"), [(-1, 5, 0.95), (6, 5, 0.95), (1, 5, 0.0), (1, 5, 1.0)])
-def test_clopper_pearson_rejects(k: int, n: int, confidence: float) -> None:
-    with pytest.raises(ValueError):
-        clopper_pearson(k, n, confidence)
-
-
-# --------------------------------------------------------------------------- open-set identification
-
-# Mated probes: right and strong, right but weak, wrong subject at 0.8, no candidate at all.
-CORRECT = np.asarray([True, True, False, False])
-MATED = f64([0.9, 0.4, 0.8, -math.inf])
-NONMATED = f64([0.7, 0.3, 0.5, 0.2])
-
-
-@pytest.mark.parametrize(
-    ("threshold", "fpir", "fnir", "false_candidates"),
-    [
-        (0.6, 0.25, 0.75, 2),  # nonmated 0.7 + wrong 0.8
-        (0.85, 0.0, 0.75, 0),
-        (0.95, 0.0, 1.0, 0),
-        (0.35, 0.5, 0.5, 3),
-        (-math.inf, 1.0, 0.5, 5),  # "no candidate" never counts, even at -inf
-    ],
-)
-def test_open_set_at_threshold_table(threshold: float, fpir: float, fnir: float, false_candidates: int) -> None:
-    result = open_set_at_threshold(CORRECT, MATED, NONMATED, threshold)
-    assert result == OpenSetResult(threshold, fpir, fnir, 4, 4, false_candidates)
-
-
-@pytest.mark.parametrize(
-    ("fpir", "threshold", "fnir", "false_candidates"),
-    [
-        (0.0, up(0.7), 0.75, 1),  # allowed 0: above 0.7; wrong 0.8 still shown
-        (0.25, up(0.5), 0.75, 2),  # allowed 1
-        (0.5, up(0.3), 0.5, 3),  # allowed 2
-        (1.0, -math.inf, 0.5, 5),
-    ],
-)
-def test_fnir_at_fpir_table(fpir: float, threshold: float, fnir: float, false_candidates: int) -> None:
-    result = fnir_at_fpir(CORRECT, MATED, NONMATED, fpir)
-    assert result.threshold == threshold
-    assert result.fpir <= fpir
-    assert (result.fnir, result.false_candidates) == (fnir, false_candidates)
-    assert open_set_identification(CORRECT, MATED, NONMATED, fpir=fpir) == result
-    assert open_set_identification(CORRECT, MATED, NONMATED, threshold=threshold) == result
-
-
-def test_open_set_rejects() -> None:
-    with pytest.raises(ValueError):
-        open_set_identification(CORRECT, MATED, NONMATED)
-    with pytest.raises(ValueError):
-        open_set_identification(CORRECT, MATED, NONMATED, fpir=0.1, threshold=0.5)
-    with pytest.raises(ValueError):
-        open_set_at_threshold(CORRECT[:2], MATED, NONMATED, 0.5)
-    with pytest.raises(ValueError):
-        open_set_at_threshold(CORRECT, MATED, f64([]), 0.5)
-    with pytest.raises(ValueError):
-        open_set_at_threshold(CORRECT, MATED, NONMATED, math.nan)
-
-
-def test_rank1_split() -> None:
-    scores = f64([0.9, 0.1, 0.5, 0.6, 0.7, 0.2]).reshape(3, 2)
-    correct, mated, nonmated = rank1_split(scores, ["a", "b"], ["a", "c", "b"])
-    assert correct.tolist() == [True, False]  # probe "b" ranks "a" first
-    assert mated.tolist() == [0.9, 0.7]
-    assert nonmated.tolist() == [0.6]
-    correct, mated, nonmated = rank1_split(np.empty((2, 0)), [], ["a", "b"])
-    assert correct.size == 0 and mated.size == 0 and nonmated.tolist() == [-math.inf, -math.inf]
-    with pytest.raises(ValueError):
-        rank1_split(np.empty((2, 3)), ["a"], ["a", "b"])

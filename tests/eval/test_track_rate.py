@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamproc.eval.metrics import all_pairs_scores, clopper_pearson, threshold_at_fmr
+from streamproc.eval.intervals import clopper_pearson
+from streamproc.eval.metrics import all_pairs_scores, threshold_at_fmr
 from streamproc.eval.tracks import (
     TrackSet,
     crossfit_thresholds,

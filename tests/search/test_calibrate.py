@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from streamproc.cli.calibrate import calibrate_command
-from streamproc.eval.metrics import clopper_pearson
+from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.openset import (
     fpir_point,
     min_searches,
