@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup lint typecheck
+.PHONY: demo test setup lint typecheck review-screenshot
 
 $(BIN)/streamproc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ typecheck: setup
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# docs/review-candidate.png (shown in the README): the browser test's screenshot of the candidate page.
+review-screenshot: setup
+	STREAMPROC_SCREENSHOT=docs/review-candidate.png $(BIN)/pytest -q tests/desk/test_console_browser.py
