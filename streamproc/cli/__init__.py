@@ -23,6 +23,7 @@ from streamproc.cli.events import events_app
 from streamproc.cli.identify import identify_command
 from streamproc.cli.keys import keys_app
 from streamproc.cli.models import models_app
+from streamproc.cli.redact import redact_command
 from streamproc.cli.review import review_app
 from streamproc.cli.run import child_command, run_command
 from streamproc.cli.watchlist import watchlist_app
@@ -40,6 +41,7 @@ app.command("calibrate")(calibrate_command)
 app.command("child", hidden=True)(child_command)
 app.command("validate")(validate_command)
 app.command("run")(run_command)
+app.command("redact")(redact_command)
 app.command("identify")(identify_command)
 app.command("demo")(demo_command)
 app.add_typer(models_app, name="models")
