@@ -32,7 +32,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import PipelineConfig, RecognitionConfig, RetinaFaceConfig
-from streamproc.feed.events import EventSubscriber, MatchEvent
+from streamproc.feed.schema import MatchEvent
+from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject, NewTemplate

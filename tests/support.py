@@ -13,7 +13,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import PipelineConfig, RecognitionConfig
-from streamproc.feed.events import CalibrationInfo, EventSubscriber, MatchEvent, QualityInfo, make_event_id
+from streamproc.feed.schema import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
+from streamproc.feed.subscribe import EventSubscriber
 from streamproc.messages import BestShot
 from streamproc.metrics import serve
 from streamproc.runtime.build import build_analyzer, build_pipeline

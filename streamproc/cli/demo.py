@@ -174,7 +174,8 @@ def demo_command(
     from prometheus_client import CollectorRegistry
 
     from streamproc.config import load_pipeline_config
-    from streamproc.feed.events import EventSubscriber, MatchEvent
+    from streamproc.feed.schema import MatchEvent
+    from streamproc.feed.subscribe import EventSubscriber
     from streamproc.metrics import serve
     from streamproc.runtime.build import build_analyzer, build_pipeline
 

@@ -16,16 +16,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streamproc.feed.events import (
-    REVIEW_TOPIC_PREFIX,
-    TOPIC_PREFIX,
-    EventFormatError,
-    EventSubscriber,
-    FeedEvent,
-    ReviewEvent,
-)
+from streamproc.feed.codec import EventFormatError
 from streamproc.feed.replay import ReplayUnreachableError, iter_since
+from streamproc.feed.schema import REVIEW_TOPIC_PREFIX, TOPIC_PREFIX, FeedEvent, ReviewEvent
 from streamproc.feed.security import ClientSecurity, client_security_from_options, secure_client
+from streamproc.feed.subscribe import EventSubscriber
 
 events_app = typer.Typer(
     help="Watch the match-event feed (ZeroMQ). Every event is a candidate for human review, never an identification.",

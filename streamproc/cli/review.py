@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from streamproc.config import PipelineConfig, load_pipeline_config
+from streamproc.config import PipelineConfig, ReviewConfig, load_pipeline_config
 from streamproc.feed.event_feed import awaiting_publication
-from streamproc.feed.events import ReviewDecision, ReviewEvent, ReviewStatus
+from streamproc.feed.schema import ReviewDecision, ReviewEvent, ReviewStatus
 from streamproc.govern.accounts import (
     ROLES,
     AccountError,
@@ -43,6 +44,7 @@ from streamproc.govern.review import (
     audit_view,
     decide,
     open_journal,
+    reopen,
     resolve_event_id,
     state,
     states,
@@ -142,6 +144,31 @@ def decide_command(
             f"{waiting} decision(s) await publication on review.<stream> by the running pipeline; until then they "
             "are in the journal (events tail --since SEQ --replay ...)"
         )
+
+
+@review_app.command("reopen")
+def reopen_command(
+    event_id: EventIdArg,
+    note: Annotated[str, typer.Option("--note", help="Why the decision is reopened (recorded; required).")],
+    config: RunConfigOpt,
+    as_id: AsOpt = None,
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Supervisors: send a confirmed or rejected candidate back to review (a new round; audited, published)."""
+    cfg = load_pipeline_config(config)
+    with open_journal(cfg.events.journal.path, str(config)) as journal:
+        supervisor = _authenticate(cfg, as_id, key_file)
+
+        def audit() -> AuditLog:
+            return AuditLog.open_or_create(audit_dir(cfg), cfg.audit.key, actor=supervisor.id)
+
+        try:
+            event_id = resolve_event_id(journal, event_id)
+            review = reopen(journal, audit, event_id, supervisor, note, required=cfg.review.confirmations)
+        except ReviewRefusedError as refused:
+            _err.print(f"refused: {refused}")
+            raise typer.Exit(1) from None
+    _out.print(f"{event_id}: reopened by {supervisor.id} as seq {review.seq}; status pending, a new round begins")
 
 
 @review_app.command("list")
@@ -403,9 +430,11 @@ def serve_command(
 
     cfg = load_pipeline_config(config)
     if listen is not None:
-        cfg = cfg.model_copy(
-            update={"review": cfg.review.model_validate({**cfg.review.model_dump(), "listen": listen})}
-        )
+        try:
+            review = ReviewConfig.model_validate({**cfg.review.model_dump(), "listen": listen})
+        except ValidationError:
+            raise typer.BadParameter(f"must be HOST:PORT, not {listen!r}", param_hint="--listen") from None
+        cfg = cfg.model_copy(update={"review": review})
     serve(cfg, str(config))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import MatchEvent
+from streamproc.feed.schema import MatchEvent
 from streamproc.search.templates import Subject
 from streamproc.search.watchlist import Watchlist
 

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from streamproc.desk.app import Desk, csrf_ok, desk_of, login_redirect, signed_in
 from streamproc.desk.evidence import day, enrolment_chips, explain, jpeg, subject_of, utc
-from streamproc.feed.events import MAX_NOTE, ReviewDecision
+from streamproc.feed.schema import MAX_NOTE, ReviewDecision
 from streamproc.govern.accounts import Reviewer
 from streamproc.govern.review import (
     DECISIONS,

@@ -16,9 +16,10 @@ from typing import Protocol, Self
 import zmq
 
 from streamproc.config import EventsConfig
-from streamproc.feed.events import EventPublisher, MatchEvent, ReviewEvent
 from streamproc.feed.journal import EventJournal, JournaledPublisher
+from streamproc.feed.publish import EventPublisher
 from streamproc.feed.replay import ReplayServer
+from streamproc.feed.schema import MatchEvent, ReviewEvent
 from streamproc.feed.security import Authenticator, ServerSecurity, secure_server
 from streamproc.metrics import PipelineMetrics
 

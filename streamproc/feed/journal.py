@@ -18,7 +18,7 @@ Guarantees:
   and :meth:`EventJournal.prune` delete with ``secure_delete`` (freed pages are zeroed), then checkpoint and
   truncate the WAL and give freed pages back to the file system, so the deleted bytes do not linger.
 
-Reviewers' decisions (:class:`~streamproc.feed.events.ReviewEvent`, see :mod:`streamproc.govern.review`) live in a
+Reviewers' decisions (:class:`~streamproc.feed.schema.ReviewEvent`, see :mod:`streamproc.govern.review`) live in a
 second table but take their seq from the same counter, so a replay returns matches and decisions in the order they
 were stored. They are written by another process (``streamproc review decide``) than the pipeline that owns the
 PUB socket; the ``reviews_published`` high-water mark records how far the pipeline's feed has published them.
@@ -39,7 +39,8 @@ from typing import Final, Literal, Self
 from pydantic import ValidationError
 
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import EventPublisher, FeedEvent, MatchEvent, ReviewEvent
+from streamproc.feed.publish import EventPublisher
+from streamproc.feed.schema import FeedEvent, MatchEvent, ReviewEvent
 
 JOURNAL_FORMAT: Final = 2
 """``PRAGMA user_version`` of a journal file this code writes (2: with reviews); another value is refused."""

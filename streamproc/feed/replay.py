@@ -5,8 +5,8 @@ Protocol (ZeroMQ; the server binds a ROUTER socket, clients connect REQ or DEALE
 - request ``[b"since", b"<seq>"]`` or ``[b"since", b"<seq>", b"<limit>"]``: ASCII decimal integers,
   ``seq >= 0`` (0 means from the start), ``1 <= limit``;
 - reply ``[b"events", json1, json2, ...]``: the journaled events with ``seq`` greater than the one asked for,
-  in seq order, each body exactly as stored (the JSON of a :class:`~streamproc.feed.events.MatchEvent` or, with
-  ``"type": "review"``, a :class:`~streamproc.feed.events.ReviewEvent`; ``seq`` set). Matches and decisions share
+  in seq order, each body exactly as stored (the JSON of a :class:`~streamproc.feed.schema.MatchEvent` or, with
+  ``"type": "review"``, a :class:`~streamproc.feed.schema.ReviewEvent`; ``seq`` set). Matches and decisions share
   one seq sequence, so a client tells them apart by ``type``.
   A reply holds at most ``limit``, :data:`MAX_BATCH` events, and about :data:`MAX_REPLY_BYTES` (always at least
   one event), so the client asks again from the last seq it got until a reply has no events;
@@ -28,8 +28,9 @@ from typing import Final, Self
 import zmq
 
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import EventEndpointError, FeedEvent, decode_body
+from streamproc.feed.codec import EventEndpointError, decode_body
 from streamproc.feed.journal import EventJournal, JournalError
+from streamproc.feed.schema import FeedEvent
 
 MAX_BATCH: Final = 1000
 """Most events in one reply."""
@@ -178,7 +179,7 @@ def iter_since(
 
     ``timeout_s`` bounds the wait for each reply; no reply in time raises :class:`ReplayUnreachableError` (a REQ socket
     cannot be reused after a lost reply, so the caller starts over). A malformed event raises
-    :class:`~streamproc.feed.events.EventFormatError`.
+    :class:`~streamproc.feed.codec.EventFormatError`.
     """
     own_context = context is None
     ctx: zmq.SyncContext = zmq.Context() if context is None else context

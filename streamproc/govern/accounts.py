@@ -30,7 +30,7 @@ from typing import Final, Literal, Self, cast
 
 from streamproc.config import PipelineConfig
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import REVIEWER_PATTERN
+from streamproc.feed.schema import REVIEWER_PATTERN
 
 Role = Literal["reviewer", "supervisor"]
 ROLES: Final = ("reviewer", "supervisor")

@@ -35,15 +35,8 @@ from pathlib import Path
 from typing import Final
 
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import (
-    MAX_NOTE,
-    REVIEWER_PATTERN,
-    MatchEvent,
-    ReviewDecision,
-    ReviewEvent,
-    ReviewStatus,
-)
 from streamproc.feed.journal import EventJournal
+from streamproc.feed.schema import MAX_NOTE, REVIEWER_PATTERN, MatchEvent, ReviewDecision, ReviewEvent, ReviewStatus
 from streamproc.govern.accounts import Reviewer
 from streamproc.records.audit import AuditLog
 

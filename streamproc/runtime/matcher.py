@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from streamproc.config import PipelineConfig
 from streamproc.feed.event_feed import EventSink
-from streamproc.feed.events import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
+from streamproc.feed.schema import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.metrics import PipelineMetrics
 from streamproc.records.audit import AuditLog

@@ -26,28 +26,24 @@ from typer.testing import CliRunner
 
 from streamproc.cli.events import events_app
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import (
+from streamproc.feed.codec import EventEndpointError, EventFormatError, decode, decode_body, encode
+from streamproc.feed.publish import EventPublisher
+from streamproc.feed.schema import (
     NOTICE,
     REVIEW_SCHEMA_PATH,
     SCHEMA_PATH,
     SCHEMA_VERSION,
     CalibrationInfo,
-    EventEndpointError,
-    EventFormatError,
-    EventPublisher,
-    EventSubscriber,
     MatchEvent,
     QualityInfo,
     ReviewEvent,
-    decode,
-    decode_body,
-    encode,
     json_schema,
     json_schema_text,
     make_event_id,
     review_json_schema,
     review_json_schema_text,
 )
+from streamproc.feed.subscribe import EventSubscriber
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WARMUP = "warmup"
@@ -359,11 +355,11 @@ def test_event_id_is_deterministic_and_depends_on_every_input() -> None:
 def test_committed_schema_equals_generated() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == json_schema_text(), (
         "streamproc/data/event.schema.json is stale: run "
-        "`python -c 'from streamproc.feed.events import write_json_schemas; write_json_schemas()'`"
+        "`python -c 'from streamproc.feed.schema import write_json_schemas; write_json_schemas()'`"
     )
     assert REVIEW_SCHEMA_PATH.read_text(encoding="utf-8") == review_json_schema_text(), (
         "streamproc/data/review-event.schema.json is stale: run "
-        "`python -c 'from streamproc.feed.events import write_json_schemas; write_json_schemas()'`"
+        "`python -c 'from streamproc.feed.schema import write_json_schemas; write_json_schemas()'`"
     )
 
 

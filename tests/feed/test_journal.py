@@ -18,13 +18,10 @@ import pytest
 from support import make_event
 
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import (
-    EventPublisher,
-    EventSubscriber,
-    MatchEvent,
-    ReviewEvent,
-)
 from streamproc.feed.journal import JOURNAL_FORMAT, EventJournal, JournaledPublisher, JournalError
+from streamproc.feed.publish import EventPublisher
+from streamproc.feed.schema import MatchEvent, ReviewEvent
+from streamproc.feed.subscribe import EventSubscriber
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WARMUP = "warmup"
@@ -184,7 +181,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from streamproc.feed.journal import EventJournal
-from streamproc.feed.events import MatchEvent
+from streamproc.feed.schema import MatchEvent
 template = MatchEvent.model_validate_json(sys.stdin.buffer.read())
 journal = EventJournal(Path(sys.argv[1]), sync="full")
 i = 0

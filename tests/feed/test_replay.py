@@ -21,13 +21,11 @@ from typer.testing import CliRunner
 
 from streamproc.cli.events import events_app
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import (
-    EventEndpointError,
-    EventPublisher,
-    MatchEvent,
-)
+from streamproc.feed.codec import EventEndpointError
 from streamproc.feed.journal import EventJournal, JournaledPublisher
+from streamproc.feed.publish import EventPublisher
 from streamproc.feed.replay import MAX_BATCH, ReplayError, ReplayServer, fetch_since, iter_since
+from streamproc.feed.schema import MatchEvent
 
 ANY_PORT = "tcp://127.0.0.1:*"
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))

@@ -20,14 +20,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from streamproc.cli.keys import keys_app
 from streamproc.errors import StreamprocError
-from streamproc.feed.events import (
-    CalibrationInfo,
-    EventPublisher,
-    EventSubscriber,
-    MatchEvent,
-    QualityInfo,
-    make_event_id,
-)
+from streamproc.feed.publish import EventPublisher
+from streamproc.feed.schema import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
 from streamproc.feed.security import (
     Authenticator,
     ClientSecurity,
@@ -39,6 +33,7 @@ from streamproc.feed.security import (
     secure_client,
     secure_server,
 )
+from streamproc.feed.subscribe import EventSubscriber
 
 ANY_PORT = "tcp://127.0.0.1:*"
 WAIT_S = 10.0  # generous: a loaded CI box still completes a loopback CURVE handshake far sooner

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from support import make_event
 
-from streamproc.feed.events import ReviewEvent
 from streamproc.feed.journal import EventJournal
+from streamproc.feed.schema import ReviewEvent
 from streamproc.govern.accounts import (
     LOCK_S,
     MAX_FAILURES,

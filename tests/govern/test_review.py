@@ -23,10 +23,12 @@ from typer.testing import CliRunner
 
 from streamproc.cli.events import events_app
 from streamproc.config import EventsConfig, JournalConfig
+from streamproc.feed.codec import decode
 from streamproc.feed.event_feed import EventFeed, awaiting_publication, publish_pending_reviews
-from streamproc.feed.events import EventPublisher, MatchEvent, ReviewEvent, decode
 from streamproc.feed.journal import EventJournal
+from streamproc.feed.publish import EventPublisher
 from streamproc.feed.replay import ReplayServer, fetch_since
+from streamproc.feed.schema import MatchEvent, ReviewEvent
 from streamproc.govern.review import (
     ReviewError,
     ReviewRefusedError,
@@ -403,6 +405,31 @@ def test_cli_decide_list_show(tmp_path: Path) -> None:
     reviews = [r for r in records if r.action == "review"]
     assert [(r.actor, r.details["status"]) for r in reviews] == [("alice", "pending"), ("bob", "confirmed")]
     assert [r.details["reviewer"] for r in records if r.action == "reviewer_add"] == ["alice", "bob"]
+
+    not_supervisor = _cli("review", "reopen", eid, "--config", config, "--note", "x", "--as", "alice", stdin=PASSWORD)
+    assert not_supervisor.returncode == 1 and "only a supervisor" in not_supervisor.stderr
+    sup = _cli(
+        "review",
+        "reviewers",
+        "add",
+        "--config",
+        config,
+        "--id",
+        "sam",
+        "--name",
+        "Sam",
+        "--role",
+        "supervisor",
+        "--operator",
+        "admin-1",
+        stdin=PASSWORD,
+    )
+    assert sup.returncode == 0, sup.stderr
+    reopened = _cli(
+        "review", "reopen", eid[:6], "--config", config, "--note", "new photo", "--as", "sam", stdin=PASSWORD
+    )
+    assert reopened.returncode == 0, reopened.stderr
+    assert "pending" in _cli("review", "show", eid, "--config", config).stdout.splitlines()[0]
 
 
 @pytest.mark.slow

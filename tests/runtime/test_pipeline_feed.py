@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 from support import make_event
 
 from streamproc.config import PipelineConfig, RecognitionConfig
-from streamproc.feed.events import EventSubscriber, MatchEvent
 from streamproc.feed.replay import fetch_since
+from streamproc.feed.schema import MatchEvent
 from streamproc.feed.security import ClientSecurity, generate_keypair
+from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject
@@ -157,7 +158,7 @@ def test_curve_feed_reaches_allowed_subscribers_only(shared_dir: Path, watchlist
 
 
 def test_events_tail_with_keys_receives_and_without_keys_does_not(tmp_path: Path) -> None:
-    from streamproc.feed.events import EventPublisher
+    from streamproc.feed.publish import EventPublisher
     from streamproc.feed.security import ServerSecurity
 
     keys, allowed = tmp_path / "keys", tmp_path / "allowed"

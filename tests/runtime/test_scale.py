@@ -26,8 +26,9 @@ import yaml
 from rtsp_camera import RtspServer
 from support import free_port, make_watchlist
 
-from streamproc.feed.events import REVIEW_TOPIC_PREFIX, EventSubscriber, MatchEvent, ReviewEvent
 from streamproc.feed.journal import EventJournal
+from streamproc.feed.schema import REVIEW_TOPIC_PREFIX, MatchEvent, ReviewEvent
+from streamproc.feed.subscribe import EventSubscriber
 from streamproc.records.audit import AuditLog
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))

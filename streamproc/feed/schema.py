@@ -1,19 +1,13 @@
-"""Match and review events: the wire format downstream services consume, and the ZeroMQ publisher/subscriber.
+"""Match and review events: the models downstream services consume, their ids and their JSON Schema files.
 
 A match event says "this track is a candidate for human review", never "this is that person": every event
 carries ``review: "pending"`` and a fixed notice, and the schema refuses any other value. What a person then
 decides travels separately as a :class:`ReviewEvent` (see :mod:`streamproc.govern.review`), so the match event stays
 an unaltered record of what the machine proposed.
 
-Wire format: a two-frame ZeroMQ multipart message ``[topic, json]``. The topic is ``match.<stream_id>`` or
-``review.<stream_id>`` so a subscriber filters by prefix; the body is UTF-8 JSON validated against
-:class:`MatchEvent` or :class:`ReviewEvent`. JSON only, never pickle: a subscriber must not execute what
-arrives on a socket. ``streamproc/data/event.schema.json`` and ``review-event.schema.json`` are the same
-schemas for non-Python consumers; :func:`write_json_schemas` regenerates them.
-
-PUB/SUB drops what is sent before a subscriber's subscription reaches the publisher ("slow joiner"), and a PUB
-socket silently drops events for a subscriber whose queue is full (``sndhwm``). The feed is for live review;
-an event lost this way is not redelivered, so consumers needing completeness must read the pipeline's journal.
+``streamproc/data/event.schema.json`` and ``review-event.schema.json`` are the same schemas for non-Python
+consumers; :func:`write_json_schemas` regenerates them. How events travel: :mod:`streamproc.feed.codec`
+(the two-frame message), :mod:`streamproc.feed.publish` and :mod:`streamproc.feed.subscribe` (the sockets).
 """
 
 from __future__ import annotations
@@ -22,23 +16,17 @@ import base64
 import hashlib
 import json
 import math
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, Self
 
-import zmq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from streamproc.errors import StreamprocError
-from streamproc.feed.security import Authenticator, ClientSecurity, ServerSecurity, secure_client, secure_server
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION: Final = "1.1"
 """Major.minor. Minor: fields added (optional, so old JSON stays valid); major: anything that breaks readers."""
 
 READABLE_VERSIONS: Final = ("1.0", "1.1")
-"""Match-event versions :func:`decode` accepts: journals and subscribers outlive a publisher upgrade."""
+"""Match-event versions :func:`~streamproc.feed.codec.decode` accepts: journals and subscribers outlive a publisher
+upgrade."""
 
 ADDED_IN_1_1: Final = ("template_label", "gallery_size")
 """Top-level fields a 1.0 body lacks (and ``calibration.fpir``); they read as null there."""
@@ -83,14 +71,6 @@ _HEX32_PATTERN = r"^[0-9a-f]{32}$"
 REVIEWER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$"
 """Reviewer ids: a login or badge id, plain ASCII so audit lines and tables stay unambiguous."""
 MAX_NOTE: Final = 2000
-
-
-class EventFormatError(StreamprocError):
-    """A message on the event feed is not a valid match or review event of a schema version this reader knows."""
-
-
-class EventEndpointError(StreamprocError):
-    """An event endpoint cannot be bound or connected (malformed address, port in use, ...)."""
 
 
 class _Wire(BaseModel):
@@ -353,85 +333,6 @@ def make_event_id(stream_id: str, track_id: int, subject_id: str, window_start_s
     return hashlib.sha256(key.encode("ascii")).hexdigest()[:32]
 
 
-def encode(event: FeedEvent) -> tuple[bytes, bytes]:
-    """(topic, UTF-8 JSON body) for a two-frame ZeroMQ message."""
-    return event.topic, event.model_dump_json().encode("utf-8")
-
-
-def _one_line(err: ValidationError, accepted: Sequence[str]) -> str:
-    errors = err.errors()
-    for item in errors:
-        # Another version's body differs in many ways; the version is the one thing worth saying.
-        if item["loc"] == ("schema_version",) and item["type"] != "missing":
-            return (
-                f"schema_version {repr(item['input'])[:20]} is not supported "
-                f"(this reader accepts {', '.join(accepted)})"
-            )
-    parts = [f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in errors[:3]]
-    if len(errors) > 3:
-        parts.append(f"and {len(errors) - 3} more")
-    return "; ".join(parts).replace("\n", " ")
-
-
-def _missing(event: FeedEvent) -> list[str]:
-    """Fields the body left out: defaults are for building events in Python; a publisher sends every field."""
-    if isinstance(event, ReviewEvent):
-        return [name for name in ReviewEvent.model_fields if name not in event.model_fields_set]
-    optional = set(ADDED_IN_1_1) if event.schema_version == "1.0" else set()
-    missing = [name for name in MatchEvent.model_fields if name not in event.model_fields_set | optional]
-    calibration = event.calibration
-    if event.schema_version != "1.0" and calibration is not None and "fpir" not in calibration.model_fields_set:
-        missing.append("calibration.fpir")
-    return missing
-
-
-def decode(frames: Sequence[bytes]) -> FeedEvent:
-    """Validate a received ``[topic, json]`` message: a match event (1.0 or 1.1) or a review event by topic.
-
-    Anything else raises :class:`EventFormatError`. Validation is strict (no string-to-number coercion, every
-    field of the body's version present) and the topic must name the event's own kind and stream, so a message
-    that passes is exactly what a publisher of that schema version sent.
-    """
-    if len(frames) != 2:
-        raise EventFormatError(f"malformed event: expected 2 frames [topic, json], got {len(frames)}")
-    topic, body = frames
-    model: type[MatchEvent] | type[ReviewEvent]
-    accepted: Sequence[str]
-    if topic.startswith(TOPIC_PREFIX.encode("ascii")):
-        model, kind, accepted = MatchEvent, "match", READABLE_VERSIONS
-    elif topic.startswith(REVIEW_TOPIC_PREFIX.encode("ascii")):
-        model, kind, accepted = ReviewEvent, "review", REVIEW_READABLE_VERSIONS
-    else:
-        raise EventFormatError(
-            f"malformed event: topic {topic[:80]!r} does not start with {TOPIC_PREFIX!r} or {REVIEW_TOPIC_PREFIX!r}"
-        )
-    try:
-        event: FeedEvent = model.model_validate_json(body, strict=True)
-    except ValidationError as err:
-        raise EventFormatError(f"malformed {kind} event on {topic[:80]!r}: {_one_line(err, accepted)}") from None
-    missing = _missing(event)
-    if missing:
-        raise EventFormatError(f"malformed {kind} event on {topic[:80]!r}: {', '.join(missing)}: Field required")
-    if event.topic != topic:
-        raise EventFormatError(f"malformed {kind} event: topic {topic[:80]!r} but stream_id {event.stream_id!r}")
-    return event
-
-
-def decode_body(body: bytes) -> FeedEvent:
-    """Validate a stored or replayed body (no topic travels with it) with the same strict reader as :func:`decode`.
-
-    The topic is rebuilt from the body's ``type`` and ``stream_id``; a 1.0 match body has ``type: "match"`` too.
-    """
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise EventFormatError("malformed event: not JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("stream_id"), str):
-        raise EventFormatError("malformed event: not a JSON object with a stream_id")
-    prefix = REVIEW_TOPIC_PREFIX if data.get("type") == "review" else TOPIC_PREFIX
-    return decode([f"{prefix}{data['stream_id']}".encode("utf-8", errors="replace"), body])
-
-
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the match-event body as this version sends it, for any language.
 
@@ -500,204 +401,3 @@ def write_json_schemas() -> list[Path]:
     """Regenerate both committed schema files (run after changing either event model)."""
     REVIEW_SCHEMA_PATH.write_text(review_json_schema_text(), encoding="utf-8")
     return [write_json_schema(), REVIEW_SCHEMA_PATH]
-
-
-class EventPublisher:
-    """Binds a ZeroMQ PUB socket and publishes match (and review) events on it.
-
-    Not thread-safe (ZeroMQ sockets are not): publish from one thread, or behind a lock. PUB never blocks: an
-    event for a subscriber whose queue holds ``sndhwm`` messages is dropped by ZeroMQ without notice, and
-    events published before a subscriber has connected and subscribed are not delivered to it (slow joiner).
-    ``sent`` counts events handed to ZeroMQ, not events delivered.
-
-    With ``security`` the feed is CURVE-encrypted and only clients whose public keys are in
-    ``security.allowed_clients_dir`` receive anything. The publisher then starts the context's ZAP
-    :class:`~streamproc.feed.security.Authenticator` and stops it in :meth:`close`, unless ``authenticator`` is given:
-    one already running on ``context`` and shared with the context's other server sockets (there can be only one
-    per context), which the caller keeps and closes.
-    """
-
-    def __init__(
-        self,
-        endpoint: str,
-        context: zmq.SyncContext | None = None,
-        sndhwm: int = 10000,
-        *,
-        security: ServerSecurity | None = None,
-        authenticator: Authenticator | None = None,
-    ) -> None:
-        if authenticator is not None and (security is None or context is None or authenticator.context is not context):
-            raise ValueError("authenticator needs security and must run on the context given to the publisher")
-        self._own_context = context is None
-        self._context: zmq.SyncContext = zmq.Context() if context is None else context
-        self._socket: zmq.SyncSocket = self._context.socket(zmq.PUB)
-        self._authenticator: Authenticator | None = None
-        self.sent = 0
-        self.dropped = 0
-        self._closed = False
-        try:
-            if security is not None:
-                secure_server(self._socket, security)
-                if authenticator is None:
-                    self._authenticator = Authenticator(self._context, security.allowed_clients_dir)
-            self._socket.setsockopt(zmq.SNDHWM, sndhwm)
-            self._socket.setsockopt(zmq.LINGER, 1000)
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as err:
-            self.close()
-            raise EventEndpointError(f"cannot bind event endpoint {endpoint!r}: {err.strerror}") from None
-        except StreamprocError:
-            self.close()
-            raise
-        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        """The bound address, with the actual port when ``endpoint`` asked for any (``tcp://host:*``)."""
-
-    def publish(self, event: FeedEvent) -> None:
-        """Send one event without blocking."""
-        topic, body = encode(event)
-        try:
-            self._socket.send_multipart([topic, body], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            # PUB drops silently at its high-water mark; this only happens on sockets configured otherwise.
-            self.dropped += 1
-            return
-        self.sent += 1
-
-    def close(self) -> None:
-        """Close the socket, giving queued events up to 1 s to leave."""
-        if self._closed:
-            return
-        self._closed = True
-        self._socket.close(linger=1000)
-        if self._authenticator is not None:
-            # After the socket (no handshake is left waiting on it), before term() (which would wait for it).
-            self._authenticator.close()
-            self._authenticator = None
-        if self._own_context:
-            self._context.term()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class EventSubscriber:
-    """Connects a ZeroMQ SUB socket to a publisher and yields validated events.
-
-    ``topics`` are byte prefixes: ``match.`` is every stream, ``match.cam2`` is cam2 (and also ``cam20``,
-    ``cam2.x``: check ``event.stream_id`` when the exact stream matters); ``review.`` gets reviewers' decisions,
-    read with :meth:`recv_any`. Connecting succeeds even when no publisher is there yet; ZeroMQ keeps
-    reconnecting in the background.
-
-    With ``security`` the subscriber talks CURVE to the one server whose public key it names. A publisher that
-    refuses its key (or a plain publisher) delivers nothing, and ZeroMQ raises no error: :meth:`recv` times out.
-    """
-
-    def __init__(
-        self,
-        endpoint: str,
-        topics: Sequence[str] = (TOPIC_PREFIX,),
-        context: zmq.SyncContext | None = None,
-        *,
-        security: ClientSecurity | None = None,
-    ) -> None:
-        if isinstance(topics, str):
-            topics = (topics,)
-        self._own_context = context is None
-        self._context: zmq.SyncContext = zmq.Context() if context is None else context
-        self._socket: zmq.SyncSocket = self._context.socket(zmq.SUB)
-        self._closed = False
-        self.endpoint = endpoint
-        try:
-            if security is not None:
-                secure_client(self._socket, security)
-            self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.connect(endpoint)
-            for topic in topics:
-                self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-        except zmq.ZMQError as err:
-            self.close()
-            raise EventEndpointError(f"cannot connect to event endpoint {endpoint!r}: {err.strerror}") from None
-        except StreamprocError:
-            self.close()
-            raise
-
-    def recv(self, timeout_s: float) -> MatchEvent | None:
-        """The next match event, or None after ``timeout_s`` without one.
-
-        For subscribers to ``match.`` topics only (the default): a review event raises
-        :class:`EventFormatError` here, so a consumer that expects matches never mistakes a decision for one.
-        A malformed message raises :class:`EventFormatError`; it has been consumed, so calling again goes on.
-        """
-        event = self.recv_any(timeout_s)
-        if isinstance(event, ReviewEvent):
-            raise EventFormatError(f"review event on {event.topic!r} where a match event was expected: use recv_any()")
-        return event
-
-    def recv_any(self, timeout_s: float) -> FeedEvent | None:
-        """The next match or review event, or None after ``timeout_s`` without one (errors as :meth:`recv`)."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            remaining_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
-            if self._socket.poll(remaining_ms, zmq.POLLIN):
-                try:
-                    frames = self._socket.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
-                return decode(frames)
-            if time.monotonic() >= deadline:
-                return None
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._socket.close(linger=0)
-        if self._own_context:
-            self._context.term()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-__all__ = [
-    "NOTICE",
-    "READABLE_VERSIONS",
-    "REVIEW_READABLE_VERSIONS",
-    "REVIEW_SCHEMA_PATH",
-    "REVIEW_SCHEMA_VERSION",
-    "REVIEW_TOPIC_PREFIX",
-    "SCHEMA_PATH",
-    "SCHEMA_VERSION",
-    "CalibrationInfo",
-    "EventEndpointError",
-    "EventFormatError",
-    "EventPublisher",
-    "EventSubscriber",
-    "FeedEvent",
-    "LatencyStage",
-    "MatchEvent",
-    "QualityInfo",
-    "ReviewDecision",
-    "ReviewEvent",
-    "ReviewStatus",
-    "decode",
-    "decode_body",
-    "encode",
-    "json_schema",
-    "json_schema_text",
-    "make_event_id",
-    "review_json_schema",
-    "review_json_schema_text",
-    "write_json_schema",
-    "write_json_schemas",
-]
