@@ -24,7 +24,8 @@ from streamproc.metrics import PipelineMetrics
 from streamproc.protocols import FaceDetector
 from streamproc.stream.authorisation import needs_authorisation
 from streamproc.stream.buffer import BufferClosed, FrameBuffer
-from streamproc.stream.source import SourceReader, VideoSource, source_kind
+from streamproc.stream.reader import SourceReader
+from streamproc.stream.source import VideoSource, source_kind
 from streamproc.types import SOURCE_STATES, Detections, Frame, SourceState
 from streamproc.vision.align import ChipTemplate, align
 from streamproc.vision.bestshot import BestShotSelector, Shot

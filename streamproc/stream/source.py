@@ -16,12 +16,13 @@ counted in :attr:`VideoSource.errors` and reported to ``on_error``; the frames d
 a folder goes on with its next file. URL credentials are masked in messages, logs and ``Frame.source``.
 
 Live sources (URLs) survive outages: when opening fails, or the stream fails, stalls (no data for
-``open_timeout_s``) or ends, the source waits with exponential backoff (:class:`Backoff`) and reopens, and gives
-up with a :class:`SourceError` only after ``reconnect.max_attempts`` failed attempts in a row. Nothing is
-buffered while the camera is down. Media time stays monotonic across a reconnect, and follows the wall clock:
-the first frame of the new connection gets the last frame's ``pts_s`` plus the wall-clock time elapsed since
-that frame (at least one frame duration), so the tracker sees the outage as the time gap it really was, and
-tracks that went stale meanwhile expire instead of jumping across it.
+``open_timeout_s``) or ends, the source waits with exponential backoff
+(:class:`~streamproc.stream.backoff.Backoff`) and reopens, and gives up with a :class:`SourceError` only after
+``reconnect.max_attempts`` failed attempts in a row. Nothing is buffered while the camera is down. Media time
+stays monotonic across a reconnect, and follows the wall clock: the first frame of the new connection gets the
+last frame's ``pts_s`` plus the wall-clock time elapsed since that frame (at least one frame duration), so the
+tracker sees the outage as the time gap it really was, and tracks that went stale meanwhile expire instead of
+jumping across it.
 
 Lifecycle: :data:`SOURCE_STATES`, reported to ``on_state`` on every transition. Files and folders go
 ``connecting -> streaming -> ended`` (or ``loop`` forever, media time running on across passes); URLs go
@@ -31,7 +32,8 @@ Lifecycle: :data:`SOURCE_STATES`, reported to ``on_state`` on every transition. 
 ``hwaccel: cuda`` decodes on NVDEC through PyAV's hardware acceleration; without a usable CUDA device (or a
 codec NVDEC cannot decode) the source logs one warning and decodes on the CPU.
 
-:class:`SourceReader` runs a source on its own thread into a :class:`~streamproc.stream.buffer.FrameBuffer`.
+:class:`~streamproc.stream.reader.SourceReader` runs a source on its own thread into a
+:class:`~streamproc.stream.buffer.FrameBuffer`; media time and sampling are :mod:`streamproc.stream.timing`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -53,11 +54,12 @@ import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.container import InputContainer
 from av.error import FFmpegError
-from av.video.stream import VideoStream
 
-from streamproc.config import ReconnectConfig, SourceConfig
+from streamproc.config import SourceConfig
 from streamproc.errors import SourceError
-from streamproc.stream.buffer import BufferClosed, BufferPolicy, FrameBuffer
+from streamproc.stream.backoff import Backoff
+from streamproc.stream.buffer import BufferPolicy
+from streamproc.stream.timing import FileClock, RateSampler, Timeline
 from streamproc.types import Frame, ImageBGR, SourceState
 
 log = logging.getLogger(__name__)
@@ -68,11 +70,7 @@ SourceKind = Literal["file", "folder", "url"]
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts"})
 """Files a folder source picks up (compared case-insensitively)."""
 
-FALLBACK_FPS = 30.0
-"""Frame rate assumed for timing only when a stream has neither timestamps nor a declared rate."""
-
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_EPS_S = 1e-6  # timestamps equal within this are equal (float rounding of exact rational times)
 _ATTEMPT_LOG_EVERY_S = 60.0  # during a long outage, log a failed reconnect attempt at least this often
 
 
@@ -103,69 +101,6 @@ def folder_videos(folder: Path) -> list[Path]:
         (p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")),
         key=lambda p: p.name,
     )
-
-
-class RateSampler:
-    """Keeps at most ``max_fps`` frames per second of media time, chosen by timestamp (not by count).
-
-    Kept frames follow a grid of ``1/max_fps`` slots: a frame is kept when its time reaches the next slot, and
-    the grid restarts at a frame after a gap longer than a slot (or when time goes backwards, e.g. a live
-    source restarting its clock). Compared with "at least 1/max_fps after the last kept frame", the grid keeps
-    the long-run rate at ``max_fps`` (30 fps sampled at 12 gives 12, not 10); any two kept frames are still at
-    least half a slot apart, so variable-frame-rate bursts cannot slip through.
-    """
-
-    def __init__(self, max_fps: float | None) -> None:
-        if max_fps is not None and max_fps <= 0:
-            raise ValueError(f"max_fps must be positive, got {max_fps}")
-        self._interval = 0.0 if max_fps is None else 1.0 / max_fps
-        self._next_due: float | None = None
-        self._last_kept: float | None = None
-
-    def keep(self, pts_s: float) -> bool:
-        if self._interval == 0.0:
-            return True
-        due = self._next_due
-        restart = due is None or (self._last_kept is not None and pts_s < self._last_kept)
-        if not restart and due is not None:
-            if pts_s < due - _EPS_S:
-                return False
-            restart = pts_s - due >= self._interval
-        slot = pts_s if restart or due is None else due
-        self._next_due = max(slot + self._interval, pts_s + self._interval / 2)
-        self._last_kept = pts_s
-        return True
-
-
-class Backoff:
-    """Waits between reconnect attempts: ``initial_s * multiplier**n`` capped at ``max_s``, times a random factor.
-
-    The factor is drawn uniformly from ``[1 - jitter, 1 + jitter]`` so that cameras dropped together (a switch
-    reboot) do not all retry in step; ``n`` counts the failed attempts since the last :meth:`reset`, which the
-    source calls once frames flow again, so the next outage starts with a short wait.
-    """
-
-    def __init__(self, config: ReconnectConfig, rng: random.Random) -> None:
-        self._config = config
-        self._rng = rng
-        self.attempts = 0
-        """Attempts started since the last reset (each :meth:`next_wait` is one)."""
-
-    @property
-    def exhausted(self) -> bool:
-        """True once ``max_attempts`` attempts have been made in a row (never with ``max_attempts: null``)."""
-        limit = self._config.max_attempts
-        return limit is not None and self.attempts >= limit
-
-    def next_wait(self) -> float:
-        """Seconds to wait before the next attempt, which it counts."""
-        c = self._config
-        base = min(c.max_s, c.initial_s * c.multiplier**self.attempts)
-        self.attempts += 1
-        return base * self._rng.uniform(1.0 - c.jitter, 1.0 + c.jitter)
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 def _one_line(err: FFmpegError) -> str:
@@ -252,7 +187,7 @@ class VideoSource:
         self.errors = self.decoded = self.emitted = self.reconnects = 0
         self._set_state("connecting")
         try:
-            with contextlib.closing(self._frames(_Timeline(RateSampler(self._config.max_fps)))) as frames:
+            with contextlib.closing(self._frames(Timeline(RateSampler(self._config.max_fps)))) as frames:
                 for frame in frames:
                     if self._state != "streaming":
                         self._set_state("streaming")
@@ -266,7 +201,7 @@ class VideoSource:
         self._set_state("stopped" if self._stop.is_set() else "ended")
 
     # ------------------------------------------------------------------------------------------ internals
-    def _frames(self, timeline: _Timeline) -> Generator[Frame, None, None]:
+    def _frames(self, timeline: Timeline) -> Generator[Frame, None, None]:
         if self._kind == "url":
             yield from self._live(timeline)
             return
@@ -304,7 +239,7 @@ class VideoSource:
         """
         return self._config.loop and not self._stop.is_set() and self.decoded > decoded_before
 
-    def _live(self, timeline: _Timeline) -> Generator[Frame, None, None]:
+    def _live(self, timeline: Timeline) -> Generator[Frame, None, None]:
         """A URL, reopened after every failure or end until stopped or ``max_attempts`` runs out."""
         backoff = Backoff(self._config.reconnect, self._rng)
         last_log = -math.inf
@@ -442,7 +377,7 @@ class VideoSource:
             self._on_error(message)
 
     def _decode(
-        self, container: InputContainer, name: str, state: _Timeline, live: bool
+        self, container: InputContainer, name: str, state: Timeline, live: bool
     ) -> Generator[Frame, None, None]:
         """Yield one container's sampled frames, advancing ``state`` (shared across a folder's files)."""
         with container:
@@ -450,7 +385,7 @@ class VideoSource:
             # Frame threading is fastest for files but holds back one frame per thread; live sources use
             # slice threading so latency stays at one frame.
             stream.thread_type = "SLICE" if live else "AUTO"
-            clock = _FileClock(stream)
+            clock = FileClock(stream)
             pace = self._config.realtime and not live
             try:
                 for vframe in container.decode(stream):
@@ -487,7 +422,7 @@ class VideoSource:
             finally:
                 state.offset += clock.span
 
-    def _wait_until(self, state: _Timeline, pts_s: float) -> bool:
+    def _wait_until(self, state: Timeline, pts_s: float) -> bool:
         """Realtime pacing: sleep until the frame's time on a monotonic clock; False when stopped meanwhile."""
         now = time.monotonic()
         if state.start is None:
@@ -495,117 +430,3 @@ class VideoSource:
             return True
         delay = state.start + pts_s - now
         return not (delay > 0 and self._stop.wait(delay))
-
-
-class _Timeline:
-    """Timing state of one :meth:`VideoSource.frames` pass, shared by a folder's files and a URL's connections."""
-
-    def __init__(self, sampler: RateSampler) -> None:
-        self.sampler = sampler
-        self.offset = 0.0  # media time at which the current file (or connection) starts
-        self.last_pts: float | None = None  # live: media time of the latest decoded frame
-        self.last_seen = 0.0  # live: monotonic time at which it was decoded
-        self.start: float | None = None  # monotonic time of media time 0, for realtime pacing
-
-
-class _FileClock:
-    """Media time of one file's frames relative to its first frame, and the span it covers."""
-
-    def __init__(self, stream: VideoStream) -> None:
-        self._time_base = stream.time_base
-        rate = stream.average_rate or stream.guessed_rate
-        self._step = 1.0 / float(rate) if rate else 1.0 / FALLBACK_FPS
-        self._first_pts: int | None = None
-        self._end = 0.0  # latest relative time seen plus that frame's duration
-        self.count = 0
-
-    def relative(self, pts: int | None, duration: int) -> float:
-        """Seconds since the file's first frame; without pts, the previous frame's time plus one frame step."""
-        step = self._step
-        if duration > 0 and self._time_base is not None:
-            step = float(duration * self._time_base)
-        if pts is not None and self._time_base is not None:
-            if self._first_pts is None:
-                # Frames without pts may come first (an RTSP stream's first frame often has none): this one
-                # then follows them instead of restarting at 0.
-                self._first_pts = pts - round(Fraction(self._end) / self._time_base) if self.count else pts
-            rel = float(Fraction(pts - self._first_pts) * self._time_base)
-        else:
-            rel = self._end if self.count else 0.0
-        self._end = max(self._end, rel + step)
-        self.count += 1
-        return rel
-
-    @property
-    def span(self) -> float:
-        """Media time the file covers (0 when it gave no frame): where the next file of a folder starts."""
-        return self._end if self.count else 0.0
-
-
-class SourceReader:
-    """Runs :meth:`VideoSource.frames` on a daemon thread into a :class:`FrameBuffer`.
-
-    Create the buffer with ``source.buffer_policy`` (and its ``on_drop`` for a dropped-frames metric).
-    ``on_frame(frame)`` runs on the decode thread for each frame before it is queued (a decoded-frames metric).
-    When the source ends, the buffer is closed; when it raises (e.g. :class:`SourceError`), the exception
-    reaches the consumer through :meth:`FrameBuffer.fail`, after the frames already queued.
-    """
-
-    def __init__(
-        self,
-        source: VideoSource,
-        buffer: FrameBuffer[Frame],
-        on_frame: Callable[[Frame], None] | None = None,
-        name: str | None = None,
-    ) -> None:
-        self._source = source
-        self._buffer = buffer
-        self._on_frame = on_frame
-        self._decoded = 0
-        self._thread = threading.Thread(target=self._run, name=name or f"decode-{source.config.id}", daemon=True)
-
-    @property
-    def source(self) -> VideoSource:
-        return self._source
-
-    @property
-    def buffer(self) -> FrameBuffer[Frame]:
-        return self._buffer
-
-    @property
-    def decoded(self) -> int:
-        """Frames taken from the source (after ``max_fps`` sampling), whether or not later dropped."""
-        return self._decoded
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the thread to end now; returns at once.
-
-        Closes the buffer, which wakes a ``put`` blocked on a full ``wait`` buffer; consumers still drain the
-        frames queued so far. A read blocked on a silent URL ends within the source's read timeout.
-        """
-        self._source.stop()
-        self._buffer.close()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        try:
-            with contextlib.closing(self._source.frames()) as frames:
-                for frame in frames:
-                    self._decoded += 1
-                    if self._on_frame is not None:
-                        self._on_frame(frame)
-                    self._buffer.put(frame)
-        except BufferClosed:
-            return  # stopped, or the consumer closed the buffer: nobody wants more frames
-        except Exception as err:  # noqa: BLE001 - any failure must reach the consumer, which re-raises it
-            self._buffer.fail(err)
-            return
-        self._buffer.close()

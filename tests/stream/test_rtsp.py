@@ -18,7 +18,8 @@ from support import free_port
 from streamproc.config import SourceConfig
 from streamproc.errors import SourceError
 from streamproc.stream.buffer import BufferClosed, FrameBuffer
-from streamproc.stream.source import SourceReader, VideoSource
+from streamproc.stream.reader import SourceReader
+from streamproc.stream.source import VideoSource
 from streamproc.types import Frame, SourceState
 
 OUTAGE_S = 10.0

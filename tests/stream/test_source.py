@@ -18,15 +18,11 @@ from av.codec.hwaccel import hwdevices_available
 
 from streamproc.config import ReconnectConfig, SourceConfig
 from streamproc.errors import SourceError
+from streamproc.stream.backoff import Backoff
 from streamproc.stream.buffer import BufferClosed, FrameBuffer
-from streamproc.stream.source import (
-    Backoff,
-    RateSampler,
-    SourceReader,
-    VideoSource,
-    redact_url,
-    source_kind,
-)
+from streamproc.stream.reader import SourceReader
+from streamproc.stream.source import VideoSource, redact_url, source_kind
+from streamproc.stream.timing import RateSampler
 from streamproc.types import SOURCE_STATES, Frame, SourceState
 
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"  # 640x360, 29.97 fps, 275 frames, moov at end
