@@ -196,11 +196,11 @@ def test_expired_subjects_are_purged_and_audited(shared_dir: Path, tmp_path: Pat
     from streamproc.search.watchlist import Watchlist
 
     wl = tmp_path / "wl"
-    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()  # the enrol command must start before it
     assert enroll(wl, "rose", person(shared_dir, "rose_leslie")[:1], "--largest", "--expires", soon).returncode == 0
     with Watchlist.open(wl, writable=True) as opened:
         assert purge_expired(opened, AuditLog.open(wl)) == []  # not yet
-        later = datetime.now(UTC) + timedelta(seconds=5)
+        later = datetime.now(UTC) + timedelta(seconds=121)
         assert [s.subject_id for s in purge_expired(opened, AuditLog.open(wl), now=later)] == ["rose"]
         assert len(opened) == 0
     shown = run("audit", "show", "--watchlist", wl, check=True).stdout
