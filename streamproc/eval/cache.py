@@ -23,7 +23,9 @@ class EmbeddingCache:
 
     def __init__(self, path: Path, setting_key: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path)
+        # Evaluations run side by side share one cache (one per user): wait for another writer's transaction
+        # instead of failing after sqlite's default 5 s.
+        self._db = sqlite3.connect(path, timeout=120)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (setting TEXT NOT NULL, file_sha256 TEXT NOT NULL, "
