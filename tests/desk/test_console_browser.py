@@ -23,9 +23,9 @@ from desk_server import PASSWORD, add_accounts, running
 from support import free_port, make_watchlist
 
 from streamproc.config import load_pipeline_config
+from streamproc.feed.journal import EventJournal
 from streamproc.feed.schema import REVIEW_TOPIC_PREFIX, MatchEvent, ReviewEvent
 from streamproc.feed.subscribe import EventSubscriber
-from streamproc.feed.journal import EventJournal
 from streamproc.records.audit import AuditLog
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]

@@ -19,9 +19,7 @@ STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 
 
 def _serve(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [STREAMPROC, "review", "serve", *map(str, args)], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([STREAMPROC, "review", "serve", *map(str, args)], capture_output=True, text=True, timeout=60)
 
 
 def test_serve_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
