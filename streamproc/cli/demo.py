@@ -220,7 +220,7 @@ def demo_command(
             pipeline.close()
     for event in events:
         out.print(
-            f"event {event.event_id[:12]} stream={event.stream_id} track={event.track_id} "
+            f"event {event.event_id} stream={event.stream_id} track={event.track_id} "
             f"candidate={event.subject_id} ({event.subject_name}) {event.metric} distance={event.distance:.3f} "
             f"<= threshold {event.threshold:.3f} ({event.k}-of-{event.n} best shots agree) "
             f"frame t={event.frame_pts_s:.2f}s latency={event.latency_ms['end_to_end']:.0f}ms review={event.review}",

@@ -51,7 +51,7 @@ def summary(event: FeedEvent) -> str:
     return (
         f"{when} stream={event.stream_id} track={event.track_id} candidate={event.subject_id} "
         f"({event.subject_name}) {event.metric} distance={event.distance:.4f}/threshold={event.threshold:.4f}"
-        f"{calibration} {event.k}-of-{event.n}{latency} review: {event.review}{seq}"
+        f"{calibration} {event.k}-of-{event.n}{latency} review: {event.review} event={event.event_id}{seq}"
     )
 
 

@@ -587,6 +587,7 @@ def test_tail_does_not_interpret_markup_in_names() -> None:
 
     line = summary(make_event(subject_name="[red]x[/red]"))
     assert "([red]x[/red])" in line
+    assert f"event={make_event().event_id}" in line  # the whole id, as `review decide` takes it
 
 
 def test_review_summary_says_who_decided_what() -> None:
