@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -131,3 +132,7 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
+"""The console script, run as users run it (in a subprocess)."""

@@ -12,6 +12,7 @@ import logging
 import sys
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from streamproc.cli.audit import audit_app
 from streamproc.cli.calibrate import calibrate_command
@@ -26,6 +27,7 @@ from streamproc.cli.models import models_app
 from streamproc.cli.redact import redact_command
 from streamproc.cli.review import review_app
 from streamproc.cli.run import child_command, run_command
+from streamproc.cli.usage import hide_flag_types, usage_error_line
 from streamproc.cli.watchlist import watchlist_app
 from streamproc.errors import StreamprocError
 
@@ -57,8 +59,19 @@ app.add_typer(review_app, name="review", help="Human review of match events (con
 def main() -> None:
     """Console entry point: one-line errors for user mistakes."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    hide_flag_types(command)
+    argv = sys.argv[1:]
     try:
-        app()
+        code = command.main(args=argv, prog_name="streamproc", standalone_mode=False)
+    except NoArgsIsHelpError as err:  # the help was printed: a group named without a command
+        sys.exit(err.exit_code)
+    except UsageError as err:
+        err_console.print(f"[red]error:[/red] {usage_error_line(err, argv)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
     except StreamprocError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -69,6 +82,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]
