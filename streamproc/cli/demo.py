@@ -148,6 +148,7 @@ def prepare_demo(analyzer: FaceAnalyzer, workdir: Path) -> DemoAssets:
                     vector=analyzer.embed([face])[0],
                     source_sha256=_skimage_sha256("astronaut"),
                     quality=face.quality.score,
+                    chip=face.chip,  # shown to reviewers in the review console
                 )
             ],
         )
