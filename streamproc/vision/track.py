@@ -178,6 +178,13 @@ class FaceTracker:
         """Confirmed tracks (tracked or lost) not yet ended: ``sum(started) - sum(ended)`` so far."""
         return sum(1 for t in self._tracks if t.track_id)
 
+    def predicted_boxes(self, t_s: float) -> NDArray[np.float64]:
+        """(N, 4) x1y1x2y2 boxes of every track not yet ended (tentative, confirmed, lost), predicted to media
+        time ``t_s`` without changing any state: where to look for known faces before detecting."""
+        dt = 0.0 if self._last_t is None else max(t_s - self._last_t, 0.0)
+        boxes = [_cxcywh_to_xyxy(kf_predict(t.mean, t.cov, dt)[0]) for t in self._tracks]
+        return np.array(boxes, np.float64).reshape(-1, 4)
+
     def update(self, detections: Detections, t_s: float) -> TrackerOutput:
         """Associate this frame's detections (media time ``t_s``) with the tracks."""
         if not math.isfinite(t_s):

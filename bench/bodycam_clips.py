@@ -1,0 +1,202 @@
+"""Body-camera-sized clips made from the public clips, and the offline track comparison of bench/bodycam.py.
+
+Clips (written once into the work folder, H.264 via PyAV's libx264, crf 18, preset veryfast, yuv420p, the
+source's own frame rate and frame count):
+- ``<clip>_1080p.mp4`` / ``<clip>_720p.mp4``: every frame upscaled with bicubic interpolation (cv2.INTER_CUBIC)
+  to 1920x1080 / 1280x720 (Hamilton 640x360: x3 / x2; the Intel clips 480x270: x4 / x2.67). Faces get bigger,
+  not smaller: these check speed and that nothing is lost at a higher resolution;
+- ``crowd_1080p.mp4``: a 3x3 mosaic at 1920x1080, 30 fps, 275 frames, of the public clips at their **native**
+  size (each in a 640x360 cell, the 480x270 ones centred on grey): many small faces (~15-60 px) spread over
+  the frame, which is what the downscaled pass loses and the native tiles must find.
+
+Comparison: the every-frame, full-resolution mode (detector at native size on every frame) against the
+schedule, both through the same tracker, quality gate and alignment on the native frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from streamproc.config import TrackerConfig
+from streamproc.config_recognition import QualityConfig
+from streamproc.protocols import FaceDetector
+from streamproc.stream.schedule import DetectionSchedule, ScheduleConfig
+from streamproc.types import Detections, ImageBGR
+from streamproc.vision.align import DLIB_150, align
+from streamproc.vision.quality import QualityGate
+from streamproc.vision.track import FaceTracker, iou_matrix
+
+SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
+CROWD_FRAMES = 275
+
+
+def _write(path: Path, frames: Iterator[ImageBGR], rate: Fraction, width: int, height: int) -> None:
+    tmp = path.with_suffix(".part.mp4")
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for image in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(stream.encode())
+    tmp.rename(path)
+
+
+def read_frames(path: Path) -> Iterator[tuple[float, ImageBGR]]:
+    """(pts seconds, BGR frame) of every frame of a clip."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            base = stream.time_base
+            pts = float(frame.pts * base) if frame.pts is not None and base is not None else 0.0
+            yield pts, np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+
+
+def clip_rate(path: Path) -> Fraction:
+    with av.open(str(path)) as container:
+        rate = container.streams.video[0].average_rate
+    return Fraction(rate) if rate else Fraction(30)
+
+
+def _upscaled(src: Path, width: int, height: int) -> Iterator[ImageBGR]:
+    for _, image in read_frames(src):
+        yield np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+
+
+def _crowd(sources: list[Path]) -> Iterator[ImageBGR]:
+    clips = [([img for _, img in read_frames(p)], float(clip_rate(p))) for p in sources]
+    for i in range(CROWD_FRAMES):
+        canvas = np.full((1080, 1920, 3), 128, np.uint8)
+        for cell in range(9):
+            frames, rate = clips[cell % len(clips)]
+            image = frames[int((i / 30 + cell * 0.37) * rate) % len(frames)]  # offsets: cells not in step
+            h, w = image.shape[:2]
+            y0, x0 = (cell // 3) * 360 + (360 - h) // 2, (cell % 3) * 640 + (640 - w) // 2
+            canvas[y0 : y0 + h, x0 : x0 + w] = image
+        yield canvas
+
+
+def prepare(video_dir: Path, work: Path) -> dict[str, Path]:
+    """Write the clips (skipping those already there); name -> path."""
+    work.mkdir(parents=True, exist_ok=True)
+    sources = sorted(video_dir.glob("*.mp4"))
+    out: dict[str, Path] = {}
+    for src in sources:
+        for label, (w, h) in SIZES.items():
+            path = work / f"{src.stem}_{label}.mp4"
+            if not path.exists():
+                _write(path, _upscaled(src, w, h), clip_rate(src), w, h)
+            out[path.stem] = path
+    crowd = work / "crowd_1080p.mp4"
+    if not crowd.exists():
+        _write(crowd, _crowd(sources), Fraction(30), 1920, 1080)
+    out[crowd.stem] = crowd
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tracks
+@dataclass
+class TrackLog:
+    """One confirmed track: frame index -> box, and its best quality score and face size over the track."""
+
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)
+    best_quality: float = 0.0
+    best_face_px: float = 0.0
+
+
+@dataclass
+class ModeRun:
+    tracks: dict[int, TrackLog]
+    frames: int
+    seconds: float  # detection + tracking + quality, the whole loop
+
+
+def run_mode(path: Path, detect: Callable[[ImageBGR, FaceTracker, float], Detections]) -> ModeRun:
+    """Every frame of ``path`` through ``detect`` (given the tracker, for the schedule's windows), the tracker,
+    native-resolution alignment and the quality gate."""
+    tracker = FaceTracker(TrackerConfig())
+    gate = QualityGate(QualityConfig())
+    tracks: dict[int, TrackLog] = {}
+    frames, seconds = 0, 0.0
+    for index, (pts, image) in enumerate(read_frames(path)):
+        t0 = time.perf_counter()
+        dets = detect(image, tracker, pts)
+        out = tracker.update(dets, pts)
+        for tracked in out.active:
+            i = tracked.det_index
+            chip = align(image, dets.landmarks[i], DLIB_150)
+            q = gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
+            log = tracks.setdefault(tracked.track_id, TrackLog())
+            log.boxes[index] = dets.boxes[i].copy()
+            if q.score > log.best_quality:
+                log.best_quality, log.best_face_px = q.score, q.face_px
+        seconds += time.perf_counter() - t0
+        frames += 1
+    return ModeRun(tracks, frames, seconds)
+
+
+def every_frame(detector: FaceDetector) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
+    """The reference: the whole frame at the detector's own size (native for max_side None), every frame."""
+
+    def detect(image: ImageBGR, _tracker: FaceTracker, _pts: float) -> Detections:
+        return detector.detect([image])[0]
+
+    return detect
+
+
+def scheduled(
+    detector: FaceDetector, config: ScheduleConfig, nms_iou: float, min_face_px: float, level: int = 0
+) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
+    """The schedule with its load controller pinned at ``level`` (0: the configured interval and stride), so
+    the offline comparison is deterministic; the live run reports the level it settled at."""
+    schedule = DetectionSchedule(config, nms_iou, min_face_px)
+    schedule.pin_level(level)
+
+    def detect(image: ImageBGR, tracker: FaceTracker, pts: float) -> Detections:
+        plan = schedule.plan(image.shape[0], image.shape[1], tracker.predicted_boxes(pts))
+        return schedule.detect(detector, image, plan)
+
+    return detect
+
+
+@dataclass(frozen=True)
+class Comparison:
+    reference_tracks: int  # tracks of >= min_frames frames in the reference
+    found: int  # of those, found by the fast mode
+    quality_ok: int  # of those found, best shot within 10% of the reference's best
+    missed_face_px: list[float]  # best face size of each missed reference track
+
+
+def compare(ref: ModeRun, fast: ModeRun, min_frames: int = 5, iou: float = 0.5, cover: float = 0.5) -> Comparison:
+    """A reference track is found when one fast track overlaps it (box IoU >= ``iou``) on at least ``cover`` of
+    the reference track's frames; its best shot is kept when the fast track's best quality is >= 90% of it."""
+    long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames]
+    found = quality_ok = 0
+    missed: list[float] = []
+    for track in long_tracks:
+        best_cover, best_q = 0.0, 0.0
+        for other in fast.tracks.values():
+            common = sorted(set(track.boxes) & set(other.boxes))
+            if not common:
+                continue
+            a = np.array([track.boxes[i] for i in common])
+            b = np.array([other.boxes[i] for i in common])
+            hits = int((np.diag(iou_matrix(a, b)) >= iou).sum())
+            share = hits / len(track.boxes)
+            if share > best_cover:
+                best_cover, best_q = share, other.best_quality
+        if best_cover >= cover:
+            found += 1
+            quality_ok += best_q >= 0.9 * track.best_quality
+        else:
+            missed.append(track.best_face_px)
+    return Comparison(len(long_tracks), found, quality_ok, missed)

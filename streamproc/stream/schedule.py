@@ -1,0 +1,192 @@
+"""Which parts of each frame a stream detects in, so a 1080p30 body camera stays real time on two CPU cores.
+
+Full-frame, native-size detection costs ~130 ms a 1080p frame on two cores; the budget is 33 ms. Instead,
+every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
+
+- **windows** around every live track's Kalman-predicted box, at native resolution and resized to
+  ``window_px`` (batched: one network call for all of them), so known faces keep being measured precisely;
+- a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
+- **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
+  resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
+
+It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
+with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
+it first lengthens the interval (up to ``max_interval``), then the tile stride (up to ``max_tile_cycle_s``);
+with slack again, it steps back, never below the configured interval and stride. The current interval and
+the native-coverage cycle are exported as metrics so an operator sees what load costs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamproc.protocols import FaceDetector
+from streamproc.types import Detections, ImageBGR
+from streamproc.vision.regions import Region, detect_regions, tile_grid, whole_frame, windows_around
+
+
+class ScheduleConfig(BaseModel):
+    """``detector.schedule``: detect in regions of each frame instead of the whole frame every frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        False,
+        description="Use the schedule (windows + downscaled whole frame + native tiles); off: whole frame "
+        "every frame at detector.max_side.",
+    )
+    full_side: int = Field(640, ge=64, le=8192, description="Longer side of the downscaled whole-frame pass.")
+    interval: int = Field(2, ge=1, le=100, description="Whole-frame pass every this many frames (at least).")
+    max_interval: int = Field(8, ge=1, le=100, description="Longest interval the load controller may stretch to.")
+    window_px: int = Field(128, ge=32, le=1024, description="Network size of the window around each live track.")
+    window_context: float = Field(2.5, ge=1.2, le=8.0, description="Window side over the track box's longer side.")
+    max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (smallest first).")
+    tile_px: int = Field(640, ge=64, le=4096, description="Tile width at native size (height: 9/16 of it, x32).")
+    tile_overlap_px: int = Field(64, ge=0, le=1024, description="Neighbouring tiles overlap by at least this much.")
+    tile_stride: int = Field(1, ge=1, le=1000, description="One native tile every this many frames (at least).")
+    max_tile_cycle_s: float = Field(
+        4.0, gt=0.0, le=600.0, description="Longest time the controller may take to cover the frame natively."
+    )
+    budget: float = Field(
+        0.8, gt=0.0, le=1.0, description="Share of the frame period processing may use before the schedule coarsens."
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One frame's detection work: the regions, and which passes they include (for metrics and tests)."""
+
+    regions: tuple[Region, ...]
+    full: bool
+    tile: int | None  # index into the tile grid, or None
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """What the controller chose: whole-frame interval (frames), tile stride (frames), native-coverage cycle (s),
+    and the whole-frame pass's scale (network pixels per frame pixel, 1 = native)."""
+
+    interval: int
+    tile_stride: int
+    native_cycle_s: float
+    full_scale: float
+
+
+_EWMA = 0.1  # weight of the newest frame in the load average (~10-frame memory)
+_SLACK = 0.6  # refine only when load is below budget x this
+_HOLD_FRAMES = 15  # frames between two controller moves (let the average settle)
+
+
+class DetectionSchedule:
+    """Plans and runs a stream's detection frame by frame; see the module docstring. One per stream."""
+
+    def __init__(self, config: ScheduleConfig, nms_iou: float, min_face_px: float) -> None:
+        self._config = config
+        self._nms_iou = nms_iou
+        self._min_face_px = min_face_px
+        self._shape: tuple[int, int] | None = None
+        self._full: Region | None = None
+        self._tiles: list[Region] = []
+        self._frame = 0
+        self._next_tile = 0
+        self._level = 0
+        self._load: float | None = None
+        self._period: float | None = None
+        self._last_pts: float | None = None
+        self._since_move = 0
+        self._pinned = False
+
+    # ------------------------------------------------------------------------------------------ planning
+    def _layout(self, height: int, width: int) -> None:
+        cfg = self._config
+        self._shape = (height, width)
+        self._full = whole_frame(height, width, cfg.full_side)
+        tile_h = max(32, round(cfg.tile_px * 9 / 16 / 32) * 32)
+        tiles = tile_grid(height, width, cfg.tile_px, tile_h, cfg.tile_overlap_px)
+        # A native whole-frame pass already sees everything the tiles would: no tiles then.
+        self._tiles = [] if self._full.scale >= 1.0 else tiles
+
+    @property
+    def state(self) -> ScheduleState:
+        interval, stride = self._levels()
+        period = self._period or 0.0
+        cycle = len(self._tiles) * stride * period
+        return ScheduleState(interval, stride, cycle, self._full.scale if self._full is not None else 1.0)
+
+    def _levels(self) -> tuple[int, int]:
+        """(interval, tile stride) at the current load level."""
+        cfg = self._config
+        span = max(cfg.max_interval - cfg.interval, 0)
+        interval = cfg.interval + min(self._level, span)
+        extra = max(self._level - span, 0)
+        stride = cfg.tile_stride * 2**extra
+        return interval, stride
+
+    def _max_level(self) -> int:
+        cfg = self._config
+        span = max(cfg.max_interval - cfg.interval, 0)
+        if not self._tiles or self._period is None or self._period <= 0:
+            return span
+        longest = cfg.max_tile_cycle_s / (len(self._tiles) * self._period)  # frames per tile at most
+        doublings = max(math.floor(math.log2(max(longest / cfg.tile_stride, 1.0))), 0)
+        return span + doublings
+
+    def plan(self, height: int, width: int, tracks: NDArray[np.floating]) -> Plan:
+        """The regions for the next frame of (height, width), given the tracks' (N, 4) predicted boxes."""
+        if self._shape != (height, width):
+            self._layout(height, width)
+        assert self._full is not None
+        cfg = self._config
+        interval, stride = self._levels()
+        boxes = np.asarray(tracks, np.float64).reshape(-1, 4)
+        if len(boxes) > cfg.max_windows:  # the smallest faces first: the whole-frame pass may miss them
+            boxes = boxes[np.argsort(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))]
+            boxes = boxes[: cfg.max_windows]
+        regions: list[Region] = windows_around(boxes, height, width, cfg.window_context, cfg.window_px)
+        full = self._frame % interval == 0
+        if full:
+            regions.append(self._full)
+        tile: int | None = None
+        if self._tiles and self._frame % stride == 0:
+            tile = self._next_tile % len(self._tiles)
+            self._next_tile += 1
+            regions.append(self._tiles[tile])
+        self._frame += 1
+        return Plan(tuple(regions), full, tile)
+
+    def detect(self, detector: FaceDetector, image: ImageBGR, plan: Plan) -> Detections:
+        """Run a plan on one (H, W, 3) uint8 BGR frame: detections in frame pixels, overlaps merged."""
+        return detect_regions(detector, image, plan.regions, self._nms_iou, self._min_face_px)
+
+    # ------------------------------------------------------------------------------------------ control
+    def pin_level(self, level: int) -> None:
+        """Fix the load level (0: the configured interval and stride) and stop adapting: offline comparisons."""
+        self._level = max(level, 0)
+        self._pinned = True
+
+    def observe(self, pts_s: float, cost_s: float, backlog: float | None) -> None:
+        """After each frame: its media time, the wall seconds processing it took, and the decoded backlog as a
+        fraction of the buffer (None where a full buffer is normal, i.e. unpaced files)."""
+        if self._last_pts is not None and pts_s > self._last_pts:
+            dt = pts_s - self._last_pts
+            self._period = dt if self._period is None else (1 - _EWMA) * self._period + _EWMA * dt
+        self._last_pts = pts_s
+        if self._period is None:
+            return
+        load = cost_s / self._period
+        self._load = load if self._load is None else (1 - _EWMA) * self._load + _EWMA * load
+        self._since_move += 1
+        if self._pinned or self._since_move < _HOLD_FRAMES:
+            return
+        budget = self._config.budget
+        if (self._load > budget or (backlog is not None and backlog >= 0.5)) and self._level < self._max_level():
+            self._level += 1
+            self._since_move = 0
+        elif self._load < budget * _SLACK and (backlog is None or backlog < 0.25) and self._level > 0:
+            self._level -= 1
+            self._since_move = 0

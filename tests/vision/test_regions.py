@@ -1,0 +1,82 @@
+"""Detection in regions: geometry of windows and tiles, and real detections mapped back to frame pixels."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamproc.types import Detections
+from streamproc.vision.faces import FaceAnalyzer
+from streamproc.vision.imageio import read_image
+from streamproc.vision.regions import Region, detect_regions, merge, tile_grid, to_frame, whole_frame, windows_around
+from streamproc.vision.track import iou_matrix
+
+
+def test_tiles_cover_the_frame_with_the_promised_overlap() -> None:
+    tiles = tile_grid(1080, 1920, 640, 352, 64)
+    assert len({(t.out_w, t.out_h) for t in tiles}) == 1  # one size: one batch
+    covered = np.zeros((1080, 1920), bool)
+    for t in tiles:
+        covered[t.y0 : t.y1, t.x0 : t.x1] = True
+        assert t.scale == 1.0 and t.x0 >= 0 and t.x1 <= 1920 and t.y0 >= 0 and t.y1 <= 1080
+    assert covered.all()
+    xs = sorted({t.x0 for t in tiles})
+    assert all(b - a <= 640 - 64 for a, b in itertools.pairwise(xs))  # neighbours overlap >= 64 px
+    assert tile_grid(360, 640, 640, 352, 64) != [] and len(tile_grid(300, 500, 640, 352, 64)) == 1
+
+
+def test_windows_are_square_centred_and_shifted_inside_the_frame() -> None:
+    boxes = np.array([[100, 100, 140, 150], [1900, 1060, 1915, 1075], [0, 0, 8, 8]], np.float64)
+    centred, corner, tiny = windows_around(boxes, 1080, 1920, context=2.5, size=128)
+    assert centred.x1 - centred.x0 == centred.y1 - centred.y0 == 125  # 2.5 x the longer side (50)
+    assert abs((centred.x0 + centred.x1) / 2 - 120) <= 1 and abs((centred.y0 + centred.y1) / 2 - 125) <= 1
+    assert corner.x1 == 1920 and corner.y1 == 1080  # shifted in, not cut
+    assert tiny.x1 - tiny.x0 == 24 and tiny.out_w == 128  # never below the minimum window
+
+
+def test_mapping_back_scales_offsets_and_drops_fragments_at_cut_edges() -> None:
+    region = Region(100, 200, 300, 400, 100, 100)  # 2x downscale, an inner region on every side
+    dets = Detections(
+        np.array([[10, 10, 30, 30], [0, 40, 20, 60]], np.float32),  # the second touches the left cut edge
+        np.array([0.9, 0.9], np.float32),
+        np.tile(np.array([[20, 20]], np.float32), (2, 5, 1)),
+    )
+    out = to_frame(dets, region, 1080, 1920)
+    assert len(out) == 1
+    np.testing.assert_allclose(out.boxes[0], [120, 220, 160, 260])
+    np.testing.assert_allclose(out.landmarks[0], np.tile([[140, 240]], (5, 1)))
+    # at the frame's own border nothing is cut: a face touching it is kept
+    edge = to_frame(dets, Region(0, 200, 200, 400, 100, 100), 1080, 1920)
+    assert len(edge) == 2
+
+
+def test_merge_keeps_one_box_per_face_and_applies_the_size_floor() -> None:
+    a = Detections(np.array([[0, 0, 40, 40]], np.float32), np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32))
+    b = Detections(
+        np.array([[1, 1, 41, 41], [100, 100, 105, 105]], np.float32),
+        np.array([0.95, 0.99], np.float32),
+        np.zeros((2, 5, 2), np.float32),
+    )
+    out = merge([a, b], iou=0.4, min_face_px=12)
+    assert len(out) == 1 and out.scores[0] == pytest.approx(0.95)
+
+
+@pytest.mark.shared
+def test_windows_and_downscaled_frame_find_the_faces_the_native_pass_finds(
+    shared_dir: Path, analyzer: FaceAnalyzer
+) -> None:
+    image = read_image(shared_dir / "data/identity/_multi_face_scenes/facenet_pytorch__multiface.jpg")
+    detector = analyzer.detector
+    native = detect_regions(detector, image, [whole_frame(image.shape[0], image.shape[1], None)], iou=0.4)
+    assert len(native) >= 2
+    windows = windows_around(native.boxes, image.shape[0], image.shape[1], context=2.5, size=128)
+    found = detect_regions(detector, image, windows, iou=0.4)
+    ious = iou_matrix(native.boxes, found.boxes)
+    assert len(found) == len(native) and (ious.max(axis=1) > 0.7).all()
+    # landmarks are in frame pixels: each lies near its native counterpart
+    pair = ious.argmax(axis=1)
+    spread = np.abs(found.landmarks[pair] - native.landmarks).max(axis=(1, 2))
+    assert (spread < 0.15 * native.sizes).all()
