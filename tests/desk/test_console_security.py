@@ -209,3 +209,35 @@ def test_sessions_end_when_idle() -> None:
     now[0] = 899.0 + 901.0
     assert sessions.touch(s.token) is None
     assert sessions.touch(None) is None and sessions.touch("nope") is None
+
+
+def test_behind_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    journal = tmp_path / "events.sqlite"
+    with EventJournal(journal) as j:
+        j.append(make_event())
+    config = write_config(tmp_path, journal, tmp_path / "wl", behind_tls=True)
+    add_accounts(load_pipeline_config(config))
+    with running(config) as base, httpx.Client(base_url=base) as client:
+        page = client.get("/login")
+        login_cookie = page.headers["set-cookie"]
+        assert "Secure" in login_cookie and "HttpOnly" in login_cookie
+        csrf = csrf_of(page.text)
+        # httpx keeps Secure cookies away from plain http (as a browser would): this request carries none
+        assert client.post("/login", data={"user": "alice", "password": PASSWORD, "csrf": csrf}).status_code == 403
+        r = client.post(
+            "/login",
+            data={"user": "alice", "password": PASSWORD, "csrf": csrf},
+            headers={"cookie": f"desk_login={csrf}"},  # as the TLS proxy would pass it on
+        )
+        assert r.status_code == 303
+        session = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("desk_session="))
+        assert "Secure" in session and "HttpOnly" in session and "SameSite=strict" in session
+
+
+def test_unknown_and_malformed_candidates_are_404(desk: Desk) -> None:
+    alice = sign_in(desk.base, "alice")
+    for url in (f"/c/{'0' * 32}", "/c/xyz", f"/c/{desk.ids[0]}x"):
+        assert alice.get(url).status_code == 404, url
+    csrf = csrf_of(alice.get("/").text)
+    assert alice.post(f"/c/{'0' * 32}", data={"decision": "confirm", "note": "x", "csrf": csrf}).status_code == 404
+    assert not [a for a in desk.audit() if a[1] == "review_view"]  # nothing viewed, nothing audited
