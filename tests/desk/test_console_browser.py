@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from desk_server import PASSWORD, add_accounts, running
-from support import free_port, make_watchlist
+from desk_server import PASSWORD, add_accounts, running, write_config
+from support import free_port, make_event, make_watchlist
 
 from streamproc.config import load_pipeline_config
 from streamproc.feed.journal import EventJournal
@@ -28,7 +28,7 @@ from streamproc.feed.schema import REVIEW_TOPIC_PREFIX, MatchEvent, ReviewEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.records.audit import AuditLog
 
-pytestmark = [pytest.mark.shared, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
@@ -97,6 +97,7 @@ def _miranda(journal: Path) -> MatchEvent | None:
         return next((e for e in j.since(0) if e.subject_id == "lin_manuel_miranda"), None)
 
 
+@pytest.mark.shared
 def test_two_reviewers_confirm_a_real_candidate_in_a_real_browser(
     browser: Any, shared_dir: Path, tmp_path: Path
 ) -> None:
@@ -179,3 +180,33 @@ def test_two_reviewers_confirm_a_real_candidate_in_a_real_browser(
     assert [r.actor for r in records if r.action == "review"] == ["alice", "bob"]
     viewers = {r.actor for r in records if r.action == "review_view" and r.details["event_id"] == event.event_id}
     assert viewers == {"alice", "bob"}
+
+
+def test_new_candidates_appear_without_a_reload_and_keys_open_them(browser: Any, tmp_path: Path) -> None:
+    journal = tmp_path / "events.sqlite"
+    with EventJournal(journal) as j:
+        j.append(make_event(track=1))
+    config = write_config(tmp_path, journal, tmp_path / "wl")
+    add_accounts(load_pipeline_config(config))
+    with running(config) as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        page = context.new_page()
+        page.goto(f"{base}/login")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("table.queue a")
+        assert page.locator("table.queue tbody tr").count() == 1
+        with EventJournal(journal) as j:
+            newer = j.append(make_event(track=2, captured_at=1_800_000_100.0))
+        assert newer is not None
+        page.wait_for_selector(f"a[href='/c/{newer.event_id}']", timeout=15_000)  # polled in, no reload
+        assert "pending 2" in page.inner_text("#counts")
+        page.keyboard.press("j")
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"{base}/c/{newer.event_id}")  # newest first
+        page.keyboard.press("n")
+        page.wait_for_url(f"**/c/{make_event(track=1).event_id}")
+        page.keyboard.press("p")
+        page.wait_for_url(f"{base}/c/{newer.event_id}")
+        context.close()
