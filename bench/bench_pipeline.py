@@ -31,7 +31,8 @@ import av
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamproc.config import PipelineConfig, RecognitionConfig, RetinaFaceConfig
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import RecognitionConfig, RetinaFaceConfig
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_pipeline

@@ -19,7 +19,7 @@ import av
 import cv2
 import numpy as np
 
-from streamproc.config import DlibResnetConfig, RecognitionConfig, RetinaFaceConfig
+from streamproc.config_recognition import DlibResnetConfig, RecognitionConfig, RetinaFaceConfig
 from streamproc.runtime.build import build_detector, build_embedder
 from streamproc.sysinfo import machine_description
 from streamproc.vision.faces import FaceAnalyzer, central_face

@@ -39,7 +39,7 @@ FRAME_SIZES = {"360p": (360, 640), "1080p": (1080, 1920)}
 
 def prepare(out: Path, data: Path, n_chips: int) -> None:
     """Copy the built models and the Hamilton clip into ``out`` and save real aligned chips from LFW."""
-    from streamproc.config import RecognitionConfig
+    from streamproc.config_recognition import RecognitionConfig
     from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
     from streamproc.runtime.build import build_analyzer
     from streamproc.vision.faces import central_face

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config import RetinaFaceConfig, RuntimeConfig
+from streamproc.config_recognition import RetinaFaceConfig, RuntimeConfig
 from streamproc.models.providers import create_session
 from streamproc.models.registry import RETINAFACE, ModelStore
 from streamproc.vision.detect import RetinaFaceDetector

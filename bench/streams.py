@@ -54,7 +54,7 @@ import yaml
 from bench_pipeline import build_watchlist
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamproc.config import RecognitionConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer

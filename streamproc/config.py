@@ -1,165 +1,25 @@
-"""Configuration as data: pydantic models that mirror the YAML 1:1.
+"""Configuration as data: pydantic models that mirror the YAML 1:1, and reading them from YAML files.
 
-Nothing here builds runtime objects; :mod:`streamproc.runtime.build` does that in one place. Every model forbids
-unknown keys so a typo is an error with its key path, never a silently ignored setting.
+The recognition sections (models, runtime, detector, embedder, quality) are :mod:`streamproc.config_recognition`;
+this module adds what a `streamproc run` config holds beyond them, and the loaders. Nothing here builds runtime
+objects; :mod:`streamproc.runtime.build` does that in one place. Every model forbids unknown keys so a typo is an
+error with its key path, never a silently ignored setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from streamproc.config_recognition import RecognitionConfig, StrictConfig
 from streamproc.errors import ConfigError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelsConfig(_Strict):
-    cache_dir: Path | None = Field(
-        None,
-        description="Where built default models live. Default: $STREAMPROC_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/streamproc/models, else ~/.cache/streamproc/models.",
-    )
-    auto_prepare: bool = Field(
-        True, description="Build missing default models on first use (offline, from installed packages)."
-    )
-
-
-class RuntimeConfig(_Strict):
-    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
-        "auto",
-        description="onnxruntime execution provider. 'auto' uses CUDA when onnxruntime-gpu and a GPU are "
-        "present, else CPU. 'cuda'/'tensorrt' demand that provider and fail at start-up when it is missing.",
-    )
-    threads: int | None = Field(
-        None, ge=1, le=256, description="Intra-op CPU threads per model session; default: onnxruntime's."
-    )
-    allow_spinning: bool = Field(
-        False,
-        description="Let onnxruntime's idle worker threads spin: lower latency for a lone model, but it "
-        "starves the decode and embed threads sharing the cores.",
-    )
-    precision: Literal["fp32", "fp16"] = Field(
-        "fp32",
-        description="GPU arithmetic: fp16 enables TensorRT's FP16 kernels (use only where the calibration was "
-        "measured at fp16: thresholds move with precision). Ignored on CPU.",
-    )
-
-
-class RetinaFaceConfig(_Strict):
-    type: Literal["retinaface"] = "retinaface"
-    model: Path | None = Field(None, description="ONNX file; default: the built-in RetinaFace MobileNet-0.25 (MIT).")
-    score_threshold: float = Field(0.6, gt=0.0, lt=1.0, description="Minimum face score kept.")
-    nms_iou: float = Field(0.4, gt=0.0, lt=1.0, description="IoU above which overlapping boxes merge.")
-    min_face_px: float = Field(
-        12.0, ge=0.0, le=4096, description="Drop faces whose shorter box side is below this (pixels)."
-    )
-    max_side: int | None = Field(
-        1280,
-        ge=64,
-        le=8192,
-        description="Input size policy: downscale images whose longer side exceeds this before detection "
-        "(boxes are mapped back; faces larger than ~500 px, beyond the largest anchor, are found again, and "
-        "1080p runs at 720p cost). None: detect at native size.",
-    )
-    min_side: int | None = Field(
-        None,
-        ge=64,
-        le=8192,
-        description="Upscale images whose shorter side is below this before detection (small stills).",
-    )
-    max_batch: int = Field(
-        4,
-        ge=1,
-        le=64,
-        description="Streams detect up to this many frames per network call, taking only frames already "
-        "waiting in the buffer (never waiting for more): ~9 ms instead of ~13 ms a 640x360 frame on 2 cores.",
-    )
-
-
-def _type_or(default: str) -> Callable[[Any], str]:
-    """Discriminator that reads ``type`` and falls back to the default kind when the key is omitted."""
-
-    def kind(value: Any) -> str:
-        if isinstance(value, dict):
-            return str(value.get("type", default))
-        return str(getattr(value, "type", default))
-
-    return kind
-
-
-# One detector kind today; a union with a ``type`` discriminator (as for embedders) when a second lands.
-DetectorConfig = RetinaFaceConfig
-
-
-class DlibResnetConfig(_Strict):
-    type: Literal["dlib-resnet"] = "dlib-resnet"
-    model: Path | None = Field(
-        None, description="ONNX file; default: dlib ResNet v1 converted by `streamproc models prepare`."
-    )
-    max_batch: int = Field(32, ge=1, le=1024, description="Largest batch sent to the model at once.")
-    flip_average: bool = Field(
-        True, description="Average the descriptors of each chip and its mirror (more robust, 2x cost)."
-    )
-
-
-class ArcFaceConfig(_Strict):
-    type: Literal["arcface"] = "arcface"
-    model: Path = Field(description="Your ONNX model on a 112x112 chip (standard ArcFace 5-point template).")
-    sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="Pin the model file: refuse it if the hash differs."
-    )
-    input_name: str | None = Field(None, description="Model input to feed; default: its first input.")
-    color: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the model expects.")
-    mean: float = Field(127.5, description="Subtracted from every pixel value (0..255).")
-    std: float = Field(128.0, gt=0.0, description="Divides every pixel value after the mean.")
-    output_dim: int | None = Field(None, ge=2, le=8192, description="Descriptor length; default: read from the model.")
-    max_batch: int = Field(
-        32, ge=1, le=1024, description="Largest batch; models with a fixed batch of 1 run one chip at a time."
-    )
-    flip_average: bool = Field(
-        True, description="Average the descriptors of each chip and its mirror (more robust, 2x cost)."
-    )
-
-
-EmbedderConfig = Annotated[
-    Annotated[DlibResnetConfig, Tag("dlib-resnet")] | Annotated[ArcFaceConfig, Tag("arcface")],
-    Discriminator(_type_or("dlib-resnet")),
-]
-
-
-class QualityConfig(_Strict):
-    """Gates a face must pass to be embedded (enrolment) or kept as a best shot (streams)."""
-
-    min_face_px: float = Field(40.0, ge=0.0, description="Shorter box side in pixels.")
-    min_sharpness: float = Field(
-        25.0, ge=0.0, description="Variance of the Laplacian of the grey 112-px chip (blur measure)."
-    )
-    max_yaw: float = Field(
-        0.6, gt=0.0, description="Nose offset from the eye midline over inter-ocular distance (0 = frontal)."
-    )
-    max_roll_deg: float = Field(45.0, gt=0.0, le=180.0, description="Eye-line tilt in degrees.")
-    min_detector_score: float = Field(0.8, ge=0.0, le=1.0, description="Detector confidence.")
-
-
-class RecognitionConfig(_Strict):
-    """Everything needed to turn images into comparable descriptors."""
-
-    models: ModelsConfig = ModelsConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
-    detector: DetectorConfig = RetinaFaceConfig()
-    embedder: EmbedderConfig = DlibResnetConfig()
-    quality: QualityConfig = QualityConfig()
-
-
-class ReconnectConfig(_Strict):
+class ReconnectConfig(StrictConfig):
     """How a live (URL) source recovers from an outage: exponential backoff with jitter, forever by default."""
 
     initial_s: float = Field(0.5, gt=0.0, le=60.0, description="Wait before the first reconnect attempt.")
@@ -173,7 +33,7 @@ class ReconnectConfig(_Strict):
     )
 
 
-class SourceConfig(_Strict):
+class SourceConfig(StrictConfig):
     """One video stream: a file, a folder of clips (processed in name order), or an RTSP/HTTP URL."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stream id used in topics and metric labels.")
@@ -206,7 +66,7 @@ class SourceConfig(_Strict):
     )
 
 
-class TrackerConfig(_Strict):
+class TrackerConfig(StrictConfig):
     """ByteTrack-style association of detections into face tracks (per stream, own id counter)."""
 
     high_score: float = Field(0.6, gt=0.0, lt=1.0, description="Detections at or above start and extend tracks.")
@@ -224,7 +84,7 @@ class TrackerConfig(_Strict):
         return self
 
 
-class BestShotConfig(_Strict):
+class BestShotConfig(StrictConfig):
     """Which frames of a track are embedded: the best of each window, never every frame."""
 
     window_s: float = Field(0.4, gt=0.0, le=30.0, description="Pick the best face of each window this long.")
@@ -232,7 +92,7 @@ class BestShotConfig(_Strict):
     refresh_s: float = Field(10.0, gt=0.0, le=3600.0, description="... then one more every refresh_s for long tracks.")
 
 
-class AuthorisationConfig(_Strict):
+class AuthorisationConfig(StrictConfig):
     """A warrant, court order or policy approval that permits live 1:N search, with its scope and expiry."""
 
     reference: str = Field(min_length=3, max_length=200, description="Case or authorisation reference.")
@@ -252,7 +112,7 @@ class AuthorisationConfig(_Strict):
         return self
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictConfig):
     """When a track becomes a candidate for review."""
 
     k: int = Field(2, ge=1, le=50, description="Flag when k of the last n shots agree on one subject ...")
@@ -286,7 +146,7 @@ class PolicyConfig(_Strict):
         return self
 
 
-class JournalConfig(_Strict):
+class JournalConfig(StrictConfig):
     """The durable journal every event is written to before it is published (nothing lost, no duplicates)."""
 
     path: Path | None = Field(
@@ -303,14 +163,14 @@ class JournalConfig(_Strict):
     max_events: int | None = Field(None, ge=1, description="Keep at most this many events.")
 
 
-class CurveConfig(_Strict):
+class CurveConfig(StrictConfig):
     """ZeroMQ CURVE encryption and client authentication for the event and replay endpoints."""
 
     server_secret_key: Path = Field(description="Server key pair's secret file (`streamproc keys generate`).")
     allowed_clients_dir: Path = Field(description="Directory of the public key files of allowed subscribers.")
 
 
-class EventsConfig(_Strict):
+class EventsConfig(StrictConfig):
     endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the pipeline binds.")
     include_face_jpeg: bool = Field(True, description="Attach the probe's best-shot JPEG to each match event.")
     journal: JournalConfig = JournalConfig()
@@ -328,17 +188,17 @@ class EventsConfig(_Strict):
         return self
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictConfig):
     port: int | None = Field(9108, ge=0, le=65535, description="Prometheus endpoint port (0 = any free; null = off).")
     host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
 
 
-class WatchlistConfig(_Strict):
+class WatchlistConfig(StrictConfig):
     path: Path = Field(description="Watchlist directory (see `streamproc watchlist`).")
     reload_s: float = Field(2.0, gt=0.0, le=600.0, description="Poll for watchlist changes this often.")
 
 
-class AuditConfig(_Strict):
+class AuditConfig(StrictConfig):
     """Where the pipeline appends its audit records (start, stop, every flag)."""
 
     dir: Path | None = Field(
@@ -349,7 +209,7 @@ class AuditConfig(_Strict):
     key: Path | None = Field(None, description="HMAC key file; null: audit.key in the audit directory.")
 
 
-class ReviewConfig(_Strict):
+class ReviewConfig(StrictConfig):
     """Human review of candidates (`streamproc review decide`)."""
 
     confirmations: int = Field(
@@ -379,7 +239,7 @@ class ReviewConfig(_Strict):
     )
 
 
-class ChipCurveConfig(_Strict):
+class ChipCurveConfig(StrictConfig):
     """CURVE encryption and authentication of the chip channel (face images of everyone in view cross it).
 
     The embed service needs its own key pair and the allowed workers' public keys; a worker needs its own key
@@ -393,7 +253,7 @@ class ChipCurveConfig(_Strict):
     server_public_key: Path | None = Field(None, description="Workers: the embed service's public `.key` file.")
 
 
-class ScaleConfig(_Strict):
+class ScaleConfig(StrictConfig):
     """Process layout: one process (workers: 0), or a supervisor with stream-worker processes and one embed
     service connected over ZeroMQ (see docs/scaling.md)."""
 

@@ -11,7 +11,7 @@ import pytest
 from system_parts import pytest_terminal_summary  # noqa: F401 - the hook: one line naming missing system packages
 
 if TYPE_CHECKING:
-    from streamproc.config import RecognitionConfig
+    from streamproc.config_recognition import RecognitionConfig
     from streamproc.vision.faces import FaceAnalyzer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -30,7 +30,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def default_config() -> RecognitionConfig:
     """Default recognition settings; models come from the default cache (built on first use)."""
-    from streamproc.config import RecognitionConfig
+    from streamproc.config_recognition import RecognitionConfig
 
     return RecognitionConfig()
 

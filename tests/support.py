@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.schema import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.messages import BestShot

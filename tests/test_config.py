@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.config import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, load_config, parse_config
+from streamproc.config import load_config, parse_config
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
 from streamproc.errors import ConfigError
 
 
@@ -92,7 +93,8 @@ def test_file_yaml_names_every_pipeline_key() -> None:
     import yaml
     from pydantic import BaseModel
 
-    from streamproc.config import PipelineConfig, RecognitionConfig
+    from streamproc.config import PipelineConfig
+    from streamproc.config_recognition import RecognitionConfig
 
     data = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "file.yaml").read_text())
 

@@ -26,7 +26,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import run_with_subscriber
 
-from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.runtime.build import build_analyzer
 from streamproc.runtime.supervisor import Supervisor
 from streamproc.search.enrol import FaceChoice, templates_from_images

@@ -8,14 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from streamproc.config import (
-    ArcFaceConfig,
-    DlibResnetConfig,
-    PipelineConfig,
-    RecognitionConfig,
-    load_config,
-    load_pipeline_config,
-)
+from streamproc.config import PipelineConfig, load_config, load_pipeline_config
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
 from streamproc.errors import ConfigError
 
 out = Console(soft_wrap=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config import RuntimeConfig
+from streamproc.config_recognition import RuntimeConfig
 from streamproc.errors import ModelError, ProviderError
 
 if TYPE_CHECKING:

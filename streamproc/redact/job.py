@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamproc import __version__
-from streamproc.config import RetinaFaceConfig
+from streamproc.config_recognition import RetinaFaceConfig
 from streamproc.errors import ConfigError, SourceError
 from streamproc.fsutil import sha256_file
 from streamproc.models.providers import create_session

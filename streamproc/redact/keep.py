@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamproc.config import DlibResnetConfig, ModelsConfig, RuntimeConfig
+from streamproc.config_recognition import DlibResnetConfig, ModelsConfig, RuntimeConfig
 from streamproc.errors import ConfigError, WatchlistError
 from streamproc.models.providers import create_session
 from streamproc.models.registry import DLIB_RESNET, ModelStore

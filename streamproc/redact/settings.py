@@ -11,7 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamproc.config import ModelsConfig, RuntimeConfig, format_validation_error
+from streamproc.config import format_validation_error
+from streamproc.config_recognition import ModelsConfig, RuntimeConfig
 from streamproc.errors import ConfigError
 
 Method = Literal["blur", "pixelate", "box"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from streamproc.config import ArcFaceConfig, DlibResnetConfig, PipelineConfig, RecognitionConfig
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
 from streamproc.errors import ConfigError, ModelError
 from streamproc.fsutil import sha256_file
 from streamproc.models.providers import create_session

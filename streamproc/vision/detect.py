@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config import RetinaFaceConfig
+from streamproc.config_recognition import RetinaFaceConfig
 from streamproc.models.providers import BatchRunner
 from streamproc.types import Detections, ImageBGR
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config import QualityConfig
+from streamproc.config_recognition import QualityConfig
 from streamproc.types import ChipRGB, Quality
 
 SHARPNESS_SIZE = 112

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streamproc.config import RuntimeConfig
+from streamproc.config_recognition import RuntimeConfig
 from streamproc.errors import ModelError, ProviderError
 from streamproc.models.providers import (
     CPU,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.config import RecognitionConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from support import free_port, make_watchlist, run_with_subscriber
 
-from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support import make_event
 
-from streamproc.config import PipelineConfig, RecognitionConfig
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.replay import fetch_since
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.security import ClientSecurity, generate_keypair

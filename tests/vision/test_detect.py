@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamproc.config import RetinaFaceConfig
+from streamproc.config_recognition import RetinaFaceConfig
 from streamproc.vision.detect import RetinaFaceDetector, decode, make_priors, nms
 from streamproc.vision.faces import FaceAnalyzer
 from streamproc.vision.imageio import read_image

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamproc.config import ArcFaceConfig, RecognitionConfig
+from streamproc.config_recognition import ArcFaceConfig, RecognitionConfig
 from streamproc.errors import ModelError
 from streamproc.runtime.build import build_embedder
 from streamproc.vision.embed import OnnxEmbedder

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamproc.config import QualityConfig
+from streamproc.config_recognition import QualityConfig
 from streamproc.vision.align import ARCFACE_112, align
 from streamproc.vision.quality import QualityGate, pose, sharpness
 

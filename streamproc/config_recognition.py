@@ -1,0 +1,158 @@
+"""Recognition settings as data: the model cache, the onnxruntime runtime, the detector, the embedder and the
+quality gate (the YAML sections every command that turns images into descriptors reads).
+
+Shared vocabulary beside :mod:`streamproc.config`, which adds the pipeline sections (sources, watchlist, events,
+...) and reads YAML files. Every model forbids unknown keys (:class:`StrictConfig`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+
+class StrictConfig(BaseModel):
+    """Base of every config section: unknown keys are errors (a typo names its key path), values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(StrictConfig):
+    cache_dir: Path | None = Field(
+        None,
+        description="Where built default models live. Default: $STREAMPROC_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/streamproc/models, else ~/.cache/streamproc/models.",
+    )
+    auto_prepare: bool = Field(
+        True, description="Build missing default models on first use (offline, from installed packages)."
+    )
+
+
+class RuntimeConfig(StrictConfig):
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="onnxruntime execution provider. 'auto' uses CUDA when onnxruntime-gpu and a GPU are "
+        "present, else CPU. 'cuda'/'tensorrt' demand that provider and fail at start-up when it is missing.",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=256, description="Intra-op CPU threads per model session; default: onnxruntime's."
+    )
+    allow_spinning: bool = Field(
+        False,
+        description="Let onnxruntime's idle worker threads spin: lower latency for a lone model, but it "
+        "starves the decode and embed threads sharing the cores.",
+    )
+    precision: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="GPU arithmetic: fp16 enables TensorRT's FP16 kernels (use only where the calibration was "
+        "measured at fp16: thresholds move with precision). Ignored on CPU.",
+    )
+
+
+class RetinaFaceConfig(StrictConfig):
+    type: Literal["retinaface"] = "retinaface"
+    model: Path | None = Field(None, description="ONNX file; default: the built-in RetinaFace MobileNet-0.25 (MIT).")
+    score_threshold: float = Field(0.6, gt=0.0, lt=1.0, description="Minimum face score kept.")
+    nms_iou: float = Field(0.4, gt=0.0, lt=1.0, description="IoU above which overlapping boxes merge.")
+    min_face_px: float = Field(
+        12.0, ge=0.0, le=4096, description="Drop faces whose shorter box side is below this (pixels)."
+    )
+    max_side: int | None = Field(
+        1280,
+        ge=64,
+        le=8192,
+        description="Input size policy: downscale images whose longer side exceeds this before detection "
+        "(boxes are mapped back; faces larger than ~500 px, beyond the largest anchor, are found again, and "
+        "1080p runs at 720p cost). None: detect at native size.",
+    )
+    min_side: int | None = Field(
+        None,
+        ge=64,
+        le=8192,
+        description="Upscale images whose shorter side is below this before detection (small stills).",
+    )
+    max_batch: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Streams detect up to this many frames per network call, taking only frames already "
+        "waiting in the buffer (never waiting for more): ~9 ms instead of ~13 ms a 640x360 frame on 2 cores.",
+    )
+
+
+def _type_or(default: str) -> Callable[[Any], str]:
+    """Discriminator that reads ``type`` and falls back to the default kind when the key is omitted."""
+
+    def kind(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get("type", default))
+        return str(getattr(value, "type", default))
+
+    return kind
+
+
+# One detector kind today; a union with a ``type`` discriminator (as for embedders) when a second lands.
+DetectorConfig = RetinaFaceConfig
+
+
+class DlibResnetConfig(StrictConfig):
+    type: Literal["dlib-resnet"] = "dlib-resnet"
+    model: Path | None = Field(
+        None, description="ONNX file; default: dlib ResNet v1 converted by `streamproc models prepare`."
+    )
+    max_batch: int = Field(32, ge=1, le=1024, description="Largest batch sent to the model at once.")
+    flip_average: bool = Field(
+        True, description="Average the descriptors of each chip and its mirror (more robust, 2x cost)."
+    )
+
+
+class ArcFaceConfig(StrictConfig):
+    type: Literal["arcface"] = "arcface"
+    model: Path = Field(description="Your ONNX model on a 112x112 chip (standard ArcFace 5-point template).")
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="Pin the model file: refuse it if the hash differs."
+    )
+    input_name: str | None = Field(None, description="Model input to feed; default: its first input.")
+    color: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the model expects.")
+    mean: float = Field(127.5, description="Subtracted from every pixel value (0..255).")
+    std: float = Field(128.0, gt=0.0, description="Divides every pixel value after the mean.")
+    output_dim: int | None = Field(None, ge=2, le=8192, description="Descriptor length; default: read from the model.")
+    max_batch: int = Field(
+        32, ge=1, le=1024, description="Largest batch; models with a fixed batch of 1 run one chip at a time."
+    )
+    flip_average: bool = Field(
+        True, description="Average the descriptors of each chip and its mirror (more robust, 2x cost)."
+    )
+
+
+EmbedderConfig = Annotated[
+    Annotated[DlibResnetConfig, Tag("dlib-resnet")] | Annotated[ArcFaceConfig, Tag("arcface")],
+    Discriminator(_type_or("dlib-resnet")),
+]
+
+
+class QualityConfig(StrictConfig):
+    """Gates a face must pass to be embedded (enrolment) or kept as a best shot (streams)."""
+
+    min_face_px: float = Field(40.0, ge=0.0, description="Shorter box side in pixels.")
+    min_sharpness: float = Field(
+        25.0, ge=0.0, description="Variance of the Laplacian of the grey 112-px chip (blur measure)."
+    )
+    max_yaw: float = Field(
+        0.6, gt=0.0, description="Nose offset from the eye midline over inter-ocular distance (0 = frontal)."
+    )
+    max_roll_deg: float = Field(45.0, gt=0.0, le=180.0, description="Eye-line tilt in degrees.")
+    min_detector_score: float = Field(0.8, ge=0.0, le=1.0, description="Detector confidence.")
+
+
+class RecognitionConfig(StrictConfig):
+    """Everything needed to turn images into comparable descriptors."""
+
+    models: ModelsConfig = ModelsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    detector: DetectorConfig = RetinaFaceConfig()
+    embedder: EmbedderConfig = DlibResnetConfig()
+    quality: QualityConfig = QualityConfig()
