@@ -95,14 +95,24 @@ def ours_2x(frames: list[NDArray[np.uint8]]) -> list[list[Box]]:
     return [[tuple(map(float, b)) for b in det.detect([f])[0].boxes] for f in frames]  # type: ignore[misc]
 
 
-def centerface_2x(bin_dir: Path, clip: Path, width: int, height: int) -> list[list[Box]]:
+def lead_in(read: int, written: int) -> int:
+    """Frames imageio (inside deface) adds before the first real frame.
+
+    imageio's ffmpeg reader starts at time 0, so a clip whose first frame is stamped later (the Hamilton clip
+    starts at 0.852 s) comes out with copies of the first frame in front (25 there; checked pixel for pixel).
+    PyAV frame k is imageio frame k + lead_in."""
+    return max(0, written - read)
+
+
+def centerface_2x(bin_dir: Path, clip: Path, width: int, height: int, frames: int) -> list[list[Box]]:
     done = subprocess.run(
         [str(bin_dir / "python"), "-c", CENTERFACE, str(clip), str(2 * width), str(2 * height), "0.2"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return [[tuple(d[:4]) for d in frame] for frame in json.loads(done.stdout)]
+    boxes = [[tuple(d[:4]) for d in frame] for frame in json.loads(done.stdout)]
+    return boxes[max(0, len(boxes) - frames) :]  # see lead_in()
 
 
 def reference(a: list[list[Box]], b: list[list[Box]], chain: int = 5) -> list[list[Box]]:
@@ -173,7 +183,8 @@ class Score:
 def score(orig: list[NDArray[np.uint8]], output: Path, refs: list[list[Box]]) -> Score:
     out = decode(output)
     if len(out) != len(orig):
-        print(f"  ! {output.name}: {len(out)} frames written for {len(orig)} read", flush=True)
+        print(f"  ({output.name}: {len(out)} frames written for {len(orig)} read; aligned)", flush=True)
+        out = out[lead_in(len(orig), len(out)) :]
     s = Score(frames=len(orig))
     for t, boxes in enumerate(refs):
         if not boxes:
@@ -185,8 +196,8 @@ def score(orig: list[NDArray[np.uint8]], output: Path, refs: list[list[Box]]) ->
     return s
 
 
-def run_ours(clip: Path, work: Path) -> tuple[Path, float, float]:
-    out = work / "ours"
+def run_ours(clip: Path, work: Path, config: Path | None = None) -> tuple[Path, float, float]:
+    out = work / ("ours" if config is None else f"ours-{config.stem}")
     t = time.perf_counter()
     done = subprocess.run(  # noqa: PLW1510 - the return code is checked below, with stderr in the message
         [
@@ -205,6 +216,7 @@ def run_ours(clip: Path, work: Path) -> tuple[Path, float, float]:
             "bench",
             "--reason",
             "bench",
+            *(["--config", str(config)] if config else []),
         ],
         capture_output=True,
         text=True,
@@ -248,6 +260,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--deface-venv", type=Path, default=Path("/work/venv-deface"))
     ap.add_argument("--no-1080p", action="store_true")
+    ap.add_argument("--also", type=Path, action="append", default=[], help="Also run ours with this redact.yaml.")
     args = ap.parse_args()
     bin_dir = ensure_deface(args.deface_venv)
     clips = sorted((args.data / "video").glob("*.mp4"))
@@ -255,18 +268,21 @@ def main() -> None:
     walls: dict[str, float] = {}
     frames_total = 0
     job_s = 0.0
-    names = ["ours", "deface", *(n for n, _ in DEFACE_TUNED)]
+    names = ["ours", *(f"ours {c.stem}" for c in args.also), "deface", *(n for n, _ in DEFACE_TUNED)]
     with tempfile.TemporaryDirectory(prefix="bench-redact-") as tmp:
         work = Path(tmp)
         for clip in clips:
             orig = decode(clip)
             h, w = orig[0].shape[:2]
-            refs = reference(ours_2x(orig), centerface_2x(bin_dir, clip, w, h))
+            refs = reference(ours_2x(orig), centerface_2x(bin_dir, clip, w, h, len(orig)))
             frames_total += len(orig)
             results: dict[str, tuple[Score, float]] = {}
             output, wall, job = run_ours(clip, work)
             job_s += job
             results["ours"] = (score(orig, output, refs), wall)
+            for config in args.also:
+                output, wall, _ = run_ours(clip, work, config)
+                results[f"ours {config.stem}"] = (score(orig, output, refs), wall)
             for name, extra in [("deface", []), *DEFACE_TUNED]:
                 out = work / f"deface-{name.replace(' ', '_')}.mp4"
                 secs = run_deface(bin_dir, clip, out, extra, (w, h))
@@ -290,7 +306,7 @@ def main() -> None:
                 t.frames += s.frames
                 t.worst = min(t.worst, s.coverage)
                 walls[name] = walls.get(name, 0.0) + secs
-        best = max(names[1:], key=lambda n: totals[n].coverage)
+        best = max((n for n in names if not n.startswith("ours")), key=lambda n: totals[n].coverage)
         print("all clips:")
         for name in names:
             t = totals[name]
