@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU check for the lent machine (<= 8 minutes): nvidia-smi facts, then bench/gpu_check.py
-# (our two ONNX graphs through PyTorch on CUDA in fp32/fp16, NVDEC if PyAV has it, CPU onnxruntime).
+# (our two ONNX graphs through PyTorch on CUDA in fp32/fp16, K native 1080p15 streams, NVDEC if PyAV has it, CPU
+# onnxruntime). Last line: gpu_streams_1080p15=... p95_decision_ms=...
 #
 # Here, first (project venv):  python bench/gpu_check.py prepare --out bench/.gpu_models
 #   optionally add a PyAV wheel for NVDEC: pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -30,6 +31,9 @@ export PYTHONUNBUFFERED=1
   for pkg in onnxruntime av cv2; do
     python3 -c "import $pkg; print('$pkg', getattr($pkg, '__version__', '?'))" 2>/dev/null || echo "$pkg: not installed"
   done
-  timeout 450 python3 bench/gpu_check.py run --models "$models" "$@"
-  echo "gpu_check.py exit status $?"
+  timeout 450 python3 bench/gpu_check.py run --models "$models" "$@" | tee /tmp/gpu_check_py.out
+  status=${PIPESTATUS[0]}
+  echo "gpu_check.py exit status $status"
+  # The headline last: gpu_streams_1080p15=... p95_decision_ms=... (not_run when the check did not get there).
+  tail -n 1 /tmp/gpu_check_py.out | grep '^gpu_streams_1080p15=' || echo "gpu_streams_1080p15=not_run p95_decision_ms=nan"
 } 2>&1 | tee "$log"
