@@ -424,6 +424,13 @@ def serve_command(
     listen: Annotated[
         str | None, typer.Option("--listen", help="HOST:PORT to bind (default review.listen, 127.0.0.1:8088).")
     ] = None,
+    trusted_user_header: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-user-header",
+            help="Single sign-on: take the reviewer id from this header set by the proxy in front (loopback only).",
+        ),
+    ] = None,
 ) -> None:
     """The review console: a web page where signed-in reviewers confirm or reject candidates (docs/review.md)."""
     from streamproc.desk.server import serve
@@ -435,7 +442,7 @@ def serve_command(
         except ValidationError:
             raise typer.BadParameter(f"must be HOST:PORT, not {listen!r}", param_hint="--listen") from None
         cfg = cfg.model_copy(update={"review": review})
-    serve(cfg, str(config))
+    serve(cfg, str(config), trusted_user_header)
 
 
 __all__ = ["review_app"]

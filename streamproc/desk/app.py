@@ -38,12 +38,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streamproc.config import PipelineConfig
+from streamproc.desk.sessions import LoginThrottle, Session, SessionStore
 from streamproc.feed.journal import EventJournal
 from streamproc.govern.accounts import LoginRefusedError, Reviewer, ReviewerStore, accounts_path, audit_dir
 from streamproc.govern.review import open_journal
 from streamproc.records.audit import AuditLog
 
 SESSION_COOKIE: Final = "desk_session"
+NEW_SESSION: Final = "streamproc.desk.new_session"
+"""Scope key: a session token made during this request, for :class:`SecurityHeaders` to set as the cookie."""
 LOGIN_COOKIE: Final = "desk_login"
 HERE: Final = Path(__file__).resolve().parent
 SECURITY_HEADERS: Final = {
@@ -59,10 +62,15 @@ SECURITY_HEADERS: Final = {
 class Desk:
     """Everything a request needs: the run's config, journal, accounts, sessions, audit log and templates."""
 
-    def __init__(self, cfg: PipelineConfig, config_name: str, clock: Callable[[], float] = time.monotonic) -> None:
-        from streamproc.desk.sessions import LoginThrottle, SessionStore
-
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        config_name: str,
+        clock: Callable[[], float] = time.monotonic,
+        trusted_user_header: str | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.trusted_user_header = trusted_user_header
         self.journal: EventJournal = open_journal(cfg.events.journal.path, config_name)
         self.accounts = ReviewerStore.open(accounts_path(cfg))
         self.sessions = SessionStore(cfg.review.idle_timeout_min * 60.0, clock)
@@ -97,12 +105,29 @@ def signed_in(request: Request) -> tuple[Reviewer, str] | None:
     desk = desk_of(request)
     token = request.cookies.get(SESSION_COOKIE)
     session = desk.sessions.touch(token)
+    if desk.trusted_user_header is not None:
+        return _single_sign_on(request, desk, desk.trusted_user_header, session)
     if session is None or token is None:
         return None
     account = desk.accounts.active(session.reviewer_id)
     if account is None:
         desk.sessions.drop(token)
         return None
+    request.state.session = session
+    return account, session.csrf
+
+
+def _single_sign_on(request: Request, desk: Desk, header: str, session: Session | None) -> tuple[Reviewer, str] | None:
+    """Trusted-proxy mode: the account is the one the proxy names in ``header``; the console's own session (made
+    here when missing or for another account, its cookie set by :class:`SecurityHeaders`) carries CSRF and views."""
+    claimed = request.headers.get(header, "").strip()
+    account = desk.accounts.active(claimed) if claimed else None
+    if account is None:
+        return None
+    if session is None or session.reviewer_id != account.id:
+        session = desk.sessions.create(account.id)
+        request.scope[NEW_SESSION] = session.token
+        desk.audit(account.id).append(account.id, "review_login", details={"role": account.role, "via": header})
     request.state.session = session
     return account, session.csrf
 
@@ -124,13 +149,16 @@ async def login_page(request: Request) -> Response:
     desk = desk_of(request)
     if signed_in(request) is not None:
         return RedirectResponse("/", status_code=303)
+    if desk.trusted_user_header is not None:
+        error = "Reviewers sign in through the single sign-on proxy; this request named no enabled reviewer account."
+        return desk.render("login.html", 401, error=error, csrf="", next="/", user=None, sso=True)
     return _login_form(desk, request, "", 200)
 
 
 def _login_form(desk: Desk, request: Request, error: str, status: int) -> Response:
     token = secrets.token_urlsafe(32)
     nxt = request.query_params.get("next", "/")
-    response = desk.render("login.html", status, error=error, csrf=token, next=_safe_next(nxt), user=None)
+    response = desk.render("login.html", status, error=error, csrf=token, next=_safe_next(nxt), user=None, sso=False)
     set_cookie(desk, response, LOGIN_COOKIE, token, max_age=1800)
     return response
 
@@ -143,6 +171,8 @@ def _safe_next(target: str) -> str:
 async def login_submit(request: Request) -> Response:
     desk = desk_of(request)
     form = await request.form()
+    if desk.trusted_user_header is not None:
+        return Response("sign-in is by the single sign-on proxy here", status_code=403)
     if not csrf_ok(form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")):
         return Response("CSRF token missing or wrong: reload the sign-in page", status_code=403)
     if not desk.throttle.allow(client_of(request)):
@@ -190,14 +220,26 @@ class SecurityHeaders(BaseHTTPMiddleware):
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        token = request.scope.get(NEW_SESSION)
+        if isinstance(token, str):
+            set_cookie(desk_of(request), response, SESSION_COOKIE, token)
         return response
 
 
-def build_app(cfg: PipelineConfig, config_name: str, clock: Callable[[], float] = time.monotonic) -> Starlette:
-    """The console for one run's journal, accounts and audit log; ``clock`` times idle sessions and throttling."""
+def build_app(
+    cfg: PipelineConfig,
+    config_name: str,
+    clock: Callable[[], float] = time.monotonic,
+    trusted_user_header: str | None = None,
+) -> Starlette:
+    """The console for one run's journal, accounts and audit log; ``clock`` times idle sessions and throttling.
+
+    ``trusted_user_header`` (e.g. ``X-Remote-User``): a single-sign-on proxy in front names the signed-in
+    reviewer in that header and the console's own sign-in is not used. Safe only when nothing but the proxy can
+    reach the console (``review serve`` then insists on a loopback address)."""
     from streamproc.desk import pages
 
-    desk = Desk(cfg, config_name, clock)
+    desk = Desk(cfg, config_name, clock, trusted_user_header)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

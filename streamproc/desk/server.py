@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import sys
 
 import uvicorn
@@ -34,10 +35,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(cfg: PipelineConfig, config_name: str) -> None:
-    """Run the console until interrupted. Everything is checked (journal, accounts) before the port is bound."""
+def serve(cfg: PipelineConfig, config_name: str, trusted_user_header: str | None = None) -> None:
+    """Run the console until interrupted. Everything is checked (journal, accounts) before the port is bound.
+
+    ``trusted_user_header``: take the reviewer from this header set by a single-sign-on proxy (loopback only)."""
     host, port = split_listen(cfg.review.listen)
-    app = build_app(cfg, config_name)
+    if trusted_user_header is not None:
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", trusted_user_header):
+            raise ConfigError(f"--trusted-user-header must be a header name, not {trusted_user_header[:70]!r}")
+        if not is_loopback(host):
+            raise ConfigError(
+                f"--trusted-user-header needs a loopback review.listen (not {host}): anyone reaching the console "
+                "directly could name any reviewer in the header"
+            )
+    app = build_app(cfg, config_name, trusted_user_header=trusted_user_header)
     if not is_loopback(host) and not cfg.review.behind_tls:
         log.warning(
             "review console on %s without review.behind_tls: passwords and faces cross the network in clear; "

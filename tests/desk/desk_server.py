@@ -55,12 +55,17 @@ def add_accounts(cfg: PipelineConfig) -> None:
 
 
 @contextmanager
-def running(config: Path) -> Iterator[str]:
+def running(config: Path, trusted_user_header: str | None = None) -> Iterator[str]:
     """The console for ``config`` on a free port; yields its base URL."""
     cfg = load_pipeline_config(config)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(build_app(cfg, str(config)), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            build_app(cfg, str(config), trusted_user_header=trusted_user_header),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

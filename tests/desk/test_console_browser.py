@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from desk_server import PASSWORD, add_accounts, running, write_config
-from support import free_port, make_event, make_watchlist
+from support import STREAMPROC, free_port, make_event, make_watchlist
 
 from streamproc.config import load_pipeline_config
 from streamproc.feed.journal import EventJournal
@@ -30,7 +29,6 @@ from streamproc.records.audit import AuditLog
 
 pytestmark = pytest.mark.slow
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -241,3 +241,40 @@ def test_unknown_and_malformed_candidates_are_404(desk: Desk) -> None:
     csrf = csrf_of(alice.get("/").text)
     assert alice.post(f"/c/{'0' * 32}", data={"decision": "confirm", "note": "x", "csrf": csrf}).status_code == 404
     assert not [a for a in desk.audit() if a[1] == "review_view"]  # nothing viewed, nothing audited
+
+
+def test_single_sign_on_header_mode(tmp_path: Path) -> None:
+    journal = tmp_path / "events.sqlite"
+    with EventJournal(journal) as j:
+        event = j.append(make_event())
+    assert event is not None
+    config = write_config(tmp_path, journal, tmp_path / "wl")
+    add_accounts(load_pipeline_config(config))
+    eid = event.event_id
+    with running(config, trusted_user_header="X-Remote-User") as base:
+        with httpx.Client(base_url=base) as anon:
+            assert anon.get("/").status_code == 303
+            assert anon.get("/", headers={"x-remote-user": "mallory"}).status_code == 303  # no such account
+            login = anon.get("/login")
+            assert login.status_code == 401 and "single sign-on" in login.text and 'name="password"' not in login.text
+            assert anon.post("/login", data={"user": "alice", "password": PASSWORD}).status_code == 403
+        with httpx.Client(base_url=base, headers={"x-remote-user": "alice"}) as alice:
+            page = alice.get(f"/c/{eid}")
+            assert page.status_code == 200 and "desk_session" in alice.cookies
+            assert alice.post(f"/c/{eid}", data={"decision": "confirm", "note": "same"}).status_code == 403  # CSRF
+            done = alice.post(f"/c/{eid}", data={"decision": "confirm", "note": "same", "csrf": csrf_of(page.text)})
+            assert done.status_code == 303
+            # the proxy now names bob on the same browser: bob's own session, bob's decision
+            alice.headers["x-remote-user"] = "bob"
+            page = alice.get(f"/c/{eid}")
+            assert "Bob Reviewer" in page.text
+            done = alice.post(f"/c/{eid}", data={"decision": "confirm", "note": "agree", "csrf": csrf_of(page.text)})
+            assert done.status_code == 303
+    with EventJournal(journal) as j:
+        assert [(r.reviewer, r.status) for r in j.reviews_of(eid)] == [("alice", "pending"), ("bob", "confirmed")]
+    logins = [
+        (r.actor, r.details.get("via"))
+        for r in AuditLog.open(tmp_path / "audit").records()
+        if r.action == "review_login"
+    ]
+    assert logins == [("alice", "X-Remote-User"), ("bob", "X-Remote-User")]

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from desk_server import add_accounts, write_config
-from support import free_port, make_event
+from support import STREAMPROC, free_port, make_event
 
 from streamproc.config import load_pipeline_config
 from streamproc.feed.journal import EventJournal
-
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 
 
 def _serve(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -33,7 +30,12 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
     assert no_accounts.returncode == 2 and "review reviewers add" in no_accounts.stderr
     bad = _serve("--config", config, "--listen", "nowhere")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
-    assert not (tmp_path / "audit").exists()  # nothing created by a refusal
+    add_accounts(load_pipeline_config(config))
+    exposed = _serve("--config", config, "--listen", "0.0.0.0:8088", "--trusted-user-header", "X-Remote-User")
+    assert exposed.returncode == 2 and "loopback" in exposed.stderr
+    bad_header = _serve("--config", config, "--trusted-user-header", "X Remote: User")
+    assert bad_header.returncode == 2 and "header name" in bad_header.stderr
+    assert not (tmp_path / "audit" / "audit.log").exists()  # nothing logged by a refusal
 
 
 def test_serve_answers_on_localhost_and_stops_on_sigint(tmp_path: Path) -> None:
