@@ -8,16 +8,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
 from skimage import data
+from support import STREAMPROC
 
 from streamproc.vision.imageio import read_image
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 WHO = ("--operator", "officer-1", "--reason", "case 2026/42")
 
 pytestmark = pytest.mark.shared

@@ -6,16 +6,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from support import STREAMPROC
 
 from streamproc.eval.pairs import PairsFormatError, parse_pairs
-
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 pytestmark = pytest.mark.shared
 

@@ -7,7 +7,6 @@ No fixed sleeps decide an outcome: waits are polling loops with deadlines.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 import zmq
-from support import make_event
+from support import STREAMPROC, make_event
 from typer.testing import CliRunner
 
 from streamproc.cli.events import events_app
@@ -28,7 +27,6 @@ from streamproc.feed.replay import MAX_BATCH, ReplayError, ReplayServer, fetch_s
 from streamproc.feed.schema import MatchEvent
 
 ANY_PORT = "tcp://127.0.0.1:*"
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 
 
 class Feed:

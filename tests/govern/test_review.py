@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import zmq
 from prometheus_client import CollectorRegistry
-from support import make_event
+from support import STREAMPROC, make_event
 from typer.testing import CliRunner
 
 from streamproc.cli.events import events_app
@@ -40,7 +39,6 @@ from streamproc.records.audit import AuditLog
 from streamproc.records.chain import AuditRecord
 
 ANY_PORT = "tcp://127.0.0.1:*"
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 
 class Store:

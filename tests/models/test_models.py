@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import STREAMPROC
 
 from streamproc.errors import ModelError
 from streamproc.models.registry import DEFAULT_MODELS, DLIB_RESNET, RETINAFACE, SFACE, ModelStore
-
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 
 @pytest.fixture(scope="module")

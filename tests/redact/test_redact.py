@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -13,12 +12,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from redact_synth import BLURRED, SynthClip, face_crops, make_clip
+from support import STREAMPROC
 
 from streamproc.records.audit import AuditLog
 
 pytestmark = pytest.mark.shared
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 DARK = 40  # a solid-black box decodes to values below this after H.264
 
 

@@ -13,10 +13,10 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import STREAMPROC
 
 from streamproc.config_recognition import RecognitionConfig
 from streamproc.runtime.build import build_analyzer
@@ -26,7 +26,6 @@ from streamproc.search.watchlist import Watchlist
 
 pytestmark = pytest.mark.shared
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_B64 = base64.b64encode(JPEG_MAGIC).decode()  # "/9j/": how a JPEG starts inside JSON
 

@@ -11,13 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import free_port, make_watchlist, run_with_subscriber
+from support import STREAMPROC, free_port, make_watchlist, run_with_subscriber
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
@@ -25,8 +24,6 @@ from streamproc.runtime.build import build_analyzer
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject
 from streamproc.search.watchlist import Watchlist
-
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))  # the console script, as users run it
 
 pytestmark = pytest.mark.shared
 

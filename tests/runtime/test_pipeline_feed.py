@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from support import make_event
+from support import STREAMPROC, make_event
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
@@ -26,7 +25,6 @@ from streamproc.search.watchlist import Watchlist
 
 pytestmark = pytest.mark.shared
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,14 +23,13 @@ from typing import Any
 import pytest
 import yaml
 from rtsp_camera import RtspServer
-from support import free_port, make_watchlist
+from support import STREAMPROC, free_port, make_watchlist
 
 from streamproc.feed.journal import EventJournal
 from streamproc.feed.schema import REVIEW_TOPIC_PREFIX, MatchEvent, ReviewEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.records.audit import AuditLog
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 
 pytestmark = pytest.mark.shared

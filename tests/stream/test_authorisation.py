@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import STREAMPROC
 
 from streamproc.config import PipelineConfig
 from streamproc.records.audit import AuditLog
 from streamproc.stream.authorisation import NotAuthorisedError, check_authorisation, needs_authorisation
 
-STREAMPROC = str(Path(sys.executable).with_name("streamproc"))
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
