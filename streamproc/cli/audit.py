@@ -1,6 +1,6 @@
 """``streamproc audit``: verify, checkpoint, show and repair the tamper-evident audit log.
 
-Mounted by :mod:`streamproc.cli.app` as ``app.add_typer(audit_app, name="audit")``. ``verify`` exits 1 on
+Mounted by :mod:`streamproc.cli` as ``app.add_typer(audit_app, name="audit")``. ``verify`` exits 1 on
 any problem (including a missing log or key: an unverifiable log is a finding, not a usage error);
 other commands raise :class:`~streamproc.errors.StreamprocError`, which ``cli.main`` prints as one line.
 """
