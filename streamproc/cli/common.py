@@ -80,17 +80,10 @@ def run_config(
     events: str | None = None,
     metrics_port: int | None = None,
 ) -> PipelineConfig:
-    """The pipeline config at ``path`` with ``run``'s command-line overrides (``validate`` passes none)."""
-    cfg = load_pipeline_config(path)
-    update: dict[str, Any] = {}
-    if source is not None:
-        if len(cfg.sources) != 1:
-            raise ConfigError(f"--source replaces the one source of a config; {path} has {len(cfg.sources)}")
-        update["sources"] = [cfg.sources[0].model_copy(update={"url": source})]
-    if watchlist is not None:
-        update["watchlist"] = cfg.watchlist.model_copy(update={"path": watchlist})
-    if events is not None:
-        update["events"] = cfg.events.model_copy(update={"endpoint": events})
-    if metrics_port is not None:
-        update["metrics"] = cfg.metrics.model_copy(update={"port": metrics_port})
-    return cfg.model_copy(update=update)
+    """The pipeline config at ``path`` with ``run``'s command-line overrides (``validate`` passes none).
+
+    The overrides are validated as the YAML is: a bad one is a ConfigError naming the option and key path."""
+    from streamproc.cli.preflight import with_overrides
+
+    values = {"--source": source, "--watchlist": watchlist, "--events": events, "--metrics-port": metrics_port}
+    return with_overrides(load_pipeline_config(path), path, values)

@@ -50,16 +50,32 @@ def run_command(
             "connecting to scale.embed_endpoint (another host). See docs/scaling.md.",
         ),
     ] = "all",
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Validate the config and the options, check that paths exist; start nothing."),
+    ] = False,
 ) -> None:
     """Run the pipeline: decode, detect, track, embed best shots, search, publish match events.
 
-    Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop."""
+    Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop. Every
+    check that needs no model comes first: a refused run writes nothing."""
+    from streamproc.cli.preflight import preflight
     from streamproc.records.audit import AuditLog
     from streamproc.stream.authorisation import NotAuthorisedError, check_authorisation
 
     if role not in ("all", "embed", "workers"):
         raise ConfigError(f"--role must be all, embed or workers, not {role!r}")
+    if operator is not None and not operator.strip():
+        raise ConfigError("--operator must name who starts the pipeline, not be empty")
     cfg = run_config(config, source, watchlist, events, metrics_port)
+    preflight(cfg, role, probe=not dry_run)
+    if dry_run:
+        out.print(
+            f"{config}: OK; would run {len(cfg.sources)} source(s) ({', '.join(s.id for s in cfg.sources)}) "
+            f"against watchlist {cfg.watchlist.path}, events on {cfg.events.endpoint}; nothing started (--dry-run)",
+            highlight=False,
+        )
+        return
     actor = operator or os.environ.get("USER") or "unknown"
     audit = AuditLog.open_or_create(cfg.audit.dir or cfg.watchlist.path, cfg.audit.key, actor=actor)
     if role == "embed":
