@@ -26,12 +26,13 @@ import cv2
 import numpy as np
 
 from streamproc.config import TrackerConfig
-from streamproc.config_recognition import QualityConfig
+from streamproc.config_recognition import QualityConfig, ScheduleConfig
 from streamproc.protocols import FaceDetector
-from streamproc.stream.schedule import DetectionSchedule, ScheduleConfig
+from streamproc.stream.schedule import DetectionSchedule
 from streamproc.types import Detections, ImageBGR
 from streamproc.vision.align import DLIB_150, align
 from streamproc.vision.quality import QualityGate
+from streamproc.vision.regions import detect_regions, whole_frame
 from streamproc.vision.track import FaceTracker, iou_matrix
 
 SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
@@ -111,6 +112,7 @@ class TrackLog:
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     best_quality: float = 0.0
     best_face_px: float = 0.0
+    passed: bool = False  # some face of the track passed the quality gate (could be embedded)
 
 
 @dataclass
@@ -137,6 +139,7 @@ def run_mode(path: Path, detect: Callable[[ImageBGR, FaceTracker, float], Detect
             q = gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
             log = tracks.setdefault(tracked.track_id, TrackLog())
             log.boxes[index] = dets.boxes[i].copy()
+            log.passed |= q.passed
             if q.score > log.best_quality:
                 log.best_quality, log.best_face_px = q.score, q.face_px
         seconds += time.perf_counter() - t0
@@ -144,11 +147,17 @@ def run_mode(path: Path, detect: Callable[[ImageBGR, FaceTracker, float], Detect
     return ModeRun(tracks, frames, seconds)
 
 
-def every_frame(detector: FaceDetector) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
-    """The reference: the whole frame at the detector's own size (native for max_side None), every frame."""
+def every_frame(
+    detector: FaceDetector, nms_iou: float, min_face_px: float, also_side: int | None = 640
+) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
+    """The reference: the whole frame at native size on every frame, plus (``also_side``) the whole frame
+    downscaled to that long side, merged: faces larger than RetinaFace's largest anchor (512 px, common in the
+    upscaled clips) come apart into fragments at native size and are only found whole when downscaled."""
 
     def detect(image: ImageBGR, _tracker: FaceTracker, _pts: float) -> Detections:
-        return detector.detect([image])[0]
+        h, w = image.shape[:2]
+        regions = [whole_frame(h, w, None)] + ([whole_frame(h, w, also_side)] if also_side else [])
+        return detect_regions(detector, image, regions, nms_iou, min_face_px)
 
     return detect
 
@@ -176,10 +185,14 @@ class Comparison:
     missed_face_px: list[float]  # best face size of each missed reference track
 
 
-def compare(ref: ModeRun, fast: ModeRun, min_frames: int = 5, iou: float = 0.5, cover: float = 0.5) -> Comparison:
+def compare(
+    ref: ModeRun, fast: ModeRun, gated: bool, min_frames: int = 5, iou: float = 0.5, cover: float = 0.5
+) -> Comparison:
     """A reference track is found when one fast track overlaps it (box IoU >= ``iou``) on at least ``cover`` of
-    the reference track's frames; its best shot is kept when the fast track's best quality is >= 90% of it."""
-    long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames]
+    the reference track's frames (``gated``: only reference tracks with a face that passed the quality gate,
+    i.e. that could have been embedded, count); its best shot is kept when the fast track's best quality is >= 90%
+    of the reference's."""
+    long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
     found = quality_ok = 0
     missed: list[float] = []
     for track in long_tracks:

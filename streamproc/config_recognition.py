@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class StrictConfig(BaseModel):
@@ -52,6 +52,39 @@ class RuntimeConfig(StrictConfig):
     )
 
 
+class ScheduleConfig(StrictConfig):
+    """``detector.schedule``: streams detect in regions of each frame (windows around live tracks, a downscaled
+    whole frame every few frames, native tiles in turn) instead of the whole frame every frame; see
+    :mod:`streamproc.stream.schedule`."""
+
+    enabled: bool = Field(
+        False,
+        description="Use the schedule (windows + downscaled whole frame + native tiles); off: whole frame "
+        "every frame at detector.max_side.",
+    )
+    full_side: int = Field(640, ge=64, le=8192, description="Longer side of the downscaled whole-frame pass.")
+    interval: int = Field(2, ge=1, le=100, description="Whole-frame pass every this many frames (at least).")
+    max_interval: int = Field(8, ge=1, le=100, description="Longest interval the load controller may stretch to.")
+    window_px: int = Field(128, ge=32, le=1024, description="Network size of the window around each live track.")
+    window_context: float = Field(2.5, ge=1.2, le=8.0, description="Window side over the track box's longer side.")
+    max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (smallest first).")
+    tile_px: int = Field(640, ge=64, le=4096, description="Tile width at native size (height: 9/16 of it, x32).")
+    tile_overlap_px: int = Field(64, ge=0, le=1024, description="Neighbouring tiles overlap by at least this much.")
+    tile_stride: int = Field(1, ge=1, le=1000, description="One native tile every this many frames (at least).")
+    max_tile_cycle_s: float = Field(
+        4.0, gt=0.0, le=600.0, description="Longest time the controller may take to cover the frame natively."
+    )
+    budget: float = Field(
+        0.8, gt=0.0, le=1.0, description="Share of the frame period processing may use before the schedule coarsens."
+    )
+
+    @model_validator(mode="after")
+    def _interval_range(self) -> ScheduleConfig:
+        if self.max_interval < self.interval:
+            raise ValueError(f"max_interval ({self.max_interval}) must not be below interval ({self.interval})")
+        return self
+
+
 class RetinaFaceConfig(StrictConfig):
     type: Literal["retinaface"] = "retinaface"
     model: Path | None = Field(None, description="ONNX file; default: the built-in RetinaFace MobileNet-0.25 (MIT).")
@@ -80,6 +113,9 @@ class RetinaFaceConfig(StrictConfig):
         le=64,
         description="Streams detect up to this many frames per network call, taking only frames already "
         "waiting in the buffer (never waiting for more): ~9 ms instead of ~13 ms a 640x360 frame on 2 cores.",
+    )
+    schedule: ScheduleConfig = Field(
+        ScheduleConfig(), description="Streams only: which regions of each frame to detect in (real time at 1080p)."
     )
 
 

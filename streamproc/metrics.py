@@ -128,6 +128,16 @@ class PipelineMetrics:
             "streamproc_replay_requests_total", "Replay requests served from the event journal.", registry=registry
         )
         self.tracks_live = gauge("tracks_live", "Face tracks currently alive.")
+        self.detect_interval = gauge(
+            "detect_interval", "Detection schedule: frames between two whole-frame detection passes (1 = every frame)."
+        )
+        self.detect_native_cycle = gauge(
+            "detect_native_cycle_seconds",
+            "Detection schedule: time for the native-size tiles to cover the whole frame once (0: no tiles).",
+        )
+        self.detect_scale = gauge(
+            "detect_scale", "Detection schedule: effective resolution of the whole-frame pass (1 = native size)."
+        )
         self.source_up = gauge("source_up", "1 while the stream's source is open and delivering, else 0.")
         self.source_reconnects = counter("source_reconnects", "Attempts to reopen a live source after it dropped.")
         self.source_state = gauge(

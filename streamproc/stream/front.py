@@ -25,6 +25,7 @@ from streamproc.protocols import FaceDetector
 from streamproc.stream.authorisation import needs_authorisation
 from streamproc.stream.buffer import BufferClosed, FrameBuffer
 from streamproc.stream.reader import SourceReader
+from streamproc.stream.schedule import DetectionSchedule
 from streamproc.stream.source import VideoSource, source_kind
 from streamproc.types import SOURCE_STATES, Detections, Frame, SourceState
 from streamproc.vision.align import ChipTemplate, align
@@ -90,6 +91,9 @@ class StreamFront:
         self._on_frame = on_frame
         self._gate = QualityGate(config.quality)
         self._tracker = FaceTracker(config.tracker)
+        det = config.detector
+        self._schedule = DetectionSchedule(det.schedule, det.nms_iou, det.min_face_px) if det.schedule.enabled else None
+        self._backlog: Callable[[], float | None] = lambda: None
         self._shots: BestShotSelector[_Pending] = BestShotSelector(config.best_shot)
         self._track_start: dict[int, float] = {}
         self._live = source_kind(source.url) == "url"
@@ -128,6 +132,8 @@ class StreamFront:
             video.buffer_policy,
             on_drop=lambda n: m.frames_dropped.labels(stream=sid, reason="buffer_full").inc(n),
         )
+        if video.buffer_policy == "drop_oldest" or self.source_config.realtime:
+            self._backlog = lambda: buffer.depth / self.source_config.buffer_frames
         reader = SourceReader(video, buffer, on_frame=lambda _f: m.frames_decoded.labels(stream=sid).inc())
         self._send(StreamOpened(stream_id=sid, session=self._session))
         reader.start()
@@ -182,11 +188,29 @@ class StreamFront:
         log.error("stream %s: %s", self.stream_id, err)
 
     def _process(self, frames: list[Frame]) -> None:
+        if self._schedule is not None:
+            for frame in frames:
+                self._process_scheduled(frame, self._schedule)
+            return
         t0 = time.perf_counter()
         detections = self._detector.detect([f.image for f in frames])
         per_frame = (time.perf_counter() - t0) / len(frames)
         for frame, dets in zip(frames, detections, strict=True):
             self._process_frame(frame, dets, per_frame)
+
+    def _process_scheduled(self, frame: Frame, schedule: DetectionSchedule) -> None:
+        """One frame under the detection schedule: windows around live tracks, plus the whole-frame pass or a
+        native tile when due; the schedule then adapts to the time the whole frame took."""
+        t0 = time.perf_counter()
+        height, width = frame.image.shape[:2]
+        plan = schedule.plan(height, width, self._tracker.predicted_boxes(frame.pts_s))
+        dets = schedule.detect(self._detector, frame.image, plan)
+        self._process_frame(frame, dets, time.perf_counter() - t0)
+        schedule.observe(frame.pts_s, time.perf_counter() - t0, self._backlog())
+        state, m, sid = schedule.state, self._metrics, self.stream_id
+        m.detect_interval.labels(stream=sid).set(state.interval)
+        m.detect_native_cycle.labels(stream=sid).set(state.native_cycle_s)
+        m.detect_scale.labels(stream=sid).set(state.full_scale)
 
     def _process_frame(self, frame: Frame, dets: Detections, detect_s: float) -> None:
         m, sid = self._metrics, self.stream_id

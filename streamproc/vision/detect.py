@@ -82,7 +82,8 @@ class RetinaFaceDetector:
     @property
     def cache_key(self) -> str:
         """Identifies the model and every setting that changes the output (for result caches)."""
-        settings = self._config.model_dump(mode="json", exclude={"model", "max_batch"})  # batching changes no result
+        # Batching and the streams' schedule change no result of detect() on a given image.
+        settings = self._config.model_dump(mode="json", exclude={"model", "max_batch", "schedule"})
         return json.dumps({"model": self._model_sha256, **settings}, sort_keys=True)
 
     def _scale_for(self, height: int, width: int) -> float:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamproc.stream.schedule import DetectionSchedule, ScheduleConfig
+from streamproc.config_recognition import ScheduleConfig
+from streamproc.stream.schedule import DetectionSchedule
 from streamproc.types import Detections, ImageBGR
 from streamproc.vision.regions import Region
 

@@ -1,0 +1,202 @@
+"""Body-camera resolution in real time: one 1080p30 stream on this machine, without losing faces (issue 13).
+
+    python bench/bodycam.py [--data ../shared/data] [--work /tmp/streamproc-bodycam] [--seconds 60]
+
+Clips: see bench/bodycam_clips.py (public clips upscaled to 1920x1080 and 1280x720 with bicubic
+interpolation, and a 1080p "crowd" mosaic of the clips at native size). Steps:
+
+1. accuracy, offline and deterministic: every frame of each 1080p clip through the reference mode (the whole
+   frame at native size plus downscaled to 640, every frame) and through the schedule (``detector.schedule``
+   at its configured interval and stride); the same tracker, alignment and quality gate on the native frame.
+   ``track_recall``: reference tracks (>= 5 frames, with a face that passed the quality gate) that the schedule
+   also tracks (box IoU >= 0.5 on at least half their frames); ``shot_ok``: of those, the share whose best-shot
+   quality is within 10% of the reference's;
+2. real time: the Hamilton 1080p clip (29.97 fps) as a live body camera through the whole pipeline (paced at
+   its frame rate, looped, ``buffer: drop_oldest``, Miranda and Obama enrolled) for ``--seconds``; real time =
+   every decoded frame processed (none dropped) at the clip's rate; decision p99 from the match events;
+3. throughput: the same pipeline, unpaced (decoder waits), 1080p and 720p for ``--seconds`` / 2 each: frames per
+   second the schedule sustains, so ``720p30 streams that fit`` = floor(fps_720p / 30) (an estimate: one
+   process, one stream; bench/streams.py measures several).
+
+Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_ms=…``. Time every run under
+``flock -x /tmp/cpu.lock`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_pipeline import build_watchlist
+from bodycam_clips import compare, every_frame, prepare, run_mode, scheduled
+from prometheus_client import CollectorRegistry
+
+from streamproc.config import PipelineConfig
+from streamproc.config_recognition import RecognitionConfig
+from streamproc.feed.schema import MatchEvent
+from streamproc.feed.subscribe import EventSubscriber
+from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline
+from streamproc.sysinfo import machine_description
+
+HAMILTON = "face_recognition_short_hamilton_clip"
+SCHEDULE = {"enabled": True}
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    seconds: float
+    decoded: float
+    processed: float
+    dropped: float
+    events: int
+    decision_ms: list[float]
+    interval: float
+    native_cycle_s: float
+
+    @property
+    def fps(self) -> float:
+        return self.processed / self.seconds
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.decision_ms, 0.99)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveResult:
+    """The whole pipeline on one looped clip for ``seconds``: paced live (drop_oldest) or as fast as possible."""
+    source = {"id": "cam", "url": str(clip), "loop": True, "realtime": paced}
+    source["buffer"] = "drop_oldest" if paced else "wait"
+    cfg = PipelineConfig.model_validate(
+        {
+            "sources": [source],
+            "watchlist": {"path": str(watchlist)},
+            "events": {"endpoint": "tcp://127.0.0.1:*"},
+            "policy": {"cooldown_s": 0.0},
+            "detector": {"schedule": SCHEDULE},
+        }
+    )
+    registry = CollectorRegistry()
+    pipeline = build_pipeline(cfg, registry)
+    events: list[MatchEvent] = []
+    stop = threading.Event()
+    with EventSubscriber(pipeline.publisher_endpoint) as sub:
+
+        def listen() -> None:
+            while not stop.is_set():
+                event = sub.recv(timeout_s=0.1)
+                if event is not None:
+                    events.append(event)
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        time.sleep(0.3)
+        timer = threading.Timer(seconds, pipeline.stop)
+        start = time.perf_counter()
+        timer.start()
+        pipeline.run()
+        wall = time.perf_counter() - start
+        timer.cancel()
+        time.sleep(0.3)
+        stop.set()
+        listener.join()
+    pipeline.close()
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, {"stream": "cam", **labels}) or 0.0
+
+    return LiveResult(
+        seconds=wall,
+        decoded=value("streamproc_frames_decoded_total"),
+        processed=value("streamproc_frames_processed_total"),
+        dropped=value("streamproc_frames_dropped_total", reason="buffer_full"),
+        events=len(events),
+        decision_ms=[e.latency_ms["decision"] for e in events if "decision" in e.latency_ms],
+        interval=value("streamproc_detect_interval"),
+        native_cycle_s=value("streamproc_detect_native_cycle_seconds"),
+    )
+
+
+def accuracy(clips: dict[str, Path]) -> tuple[int, int, int]:
+    """(reference tracks, found, best shot within 10%) summed over the 1080p clips; prints one row per clip."""
+    base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
+    detector = build_detector(base)
+    det = base.detector
+    schedule = PipelineConfig.model_validate({"sources": [], "detector": {"schedule": SCHEDULE}}).detector.schedule
+    totals = [0, 0, 0]
+    print(
+        f"{'clip (1080p)':58} {'frames':>6} {'ref fps':>7} {'sched fps':>9} {'tracks':>6} {'found':>5} {'shot ok':>7}"
+    )
+    for name, path in sorted(clips.items()):
+        if not name.endswith("1080p"):
+            continue
+        ref = run_mode(path, every_frame(detector, det.nms_iou, det.min_face_px))
+        fast = run_mode(path, scheduled(detector, schedule, det.nms_iou, det.min_face_px))
+        c = compare(ref, fast, gated=True)
+        print(
+            f"{name:58} {ref.frames:6d} {ref.frames / ref.seconds:7.1f} {fast.frames / fast.seconds:9.1f} "
+            f"{c.reference_tracks:6d} {c.found:5d} {c.quality_ok:7d}"
+            + (f"  missed faces (px): {[round(x) for x in c.missed_face_px]}" if c.missed_face_px else ""),
+            flush=True,
+        )
+        totals = [totals[0] + c.reference_tracks, totals[1] + c.found, totals[2] + c.quality_ok]
+    return totals[0], totals[1], totals[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "streamproc-bodycam")
+    parser.add_argument("--seconds", type=float, default=60.0, help="Length of the live run (looped clip).")
+    parser.add_argument("--skip-accuracy", action="store_true", help="Only the live and throughput runs.")
+    args = parser.parse_args()
+    if not (args.data / "video").is_dir():
+        print(f"error: no video folder in {args.data}", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"machine: {machine_description()} ({platform.machine()}); schedule: {SCHEDULE}")
+    clips = prepare(args.data / "video", args.work)
+    ref_tracks, found, shot_ok = accuracy(clips) if not args.skip_accuracy else (0, 0, 0)
+    recall = found / ref_tracks if ref_tracks else math.nan
+    shots = shot_ok / found if found else math.nan
+    print(f"track_recall={recall:.3f} ({found}/{ref_tracks}) shot_within_10pct={shots:.3f} ({shot_ok}/{found})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        analyzer = build_analyzer(RecognitionConfig())
+        watchlist = Path(tmp) / "watchlist"
+        build_watchlist(analyzer, args.data, watchlist, [])
+        del analyzer
+        live = live_run(clips[f"{HAMILTON}_1080p"], watchlist, args.seconds, paced=True)
+        print(
+            f"live 1080p29.97 {live.seconds:.0f} s: decoded {live.decoded:.0f}, processed {live.processed:.0f} "
+            f"({live.fps:.1f} fps), dropped {live.dropped:.0f}, events {live.events}, decision p99 "
+            f"{live.p99_ms:.0f} ms, final interval {live.interval:.0f}, native cycle {live.native_cycle_s:.2f} s"
+        )
+        fast = {
+            size: live_run(clips[f"{HAMILTON}_{size}"], watchlist, args.seconds / 2, paced=False)
+            for size in ("1080p", "720p")
+        }
+        for size, r in fast.items():
+            print(f"unpaced {size}: {r.fps:.1f} fps over {r.seconds:.0f} s, final interval {r.interval:.0f}")
+    realtime = live.dropped == 0 and live.processed >= 0.99 * live.decoded and live.fps >= 29.97 * 0.98
+    print(f"720p30 streams that fit (estimate from unpaced fps): {math.floor(fast['720p'].fps / 30)}")
+    print(
+        f"fps_1080p={fast['1080p'].fps:.1f} realtime_1080p={'yes' if realtime else 'no'} "
+        f"track_recall={recall:.3f} p99_decision_ms={live.p99_ms:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
