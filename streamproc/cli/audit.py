@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from streamproc.fsutil import atomic_write_bytes
-from streamproc.records.audit import LOG_FILE, AuditError, AuditLog, AuditRecord, Checkpoint
+from streamproc.records.audit import LOG_FILE, AuditLog
+from streamproc.records.chain import AuditError, AuditRecord, Checkpoint
 
 audit_app = typer.Typer(
     help="Verify, checkpoint, show and repair the tamper-evident audit log.",
