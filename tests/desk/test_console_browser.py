@@ -125,6 +125,7 @@ def test_two_reviewers_confirm_a_real_candidate_in_a_real_browser(
             assert event.event_id in page.inner_text("table.queue")  # the full id, to copy
             row.click()
             page.wait_for_selector("#probe")
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)")
             images = page.eval_on_selector_all(
                 "img", "els => els.map(e => [e.getAttribute('src'), e.complete && e.naturalWidth > 0])"
             )
