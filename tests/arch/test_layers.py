@@ -107,6 +107,10 @@ def test_every_package_says_what_it_may_use() -> None:
 def test_importing_a_package_loads_only_what_it_needs(package: str, forbidden: tuple[str, ...]) -> None:
     """A fresh interpreter imports every module of the package; none of the forbidden libraries may load."""
     modules = [module_name(p) for p in sorted((PACKAGE / package.split(".")[1]).rglob("*.py"))]
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + f"print([m for m in {forbidden!r} if m in sys.modules])"
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + f"print([m for m in {forbidden!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"importing {package} loads {out}"
