@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 from bench_pipeline import build_watchlist
 from bodycam_clips import compare, every_frame, prepare, run_mode, scheduled
 from prometheus_client import CollectorRegistry
@@ -130,6 +131,19 @@ def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveRe
     )
 
 
+def decode_fps(clip: Path, thread_type: str, threads: int) -> float:
+    """Frames per second PyAV decodes ``clip`` into BGR arrays (what a source does) with these settings."""
+    start, n = time.perf_counter(), 0
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = thread_type
+        stream.codec_context.thread_count = threads
+        for frame in container.decode(stream):
+            frame.to_ndarray(format="bgr24")
+            n += 1
+    return n / (time.perf_counter() - start)
+
+
 def accuracy(clips: dict[str, Path]) -> tuple[int, int, int]:
     """(reference tracks, found, best shot within 10%) summed over the 1080p clips; prints one row per clip."""
     base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
@@ -168,6 +182,12 @@ def main() -> None:
         raise SystemExit(2)
     print(f"machine: {machine_description()} ({platform.machine()}); schedule: {SCHEDULE}")
     clips = prepare(args.data / "video", args.work)
+    for size in ("1080p", "720p"):
+        clip = clips[f"{HAMILTON}_{size}"]
+        rates = [
+            f"{tt}x{n or 'auto'} {decode_fps(clip, tt, n):.0f}" for tt in ("SLICE", "FRAME", "AUTO") for n in (0, 1)
+        ]
+        print(f"decode {size} fps (thread_type x threads): " + ", ".join(rates), flush=True)
     ref_tracks, found, shot_ok = accuracy(clips) if not args.skip_accuracy else (0, 0, 0)
     recall = found / ref_tracks if ref_tracks else math.nan
     shots = shot_ok / found if found else math.nan

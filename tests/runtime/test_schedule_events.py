@@ -1,0 +1,63 @@
+"""The detection schedule end to end on the Hamilton clip: the same people are flagged, only while on screen,
+as with whole-frame detection on every frame; and the schedule's metrics are exported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from support import make_watchlist, run_with_subscriber
+
+from streamproc.config import PipelineConfig
+
+pytestmark = pytest.mark.shared
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="module")
+def enrolled(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_watchlist(
+        shared_dir,
+        tmp_path_factory.mktemp("wl") / "present",
+        {
+            "lin_manuel_miranda": [],
+            "barack_obama": ["examples__obama.jpg", "examples__obama2.jpg", "tests__test_images__obama3.jpg"],
+        },
+    )
+
+
+def _config(shared_dir: Path, watchlist: Path, schedule: bool) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "sources": [{"id": "ham", "url": str(shared_dir / HAMILTON)}],
+            "watchlist": {"path": watchlist},
+            "events": {"endpoint": "tcp://127.0.0.1:*"},
+            "detector": {"schedule": {"enabled": schedule}},
+        }
+    )
+
+
+def test_hamilton_events_are_unchanged_under_the_schedule(shared_dir: Path, enrolled: Path) -> None:
+    windows = json.loads((FIXTURES / "hamilton_windows.json").read_text())
+    _, every_events, _ = run_with_subscriber(_config(shared_dir, enrolled, schedule=False))
+    stats, events, scrape = run_with_subscriber(_config(shared_dir, enrolled, schedule=True))
+    assert stats["ham"].error is None and stats["ham"].frames == windows["frames"]  # no frame skipped
+    assert {e.subject_id for e in events} == {e.subject_id for e in every_events} >= {"lin_manuel_miranda"}
+    for event in events:
+        frame = round(event.frame_pts_s * windows["fps"])
+        assert any(a - 1 <= frame <= b + 1 for a, b in windows["on_screen"][event.subject_id]), event.subject_id
+    # a 640x360 clip: the whole-frame pass is at native size, so there are no tiles; the interval is the
+    # configured 2 or what the load controller chose on this machine, within its limit
+    assert metric(scrape, "streamproc_detect_scale", "ham") == 1.0
+    assert metric(scrape, "streamproc_detect_native_cycle_seconds", "ham") == 0.0
+    assert 2 <= metric(scrape, "streamproc_detect_interval", "ham") <= 8
+
+
+def metric(scrape: str, name: str, stream: str) -> float:
+    for line in scrape.splitlines():
+        if line.startswith(name + "{") and f'stream="{stream}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {stream} not in scrape")
