@@ -433,13 +433,11 @@ def test_cli_decide_list_show(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_prefixes_and_saving_the_face(tmp_path: Path) -> None:
     journal_path = tmp_path / "events.sqlite"
+    twins = ("abcd" + "0" * 28, "abcd" + "1" * 28, "abce" + "2" * 28)  # two share the prefix abcd
     with EventJournal(journal_path) as journal:
-        stored = [journal.append(make_event(track=t)) for t in range(40)]
+        stored = [journal.append(make_event(track=t, event_id=eid)) for t, eid in enumerate(twins)]
     ids = [e.event_id for e in stored if e is not None]
-    shared = next(
-        (a[:4] for i, a in enumerate(ids) for b in ids[i + 1 :] if a[:4] == b[:4]),
-        None,
-    )
+    assert ids == list(twins)
     config = tmp_path / "run.yaml"
     config.write_text(
         f"sources: [{{id: cam1, url: {tmp_path / 'clip.mp4'}}}]\n"
@@ -448,13 +446,15 @@ def test_cli_prefixes_and_saving_the_face(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     _add_reviewers(config, "alice")
-    ambiguous = ids[0][:1] if shared is None else shared
-    for given in (ambiguous * 4 if len(ambiguous) == 1 else ambiguous,):
-        matches = [i for i in ids if i.startswith(given)]
-        if len(matches) > 1:
-            done = _cli("review", "show", given, "--config", config)
-            assert done.returncode == 2 and "ambiguous" in done.stderr
-            assert all(m in done.stderr for m in matches[:10])
+    ambiguous = _cli(
+        "review", "decide", "abcd", "--confirm", "--note", "x", "--config", config, "--as", "alice", stdin=PASSWORD
+    )
+    assert ambiguous.returncode == 2 and "ambiguous: 2 events match" in ambiguous.stderr
+    assert twins[0] in ambiguous.stderr and twins[1] in ambiguous.stderr and twins[2] not in ambiguous.stderr
+    unique = _cli("review", "show", "abce", "--config", config, "--json")
+    assert unique.returncode == 0 and json.loads(unique.stdout)["event"]["event_id"] == twins[2]
+    none = _cli("review", "show", "ffff", "--config", config)
+    assert none.returncode == 2 and "no match event whose id starts with ffff" in none.stderr
     short = _cli("review", "show", ids[0][:3], "--config", config)
     assert short.returncode == 2 and "4 to 32 hex" in short.stderr
 
