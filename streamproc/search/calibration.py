@@ -11,15 +11,17 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from streamproc.errors import ConfigError
 from streamproc.fsutil import atomic_write_bytes
+from streamproc.search.fairscore import FairScoreMap
 from streamproc.types import EmbedderIdentity, Metric
 
 SCHEMA_VERSION = 1
+FAIR_SCHEMA_VERSION = 2  # written only when the file carries a fair score map; version 1 files still load
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class Calibration:
     points: tuple[OperatingPoint, ...]
     notes: tuple[str, ...] = field(default=())
     track_false_flags: tuple[TrackFalseFlags, ...] = field(default=())
+    fair_map: FairScoreMap | None = None  # see streamproc.search.fairscore; thresholds then apply to its distances
 
     def track_false_flag_rate(self, gallery_size: int, k: int, n: int, fmr_target: float) -> TrackRate | None:
         """Per-track false-flag rate (per-track FPIR) of the k-of-n rule at ``fmr_target`` for ``gallery_size``.
@@ -212,7 +215,12 @@ def similarity_to_distance(threshold: float, metric: Metric) -> float:
 
 
 def save_calibration(calibration: Calibration, path: Path) -> None:
-    body = {"schema_version": SCHEMA_VERSION, **asdict(calibration)}
+    plain = replace(calibration, fair_map=None)
+    body = {"schema_version": SCHEMA_VERSION, **asdict(plain)}
+    del body["fair_map"]
+    if calibration.fair_map is not None:
+        body["schema_version"] = FAIR_SCHEMA_VERSION
+        body["fair_map"] = calibration.fair_map.to_dict()
     atomic_write_bytes(path, (json.dumps(body, indent=2) + "\n").encode())
 
 
@@ -220,12 +228,16 @@ def load_calibration(path: Path, embedder: EmbedderIdentity | None = None) -> Ca
     """Read a calibration file; with ``embedder``, refuse one measured for another model."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        if raw.pop("schema_version") != SCHEMA_VERSION:
+        if raw.pop("schema_version") not in (SCHEMA_VERSION, FAIR_SCHEMA_VERSION):
             raise ValueError("unsupported schema_version")
+        fair = raw.pop("fair_map", None)
+        fair_map = None if fair is None else FairScoreMap.from_dict(fair)
         points = tuple(OperatingPoint(**p) for p in raw.pop("points"))
         notes = tuple(raw.pop("notes", ()))
         tracks = tuple(_track_section(t) for t in raw.pop("track_false_flags", ()))
-        calibration = Calibration(points=points, notes=notes, track_false_flags=tracks, **raw)
+        calibration = Calibration(points=points, notes=notes, track_false_flags=tracks, fair_map=fair_map, **raw)
+        if fair_map is not None and fair_map.metric != calibration.metric:
+            raise ValueError(f"fair map metric {fair_map.metric} differs from the file's {calibration.metric}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"calibration file {path} is unreadable: {err}") from None
     if embedder is not None and (
