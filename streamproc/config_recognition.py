@@ -164,9 +164,24 @@ class ArcFaceConfig(StrictConfig):
     )
 
 
+class SFaceConfig(StrictConfig):
+    """The default embedder: OpenCV Zoo's SFace (Apache-2.0) as built by `streamproc models prepare`."""
+
+    type: Literal["sface"] = "sface"
+    model: Path | None = Field(
+        None, description="ONNX file; default: SFace 2021dec converted to fp32 by `streamproc models prepare`."
+    )
+    max_batch: int = Field(32, ge=1, le=1024, description="Largest batch sent to the model at once.")
+    flip_average: bool = Field(
+        True, description="Average the descriptors of each chip and its mirror (more robust, 2x cost)."
+    )
+
+
 EmbedderConfig = Annotated[
-    Annotated[DlibResnetConfig, Tag("dlib-resnet")] | Annotated[ArcFaceConfig, Tag("arcface")],
-    Discriminator(_type_or("dlib-resnet")),
+    Annotated[SFaceConfig, Tag("sface")]
+    | Annotated[DlibResnetConfig, Tag("dlib-resnet")]
+    | Annotated[ArcFaceConfig, Tag("arcface")],
+    Discriminator(_type_or("sface")),
 ]
 
 
@@ -190,5 +205,5 @@ class RecognitionConfig(StrictConfig):
     models: ModelsConfig = ModelsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     detector: DetectorConfig = RetinaFaceConfig()
-    embedder: EmbedderConfig = DlibResnetConfig()
+    embedder: EmbedderConfig = SFaceConfig()
     quality: QualityConfig = QualityConfig()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.config import load_config, parse_config
-from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, SFaceConfig
 from streamproc.errors import ConfigError
 
 
@@ -18,7 +18,8 @@ def test_empty_config_is_all_defaults(tmp_path: Path) -> None:
 
 
 def test_embedder_kind_is_chosen_by_type() -> None:
-    assert isinstance(parse_config({"embedder": {}}).embedder, DlibResnetConfig)
+    assert isinstance(parse_config({"embedder": {}}).embedder, SFaceConfig)
+    assert isinstance(parse_config({"embedder": {"type": "dlib-resnet"}}).embedder, DlibResnetConfig)
     cfg = parse_config({"embedder": {"type": "arcface", "model": "m.onnx", "color": "bgr"}})
     assert isinstance(cfg.embedder, ArcFaceConfig) and cfg.embedder.color == "bgr"
 

@@ -6,20 +6,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from streamproc.config import PipelineConfig, load_config, load_pipeline_config
-from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
+from streamproc.config_recognition import EmbedderConfig, RecognitionConfig
 from streamproc.errors import ConfigError
 
 out = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
+EMBEDDER_KINDS = ("sface", "dlib-resnet", "arcface")
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (recognition sections); defaults apply.")
 ]
 EmbedderOpt = Annotated[
-    str | None, typer.Option("--embedder", help="Override embedder kind: dlib-resnet (default) or arcface.")
+    str | None,
+    typer.Option(
+        "--embedder",
+        help="Override embedder kind: sface (default), dlib-resnet or arcface; other YAML embedder settings are kept.",
+    ),
 ]
 EmbedderModelOpt = Annotated[
     Path | None, typer.Option("--embedder-model", help="ONNX file for the embedder (required for arcface).")
@@ -45,20 +52,33 @@ def recognition_config(
     cfg = load_config(config) if config is not None else RecognitionConfig()
     update: dict[str, Any] = {}
     if embedder is not None or embedder_model is not None:
-        kind = embedder or cfg.embedder.type
-        if kind == "arcface":
-            if embedder_model is None:
-                raise ConfigError("--embedder arcface needs --embedder-model PATH (your ONNX model)")
-            update["embedder"] = ArcFaceConfig(model=embedder_model)
-        elif kind == "dlib-resnet":
-            update["embedder"] = DlibResnetConfig(model=embedder_model)
-        else:
-            raise ConfigError(f"--embedder must be dlib-resnet or arcface, not {kind!r}")
+        update["embedder"] = _embedder_override(cfg, embedder, embedder_model)
     if device is not None:
         if device not in ("auto", "cpu", "cuda", "tensorrt"):
             raise ConfigError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
         update["runtime"] = cfg.runtime.model_copy(update={"device": device})
     return cfg.model_copy(update=update)
+
+
+def _embedder_override(cfg: RecognitionConfig, kind: str | None, model: Path | None) -> EmbedderConfig:
+    """The config's embedder with ``--embedder``/``--embedder-model`` merged in, validated as YAML is.
+
+    The same kind keeps every other YAML setting (colour, mean, std, pinned hash...); another kind starts from
+    that kind's defaults, since the YAML's settings describe a different model."""
+    current = cfg.embedder.model_dump(mode="json", exclude_none=True)
+    kind = kind or current["type"]
+    if kind not in EMBEDDER_KINDS:
+        raise ConfigError(f"--embedder must be {', '.join(EMBEDDER_KINDS)}, not {kind!r}")
+    data = current if kind == current["type"] else {"type": kind}
+    if model is not None:
+        data["model"] = str(model)
+    if kind == "arcface" and "model" not in data:
+        raise ConfigError("--embedder arcface needs --embedder-model PATH (your ONNX model)")
+    try:
+        return RecognitionConfig.model_validate({"embedder": data}).embedder
+    except ValidationError as err:
+        problems = "; ".join(f"embedder.{'.'.join(str(p) for p in e['loc'][2:])}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"--embedder {kind} --embedder-model {model}: {problems}") from None
 
 
 def eval_cache(analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None) -> EmbeddingCache | None:

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streamproc.config import PipelineConfig
-from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, SFaceConfig
 from streamproc.errors import ConfigError, ModelError
 from streamproc.fsutil import sha256_file
 from streamproc.models.providers import create_session
-from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
+from streamproc.models.registry import DLIB_RESNET, RETINAFACE, SFACE, ModelStore
+from streamproc.runtime.selfcheck import check_embedder
 from streamproc.search.calibration import Threshold, load_calibration, shipped_calibration
 from streamproc.stream.authorisation import check_authorisation
 from streamproc.types import Frame
@@ -43,7 +44,20 @@ def build_detector(config: RecognitionConfig) -> RetinaFaceDetector:
     return RetinaFaceDetector(create_session(path, config.runtime, "detector"), det, sha)
 
 
-def embedder_spec(config: DlibResnetConfig | ArcFaceConfig) -> EmbedderSpec:
+def embedder_spec(config: SFaceConfig | DlibResnetConfig | ArcFaceConfig) -> EmbedderSpec:
+    if isinstance(config, SFaceConfig):
+        # The converted graph takes the usual ArcFace normalisation of RGB chips on the ArcFace template.
+        return EmbedderSpec(
+            kind="sface",
+            template=ARCFACE_112,
+            color="rgb",
+            mean=127.5,
+            std=128.0,
+            normalize=True,
+            metric="cosine",
+            max_batch=config.max_batch,
+            flip_average=config.flip_average,
+        )
     if isinstance(config, DlibResnetConfig):
         # Mean subtraction and dlib's 1/256 scaling are inside the converted graph.
         return EmbedderSpec(
@@ -74,8 +88,9 @@ def embedder_spec(config: DlibResnetConfig | ArcFaceConfig) -> EmbedderSpec:
 
 def build_embedder(config: RecognitionConfig) -> OnnxEmbedder:
     emb = config.embedder
-    if isinstance(emb, DlibResnetConfig) and emb.model is None:
-        path, sha = model_store(config).path(DLIB_RESNET, config.models.auto_prepare)
+    if isinstance(emb, DlibResnetConfig | SFaceConfig) and emb.model is None:
+        spec = SFACE if isinstance(emb, SFaceConfig) else DLIB_RESNET
+        path, sha = model_store(config).path(spec, config.models.auto_prepare)
     else:
         assert emb.model is not None
         path = emb.model
@@ -89,11 +104,10 @@ def build_embedder(config: RecognitionConfig) -> OnnxEmbedder:
 
 
 def build_analyzer(config: RecognitionConfig) -> FaceAnalyzer:
-    return FaceAnalyzer(
-        detector=build_detector(config),
-        embedder=build_embedder(config),
-        quality=QualityGate(config.quality),
-    )
+    """Detector, embedder and quality gate; the embedder has passed its self-check."""
+    detector, embedder = build_detector(config), build_embedder(config)
+    check_embedder(detector, embedder)
+    return FaceAnalyzer(detector=detector, embedder=embedder, quality=QualityGate(config.quality))
 
 
 def resolve_threshold(config: PipelineConfig, embedder: OnnxEmbedder) -> Threshold:
@@ -147,6 +161,7 @@ def build_pipeline(
     embedder = build_embedder(config)
     threshold = resolve_threshold(config, embedder)
     detector = build_detector(pipeline_detector_config(config))
+    check_embedder(detector, embedder)
     watchlist = WatchlistHandle(config.watchlist.path, embedder.identity, config.watchlist.reload_s)
     metrics = PipelineMetrics(registry)
     feed = None

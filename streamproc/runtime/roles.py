@@ -37,6 +37,7 @@ from streamproc.runtime.build import (
 from streamproc.runtime.embed_service import EmbedService
 from streamproc.runtime.matcher import Matcher
 from streamproc.runtime.pipeline import Housekeeping
+from streamproc.runtime.selfcheck import check_embedder
 from streamproc.runtime.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
 from streamproc.search.watchlist_handle import WatchlistHandle
 from streamproc.stream.front import StreamFront
@@ -119,6 +120,7 @@ def embed_main(
     context: zmq.SyncContext = zmq.Context()
     try:
         embedder = build_embedder(config)
+        check_embedder(build_detector(config), embedder)
         threshold = resolve_threshold(config, embedder)
         watchlist = WatchlistHandle(config.watchlist.path, embedder.identity, config.watchlist.reload_s)
     except StreamprocError as err:
