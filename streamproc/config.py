@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from streamproc.config_checks import NonBlank, ZmqEndpoint, unknown_key_message, yaml_error
 from streamproc.config_recognition import RecognitionConfig, StrictConfig
 from streamproc.errors import ConfigError
 
@@ -37,7 +38,7 @@ class SourceConfig(StrictConfig):
     """One video stream: a file, a folder of clips (processed in name order), or an RTSP/HTTP URL."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stream id used in topics and metric labels.")
-    url: str = Field(description="File path, folder path, or rtsp:// / http(s):// URL.")
+    url: NonBlank = Field(description="File path, folder path, or rtsp:// / http(s):// URL.")
     max_fps: float | None = Field(
         None, gt=0.0, le=240.0, description="Sample at most this many frames per second (by timestamp)."
     )
@@ -171,10 +172,10 @@ class CurveConfig(StrictConfig):
 
 
 class EventsConfig(StrictConfig):
-    endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the pipeline binds.")
+    endpoint: ZmqEndpoint = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the pipeline binds.")
     include_face_jpeg: bool = Field(True, description="Attach the probe's best-shot JPEG to each match event.")
     journal: JournalConfig = JournalConfig()
-    replay_endpoint: str | None = Field(
+    replay_endpoint: ZmqEndpoint | None = Field(
         None,
         description="ZeroMQ ROUTER endpoint serving journaled events after a sequence number (needs "
         "journal.path); null: no replay.",
@@ -260,7 +261,7 @@ class ScaleConfig(StrictConfig):
     workers: int = Field(
         0, ge=0, le=256, description="Stream-worker processes (streams split evenly); 0: everything in one process."
     )
-    embed_endpoint: str = Field(
+    embed_endpoint: ZmqEndpoint = Field(
         "tcp://127.0.0.1:5570",
         description="Where the embed service receives face chips (it binds; workers connect). Workers on other "
         "hosts use its reachable address.",
@@ -299,9 +300,14 @@ class PipelineConfig(RecognitionConfig):
 
 
 def format_validation_error(
-    err: ValidationError, source: str, key_lines: dict[tuple[str | int, ...], int] | None = None
+    err: ValidationError,
+    source: str,
+    key_lines: dict[tuple[str | int, ...], int] | None = None,
+    model: type[BaseModel] | None = None,
 ) -> str:
-    """One line per problem, each with its dotted key path (and YAML line where known)."""
+    """One line per problem, each with its dotted key path (and YAML line where known).
+
+    An unknown key suggests the closest key of its section of ``model`` (the root config class) when given."""
     lines = []
     for item in err.errors():
         loc = tuple(item["loc"])
@@ -314,7 +320,10 @@ def format_validation_error(
                 if line is not None:
                     where = f"{source}:{line}"
                     break
-        lines.append(f"{where}: {path}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = unknown_key_message(model, loc) if model is not None else "unknown key"
+        lines.append(f"{where}: {path}: {message}")
     return "\n".join(lines)
 
 
@@ -322,7 +331,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> RecognitionC
     try:
         return RecognitionConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, model=RecognitionConfig)) from None
 
 
 def load_config(path: Path) -> RecognitionConfig:
@@ -335,10 +344,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read config {path}: not a text file (a YAML config is UTF-8 text)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+        raise ConfigError(yaml_error(str(path), err)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -349,10 +360,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def load_pipeline_config(path: Path) -> PipelineConfig:
     """Read a `streamproc run` YAML file; every error names the file and key path (and line)."""
     data = _read_yaml(path)
+    if not data:
+        raise ConfigError(
+            f"{path}: the file is empty; a pipeline config needs sources and watchlist (configs/file.yaml)"
+        )
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path), _key_lines(path))) from None
+        raise ConfigError(format_validation_error(err, str(path), _key_lines(path), PipelineConfig)) from None
     return _resolve_paths(config, path.parent)
 
 

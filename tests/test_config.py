@@ -27,14 +27,17 @@ def test_embedder_kind_is_chosen_by_type() -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        ({"detector": {"score_treshold": 0.5}}, "detector.score_treshold: Extra inputs are not permitted"),
+        (
+            {"detector": {"score_treshold": 0.5}},
+            "detector.score_treshold: unknown key; did you mean 'score_threshold'?",
+        ),
         ({"detector": {"score_threshold": "high"}}, "detector.score_threshold"),
         ({"detector": {"score_threshold": 1.5}}, "detector.score_threshold: Input should be less than 1"),
         ({"embedder": {"type": "facenet"}}, "embedder"),
         ({"embedder": {"type": "arcface"}}, "embedder.arcface.model: Field required"),
         ({"runtime": {"device": "gpu"}}, "runtime.device"),
         ({"quality": {"min_face_px": -1}}, "quality.min_face_px"),
-        ({"sources": []}, "sources: Extra inputs are not permitted"),
+        ({"sources": []}, "sources: unknown key"),
     ],
 )
 def test_errors_name_the_key_path(data: dict[str, object], fragment: str) -> None:

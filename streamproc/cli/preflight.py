@@ -51,7 +51,7 @@ def with_overrides(cfg: PipelineConfig, path: Path, values: dict[str, Any]) -> P
             where = ".".join(str(p) for p in e["loc"])
             opt = next((o for o, loc in OVERRIDES.items() if tuple(e["loc"][: len(loc)]) == loc), "")
             shown = f"{opt} {given[opt]!r}: " if opt in given else ""
-            problems.append(f"{shown}{where}: {e['msg']}")
+            problems.append(f"{shown}{where}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError("; ".join(problems)) from None
 
 

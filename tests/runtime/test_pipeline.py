@@ -174,7 +174,7 @@ def test_config_errors_are_one_line_with_key_path_and_line(tmp_path: Path) -> No
     config.write_text("sources:\n  - id: cam1\n    url: a.mp4\n    max_fsp: 5\nwatchlist:\n  path: wl\n")
     done = run_cli("validate", config)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"{config}:4: sources.0.max_fsp: Extra inputs are not permitted" in done.stderr.replace("\n", "")
+    assert f"{config}:4: sources.0.max_fsp: unknown key; did you mean 'max_fps'?" in done.stderr.replace("\n", "")
     config.write_text("sources:\n  - id: cam1\n    url: a.mp4\n    max_fps: fast\nwatchlist:\n  path: wl\n")
     assert "sources.0.max_fps" in run_cli("validate", config).stderr
     config.write_text("sources: []\nwatchlist:\n  path: wl\n")
