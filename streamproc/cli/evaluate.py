@@ -60,6 +60,20 @@ def demographics_command(
         float | None,
         typer.Option("--max-ratio", min=1.0, help="Exit 1 when the max/min FMR ratio across groups exceeds this."),
     ] = None,
+    fair_crossfit: Annotated[
+        bool,
+        typer.Option(
+            "--fair-crossfit",
+            help="Fit the fair score map on one half of these faces (no label used) and measure it on the other.",
+        ),
+    ] = False,
+    fair_calibration: Annotated[
+        Path | None,
+        typer.Option("--fair-calibration", help="Measure this calibration file's fair score map at its threshold."),
+    ] = None,
+    nominal_fmr: Annotated[
+        float, typer.Option("--nominal-fmr", min=0.0, max=1.0, help="The FMR the threshold is set for.")
+    ] = 1e-3,
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     embedder: EmbedderOpt = None,
@@ -70,7 +84,10 @@ def demographics_command(
 
     Every pair within a UTKFace race/sex group is an impostor pair; identity-labelled (LFW) groups also give
     false-non-match rates where they have enough mated pairs. Reports faces not detected per group and
-    near-duplicate impostor pairs. The last line is ``max_min_fmr_ratio=<value|not_estimable> groups=<n>``."""
+    near-duplicate impostor pairs. With a fair score map (``--fair-calibration``, the shipped calibration's, or
+    ``--fair-crossfit``) the rates are also given with it, FNMR and TAR at one global FMR included, and the
+    headline is for the map. The last line is
+    ``max_min_fmr_ratio=<value|not_estimable> groups=<n> worst_group_fmr_x=<worst FMR / nominal FMR>``."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -81,6 +98,7 @@ def demographics_command(
         summary_lines,
         write_demographics_report,
     )
+    from streamproc.eval.fairness import run_fairness
     from streamproc.runtime.build import build_analyzer
     from streamproc.sysinfo import machine_description
 
@@ -119,6 +137,9 @@ def demographics_command(
                 progress=update,
                 extra=extra,
             )
+            fair = run_fairness(
+                labels, images or labels.parent, analyzer, cache, nominal_fmr, fair_crossfit, fair_calibration
+            )
     finally:
         if cache is not None:
             cache.close()
@@ -128,7 +149,30 @@ def demographics_command(
         write_demographics_report(result, report)
         typer.echo(f"report written to {report}")
     gate_failure = _gate(result.ratio, max_ratio, format_ratio(result.ratio)) if max_ratio is not None else None
-    typer.echo(headline(result))
+    if fair is None:
+        worst = max(g.pairs.fmr.errors / g.pairs.fmr.trials for g in result.groups if g.pairs.fmr.trials)
+        typer.echo(f"{headline(result)} worst_group_fmr_x={worst / nominal_fmr:.3f}")
+        _exit_on(gate_failure)
+        return
+    from streamproc.eval.fairness import headline as fair_headline
+    from streamproc.eval.fairness import summary_lines as fair_lines
+
+    for line in fair_lines(fair):
+        typer.echo(line)
+    typer.echo(f"without the map: {fair_headline(fair, fair=False)}")
+    if max_ratio is not None:
+        value = fair.ratio(True)
+        gate_failure = (
+            f"demographic gate: max/min FMR ratio with the fair map {'not estimable' if value is None else value}"
+            f" exceeds --max-ratio {max_ratio:g}"
+            if value is None or value > max_ratio
+            else None
+        )
+    typer.echo(fair_headline(fair))
+    _exit_on(gate_failure)
+
+
+def _exit_on(gate_failure: str | None) -> None:
     if gate_failure is not None:
         typer.echo(gate_failure, err=True)
         raise typer.Exit(1)

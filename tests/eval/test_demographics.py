@@ -22,7 +22,7 @@ from streamproc.eval.demographics import (
     read_labels,
 )
 
-HEADLINE = re.compile(r"^max_min_fmr_ratio=(\d+\.\d{3}|not_estimable) groups=(\d+)$")
+HEADLINE = re.compile(r"^max_min_fmr_ratio=(\d+\.\d{3}|not_estimable) groups=(\d+) worst_group_fmr_x=\d+\.\d{3}$")
 
 
 def _vectors(*points: tuple[float, float]) -> np.ndarray:
