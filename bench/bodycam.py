@@ -40,7 +40,7 @@ from bodycam_clips import compare, every_frame, prepare, run_mode, scheduled
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import PipelineConfig
-from streamproc.config_recognition import RecognitionConfig
+from streamproc.config_recognition import RecognitionConfig, ScheduleConfig
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline
@@ -149,7 +149,7 @@ def accuracy(clips: dict[str, Path]) -> tuple[int, int, int]:
     base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
     detector = build_detector(base)
     det = base.detector
-    schedule = PipelineConfig.model_validate({"sources": [], "detector": {"schedule": SCHEDULE}}).detector.schedule
+    schedule = ScheduleConfig.model_validate(SCHEDULE)
     totals = [0, 0, 0]
     print(
         f"{'clip (1080p)':58} {'frames':>6} {'ref fps':>7} {'sched fps':>9} {'tracks':>6} {'found':>5} {'shot ok':>7}"
