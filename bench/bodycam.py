@@ -14,9 +14,9 @@ interpolation, and a 1080p "crowd" mosaic of the clips at native size). Steps:
 2. real time: the Hamilton 1080p clip (29.97 fps) as a live body camera through the whole pipeline (paced at
    its frame rate, looped, ``buffer: drop_oldest``, Miranda and Obama enrolled) for ``--seconds``; real time =
    every decoded frame processed (none dropped) at the clip's rate; decision p99 from the match events;
-3. throughput: the same pipeline, unpaced (decoder waits), 1080p and 720p for ``--seconds`` / 2 each: frames per
-   second the schedule sustains, so ``720p30 streams that fit`` = floor(fps_720p / 30) (an estimate: one
-   process, one stream; bench/streams.py measures several).
+3. throughput: the same pipeline, unpaced (decoder waits), on the 1080p, 720p and original 640x360 clips for
+   ``--seconds`` / 2 each: frames per second the schedule sustains, so ``720p30 streams that fit`` =
+   floor(fps_720p / 30) (an estimate: one process, one stream; bench/streams.py measures several).
 
 Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_ms=…``. Time every run under
 ``flock -x /tmp/cpu.lock`` on a shared machine.
@@ -204,17 +204,17 @@ def main() -> None:
             f"({live.fps:.1f} fps), dropped {live.dropped:.0f}, events {live.events}, decision p99 "
             f"{live.p99_ms:.0f} ms, final interval {live.interval:.0f}, native cycle {live.native_cycle_s:.2f} s"
         )
-        fast = {
-            size: live_run(clips[f"{HAMILTON}_{size}"], watchlist, args.seconds / 2, paced=False)
-            for size in ("1080p", "720p")
-        }
+        sources = {size: clips[f"{HAMILTON}_{size}"] for size in ("1080p", "720p")}
+        sources["360p"] = args.data / "video" / f"{HAMILTON}.mp4"  # the original clip (bench_pipeline's)
+        fast = {size: live_run(path, watchlist, args.seconds / 2, paced=False) for size, path in sources.items()}
         for size, r in fast.items():
             print(f"unpaced {size}: {r.fps:.1f} fps over {r.seconds:.0f} s, final interval {r.interval:.0f}")
     realtime = live.dropped == 0 and live.processed >= 0.99 * live.decoded and live.fps >= 29.97 * 0.98
     print(f"720p30 streams that fit (estimate from unpaced fps): {math.floor(fast['720p'].fps / 30)}")
     print(
         f"fps_1080p={fast['1080p'].fps:.1f} realtime_1080p={'yes' if realtime else 'no'} "
-        f"track_recall={recall:.3f} p99_decision_ms={live.p99_ms:.0f}"
+        f"track_recall={recall:.3f} p99_decision_ms={live.p99_ms:.0f} shot_ok={shots:.3f} "
+        f"fps_720p={fast['720p'].fps:.1f} fps_360p={fast['360p'].fps:.1f}"
     )
 
 
