@@ -25,6 +25,7 @@ from streamproc.cli.identify import identify_command
 from streamproc.cli.keys import keys_app
 from streamproc.cli.models import models_app
 from streamproc.cli.redact import redact_command
+from streamproc.cli.reenrol import reenroll_command
 from streamproc.cli.review import review_app
 from streamproc.cli.run import child_command, run_command
 from streamproc.cli.usage import hide_flag_types, usage_error_line
@@ -47,6 +48,7 @@ app.command("redact")(redact_command)
 app.command("identify")(identify_command)
 app.command("demo")(demo_command)
 app.add_typer(models_app, name="models")
+watchlist_app.command("reenroll")(reenroll_command)
 app.add_typer(watchlist_app, name="watchlist")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(config_app, name="config")
