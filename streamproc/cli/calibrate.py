@@ -106,6 +106,13 @@ def calibrate_command(
         Path | None,
         typer.Option("--track-distractors", help="Folder of face images, each its own gallery person (UTKFace)."),
     ] = None,
+    fair_faces: Annotated[
+        Path | None,
+        typer.Option(
+            "--fair-faces",
+            help="Also fit the fair score map: on the --images faces plus this folder's (each its own person).",
+        ),
+    ] = None,
     track_gallery_sizes: Annotated[
         str, typer.Option("--track-gallery-sizes", help="Comma-separated gallery sizes to measure.")
     ] = "100,300,1000,2500",
@@ -240,6 +247,20 @@ def calibrate_command(
         ),
         notes=tuple(notes),
     )
+    if fair_faces is not None:
+        from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, fit_calibration_map
+
+        cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
+        try:
+            fair = fit_calibration_map(
+                emb, persons, impostor, fair_faces, analyzer, cache, DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, seed
+            )
+        finally:
+            if cache is not None:
+                cache.close()
+        note = "fair_map: thresholds apply to its calibrated distances (FMR among look-alikes); docs/models.md"
+        calibration = replace(calibration, fair_map=fair, notes=(*calibration.notes, note))
+        typer.echo(f"fair score map fitted: {fair.data}")
     if track_opts is not None:
         sections = _measure_tracks(calibration, analyzer, emb, persons, track_opts, no_cache, cfg.models.cache_dir)
         calibration = replace(calibration, track_false_flags=sections)

@@ -381,3 +381,49 @@ def run_fairness(
     faces, vectors = labelled_faces(labels_csv, images_dir, analyzer, cache)
     threshold = calibration.threshold_for(nominal_fmr).distance_threshold
     return given(faces, vectors, calibration.fair_map, threshold, nominal_fmr)
+
+
+def fit_calibration_map(
+    calib_vectors: NDArray[np.float32],
+    calib_persons: list[str],
+    reference_impostors: NDArray[np.floating[Any]],
+    faces_dir: Path,
+    analyzer: FaceAnalyzer,
+    cache: EmbeddingCache | None,
+    n_clusters: int,
+    lookalike: float,
+    seed: int,
+) -> FairScoreMap:
+    """``streamproc calibrate --fair-faces``: the map fitted on the calibration persons plus every face in
+    ``faces_dir`` (a flat folder, each image its own person; byte duplicates once), on the scale of the
+    calibration's own impostor pairs (``reference_impostors``, similarities)."""
+    from streamproc.errors import ConfigError
+    from streamproc.eval.openset import IMAGE_SUFFIXES
+
+    if not faces_dir.is_dir():
+        raise ConfigError(f"--fair-faces {faces_dir}: not a folder")
+    seen: dict[str, Path] = {}
+    for f in sorted(faces_dir.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            seen.setdefault(hashlib.sha256(f.read_bytes()).hexdigest(), f)
+    paths = list(seen.values())
+    found = [v for v in embed_images(paths, analyzer, cache) if v is not None]
+    x = np.concatenate([calib_vectors, np.asarray(found, np.float32).reshape(-1, calib_vectors.shape[1])])
+    persons = [*calib_persons, *(f"fair-face:{k}" for k in range(len(found)))]
+    data = (
+        f"{len(calib_persons)} calibration faces and {len(found)} of {len(paths)} distinct images of {faces_dir} "
+        f"(each its own person); {n_clusters} clusters, look-alikes = nearest {lookalike:g}; seed {seed}"
+    )
+    try:
+        return fit_fair_map(
+            x,
+            persons,
+            analyzer.embedder.identity.metric,
+            np.asarray(reference_impostors),
+            n_clusters=n_clusters,
+            lookalike=lookalike,
+            seed=seed,
+            data=data,
+        )
+    except ValueError as err:
+        raise ConfigError(f"cannot fit the fair score map: {err}") from None
