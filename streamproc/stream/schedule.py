@@ -53,6 +53,7 @@ class ScheduleState:
 _EWMA = 0.1  # weight of the newest frame in the load average (~10-frame memory)
 _SLACK = 0.6  # refine only when load is below budget x this
 _HOLD_FRAMES = 15  # frames between two controller moves (let the average settle)
+_FULL_SEES_PX = 40.0  # a face at least this big in the whole-frame pass's pixels is found there reliably
 
 
 class DetectionSchedule:
@@ -117,11 +118,14 @@ class DetectionSchedule:
         cfg = self._config
         interval, stride = self._levels()
         boxes = np.asarray(tracks, np.float64).reshape(-1, 4)
-        if len(boxes) > cfg.max_windows:  # the smallest faces first: the whole-frame pass may miss them
-            boxes = boxes[np.argsort(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))]
-            boxes = boxes[: cfg.max_windows]
-        regions: list[Region] = windows_around(boxes, height, width, cfg.window_context, cfg.window_px)
+        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         full = self._frame % interval == 0
+        if full:  # faces the whole-frame pass sees at a comfortable size need no window of their own
+            keep = sides * self._full.scale < _FULL_SEES_PX
+            boxes, sides = boxes[keep], sides[keep]
+        if len(boxes) > cfg.max_windows:  # the smallest faces first: the whole-frame pass may miss them
+            boxes = boxes[np.argsort(sides)[: cfg.max_windows]]
+        regions: list[Region] = windows_around(boxes, height, width, cfg.window_context, cfg.window_px)
         if full:
             regions.append(self._full)
         tile: int | None = None

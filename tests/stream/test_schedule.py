@@ -17,7 +17,7 @@ def _plans(schedule: DetectionSchedule, n: int, tracks: int = 0) -> list[tuple[b
     out = []
     for _ in range(n):
         plan = schedule.plan(1080, 1920, boxes)
-        out.append((plan.full, plan.tile, sum(1 for r in plan.regions if r.out_w == 128)))
+        out.append((plan.full, plan.tile, sum(1 for r in plan.regions if r.out_w == 96)))
     return out
 
 
@@ -91,7 +91,7 @@ def test_detect_runs_every_region_in_one_call_and_answers_in_frame_pixels() -> N
     plan = schedule.plan(1080, 1920, track)
     recorder = _Recorder()
     dets = schedule.detect(recorder, np.zeros((1080, 1920, 3), np.uint8), plan)
-    assert sorted(recorder.sizes) == sorted([(128, 128), (360, 640), (352, 640)])
+    assert sorted(recorder.sizes) == sorted([(96, 96), (360, 640), (352, 640)])
     window = plan.regions[0]
     assert isinstance(window, Region)
     centre = (dets.boxes[:, :2] + dets.boxes[:, 2:]) / 2
