@@ -32,7 +32,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import PipelineConfig
-from streamproc.config_recognition import RecognitionConfig, RetinaFaceConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_pipeline
@@ -114,13 +114,14 @@ class ClipResult:
     faces: int
 
 
-def run_clip(clip: Path, watchlist: Path, detect_batch: int) -> ClipResult:
+def run_clip(clip: Path, watchlist: Path, detect_batch: int, embedder: str) -> ClipResult:
     cfg = PipelineConfig.model_validate(
         {
             "sources": [{"id": "bench", "url": str(clip)}],
             "watchlist": {"path": str(watchlist)},
             "events": {"endpoint": "tcp://127.0.0.1:*"},
             "detector": {"max_side": None, "max_batch": detect_batch},  # native size, every frame
+            "embedder": {"type": embedder},
         }
     )
     registry = CollectorRegistry()
@@ -171,15 +172,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=3, help="Runs of the Hamilton clip (median fps).")
     parser.add_argument("--detect-batch", type=int, default=4, help="detector.max_batch (frames per call).")
+    parser.add_argument("--embedder", default="sface", choices=("sface", "dlib-resnet"), help="embedder.type.")
     args = parser.parse_args()
     clips = sorted((args.data / "video").glob("*.mp4"))
     hamilton = args.data / "video" / "face_recognition_short_hamilton_clip.mp4"
-    analyzer = build_analyzer(RecognitionConfig(detector=RetinaFaceConfig(max_side=None)))
+    analyzer = build_analyzer(
+        RecognitionConfig.model_validate({"detector": {"max_side": None}, "embedder": {"type": args.embedder}})
+    )
     print(f"machine: {machine_description()}; onnxruntime CPU; python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
         watchlist = Path(tmp) / "wl"
         build_watchlist(analyzer, args.data, watchlist, clips)
-        ham_runs = [run_clip(hamilton, watchlist, args.detect_batch) for _ in range(args.repeats)]
+        ham_runs = [run_clip(hamilton, watchlist, args.detect_batch, args.embedder) for _ in range(args.repeats)]
         ham_fps = statistics.median(r.fps for r in ham_runs)
         ham_decode = statistics.median(decode_fps(hamilton) for _ in range(args.repeats))
         ham = sorted(ham_runs, key=lambda r: r.fps)[len(ham_runs) // 2]  # the median run
@@ -188,7 +192,7 @@ def main() -> None:
         event_lat: list[float] = []
         print(f"{'clip':58s} {'frames':>6s} {'fps':>7s} {'decode':>7s} {'faces':>6s} {'shots':>5s} {'events':>6s}")
         for clip in clips:
-            r = ham if clip == hamilton else run_clip(clip, watchlist, args.detect_batch)
+            r = ham if clip == hamilton else run_clip(clip, watchlist, args.detect_batch, args.embedder)
             event_lat += r.event_latency
             print(
                 f"{clip.name:58s} {r.frames:6d} {r.fps:7.1f} {decode_fps(clip):7.0f} "
