@@ -49,9 +49,11 @@ _CHUNK = 1024  # rows of the similarity matrix held at once while fitting
 class FairScoreMap:
     """Cluster-pair impostor curves, the look-alike recalibration and the reference curve (module docstring).
 
-    ``centroids`` (K, dim) unit rows; ``levels`` (L,) log10 rates, descending from 0; ``pair_similarity``
-    (K, K, L) symmetric, rising along L; ``lookalike_levels`` (L,) descending; ``reference_similarity`` (L,)
-    rising.
+    An ensemble of ``M`` k-means partitions (seeds ``seed .. seed + M - 1``) whose look-alike log rates are
+    averaged: one partition's cluster boundaries move the result by whole multiples of the target (measured),
+    the mean of a few does not. ``centroids`` (M, K, dim) unit rows; ``levels`` (L,) log10 rates descending
+    from 0; ``pair_similarity`` (M, K, K, L) symmetric in K x K, rising along L; ``lookalike_levels`` (M, L)
+    descending; ``reference_similarity`` (L,) rising.
     """
 
     metric: Metric
@@ -65,41 +67,55 @@ class FairScoreMap:
 
     @property
     def n_clusters(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def n_members(self) -> int:
         return int(self.centroids.shape[0])
 
     def assign(self, vectors: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
-        """Cluster of each ``(n, dim)`` embedding: its nearest centroid by cosine."""
+        """``(n, M)``: each ``(n, dim)`` embedding's nearest centroid (cosine) in every partition."""
         x = np.asarray(vectors, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.centroids.shape[1]:
-            raise ValueError(f"vectors must have shape (n, {self.centroids.shape[1]}), got {x.shape}")
-        return np.asarray(np.argmax(_unit(x) @ self.centroids.T, axis=1), dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != self.centroids.shape[2]:
+            raise ValueError(f"vectors must have shape (n, {self.centroids.shape[2]}), got {x.shape}")
+        u = _unit(x)
+        return np.stack([np.argmax(u @ c.T, axis=1) for c in self.centroids], axis=1).astype(np.int64)
 
     def pair_level(
-        self, left: NDArray[np.int64], right: NDArray[np.int64], similarity: NDArray[np.float64]
+        self, member: int, left: NDArray[np.int64], right: NDArray[np.int64], similarity: NDArray[np.float64]
     ) -> NDArray[np.float64]:
-        """Step 1: log10 rate of impostor pairs of clusters ``left`` x ``right`` at ``similarity`` (1-D each)."""
+        """Step 1 in one partition: log10 rate of impostor pairs of clusters ``left`` x ``right`` (1-D each)."""
         k = self.n_clusters
         key = np.minimum(left, right) * k + np.maximum(left, right)
         out = np.empty(similarity.shape, dtype=np.float64)
         for kk in np.unique(key):
             sel = key == kk
-            curve = self.pair_similarity[int(kk) // k, int(kk) % k]
+            curve = self.pair_similarity[member, int(kk) // k, int(kk) % k]
             out[sel] = _curve_inverse(similarity[sel], curve, self.levels)
         return out
 
     def log_fmr(
         self, left: NDArray[np.int64], right: NDArray[np.int64], similarity: NDArray[np.float64]
     ) -> NDArray[np.float64]:
-        """Steps 1-2: log10 look-alike false-match rate of each comparison."""
-        p = self.pair_level(left, right, similarity)
-        return _level_map(p, self.levels, self.lookalike_levels)
+        """Steps 1-2: log10 look-alike FMR of each comparison; ``left``/``right`` from :meth:`assign` (n, M)."""
+        if similarity.size == 0:
+            return np.zeros(0, dtype=np.float64)
+        lv = np.asarray(left).reshape(similarity.size, -1)
+        rv = np.asarray(right).reshape(similarity.size, -1)
+        if lv.shape[1] != self.n_members or rv.shape != lv.shape:
+            raise ValueError(f"cluster arrays must be (n, {self.n_members}) as assign() returns them")
+        total = np.zeros(similarity.shape, dtype=np.float64)
+        for m in range(self.n_members):
+            p = self.pair_level(m, lv[:, m], rv[:, m], similarity)
+            total += _level_map(p, self.levels, self.lookalike_levels[m])
+        return total / self.n_members
 
     def calibrate(
         self, left: NDArray[np.int64], right: NDArray[np.int64], distances: NDArray[np.floating[Any]]
     ) -> NDArray[np.float64]:
-        """Calibrated distances of comparisons whose faces lie in clusters ``left``/``right`` (1-D, same length)."""
-        s = _similarity(np.asarray(distances, dtype=np.float64), self.metric)
-        level = self.log_fmr(np.asarray(left), np.asarray(right), s)
+        """Calibrated distances of comparisons whose faces have clusters ``left``/``right`` ((n, M) each)."""
+        s = _similarity(np.asarray(distances, dtype=np.float64).reshape(-1), self.metric)
+        level = self.log_fmr(left, right, s)
         return _distance(_curve(level, self.levels, self.reference_similarity), self.metric)
 
     def calibrate_pairs(
@@ -142,18 +158,17 @@ class FairScoreMap:
         ref = np.asarray(raw["reference_similarity"], dtype=np.float64)
         centroids = np.asarray(raw["centroids"], dtype=np.float32)
         pairs = np.asarray(raw["pair_similarity"], dtype=np.float64)
-        k = centroids.shape[0] if centroids.ndim == 2 else -1
-        if levels.ndim != 1 or levels.size < 2 or ref.shape != levels.shape or lookalike.shape != levels.shape:
+        m, k = centroids.shape[:2] if centroids.ndim == 3 else (-1, -1)
+        if levels.ndim != 1 or levels.size < 2 or ref.shape != levels.shape or lookalike.shape != (m, levels.size):
             raise ValueError("fair score map: levels, lookalike_levels and reference_similarity must be equal-length")
-        if k < 1 or pairs.shape != (k, k, levels.size):
+        if k < 1 or pairs.shape != (m, k, k, levels.size):
             raise ValueError("fair score map: one curve per pair of centroids, one value per level")
-        if np.any(np.diff(levels) >= 0) or np.any(np.diff(lookalike) > 0):
+        if np.any(np.diff(levels) >= 0) or np.any(np.diff(lookalike, axis=1) > 0):
             raise ValueError("fair score map: levels must descend")
-        if np.any(np.diff(ref) <= 0) or np.any(np.diff(pairs, axis=2) <= 0):
+        if np.any(np.diff(ref) <= 0) or np.any(np.diff(pairs, axis=3) <= 0):
             raise ValueError("fair score map: every similarity curve must rise")
-        return FairScoreMap(
-            metric, _unit(centroids), levels, pairs, lookalike, ref, float(raw["lookalike"]), str(raw["data"])
-        )
+        unit = np.stack([_unit(c) for c in centroids])
+        return FairScoreMap(metric, unit, levels, pairs, lookalike, ref, float(raw["lookalike"]), str(raw["data"]))
 
 
 # ------------------------------------------------------------------------------------------------ fitting
@@ -167,45 +182,57 @@ def fit_fair_map(
     *,
     n_clusters: int = 16,
     lookalike: float = 0.05,
+    members: int = 4,
     seed: int = 0,
     data: str = "",
 ) -> FairScoreMap:
     """Fit the map on calibration embeddings ``(n, dim)`` with person ids (faces without one: unique ids).
 
     ``reference_impostors``: similarities (``1 - d`` or ``-d``) of the impostor pairs the thresholds were set
-    on. Two faces of one person never count as an impostor pair.
+    on. Two faces of one person never count as an impostor pair. ``members`` partitions, seeds ``seed..``.
     """
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != len(persons):
         raise ValueError("vectors must be (n, dim) with one person id per row")
     if not 0.0 < lookalike < 1.0:
         raise ValueError(f"lookalike must be a fraction in (0, 1), got {lookalike}")
-    if n_clusters < 1 or x.shape[0] < 8 * n_clusters:
+    if n_clusters < 1 or members < 1 or x.shape[0] < 8 * n_clusters:
         raise ValueError(f"{x.shape[0]} faces are too few for {n_clusters} clusters (need >= 8 per cluster)")
     ref = np.sort(np.asarray(reference_impostors, dtype=np.float64).reshape(-1))
     if ref.size < 2:
         raise ValueError("need reference impostor pairs to put the map on the thresholds' scale")
-    centroids, labels = spherical_kmeans(x, n_clusters, seed)
     ids = np.unique(np.asarray(persons), return_inverse=True)[1].reshape(-1)
     sim = _pair_similarity(x, metric)
     levels = np.arange(0.0, DEEPEST_LEVEL - LEVEL_STEP / 2, -LEVEL_STEP)
-    members = [np.flatnonzero(labels == c) for c in range(n_clusters)]
+    parts = [_member(x, ids, sim, levels, n_clusters, seed + r) for r in range(members)]
+    centroids = np.stack([c for c, _, _ in parts])
+    curves = np.stack([p for _, p, _ in parts])
+    labels = np.stack([lab for _, _, lab in parts], axis=1)
+    flat = np.zeros((members, levels.size), dtype=np.float64)
+    partial = FairScoreMap(metric, centroids, levels, curves, flat, levels.copy(), lookalike, data)
+    looks = _lookalike_levels(partial, x, ids, labels, sim, lookalike)
+    return FairScoreMap(metric, centroids, levels, curves, looks, _tail_curve(ref, levels), lookalike, data)
+
+
+def _member(
+    x: NDArray[np.float32], ids: NDArray[np.int64], sim: Any, levels: NDArray[np.float64], k: int, seed: int
+) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.int64]]:
+    """One partition: (centroids (K, dim), cluster-pair curves (K, K, L), each face's cluster (n,))."""
+    centroids, labels = spherical_kmeans(x, k, seed)
+    members = [np.flatnonzero(labels == c) for c in range(k)]
     scores: dict[tuple[int, int], NDArray[np.float64]] = {}
-    for a in range(n_clusters):
-        for b in range(a, n_clusters):
+    for a in range(k):
+        for b in range(a, k):
             s = sim(members[a], members[b])
             keep = ids[members[a]][:, None] != ids[members[b]][None, :]
             if a == b:
                 keep &= np.triu(np.ones_like(keep), 1)
             scores[(a, b)] = np.sort(s[keep])
     pooled = np.sort(np.concatenate(list(scores.values())))
-    curves = np.empty((n_clusters, n_clusters, levels.size), dtype=np.float64)
+    curves = np.empty((k, k, levels.size), dtype=np.float64)
     for (a, b), sc in scores.items():
         curves[a, b] = curves[b, a] = _tail_curve(sc if sc.size >= 2 else pooled, levels)
-    partial = FairScoreMap(metric, centroids, levels, curves, levels.copy(), levels.copy(), lookalike, data)
-    looks = _lookalike_levels(partial, x, ids, labels, sim, lookalike)
-    reference = _tail_curve(ref, levels)
-    return FairScoreMap(metric, centroids, levels, curves, looks, reference, lookalike, data)
+    return centroids, curves, labels
 
 
 def _lookalike_levels(
@@ -216,11 +243,9 @@ def _lookalike_levels(
     sim: Any,
     lookalike: float,
 ) -> NDArray[np.float64]:
-    """Step 2's table: for each pair level, log10 of the share of look-alike impostor pairs at or below it.
-
-    Deeper than the look-alike pairs can show, the table continues parallel to the identity (each further
-    decade of pair level is a further decade of look-alike rate).
-    """
+    """Step 2's tables (M, L): per partition, for each pair level, log10 of the share of look-alike impostor
+    pairs at or below it. Deeper than the look-alike pairs can show, a table continues parallel to the
+    identity (each further decade of pair level is a further decade of look-alike rate)."""
     n = x.shape[0]
     rank = max(1, min(n - 1, round(lookalike * n)))
     everyone = np.arange(n)
@@ -230,21 +255,23 @@ def _lookalike_levels(
         block = sim(rows, everyone)
         block[np.arange(rows.size), rows] = -np.inf
         kth[rows] = -np.partition(-block, rank - 1, axis=1)[:, rank - 1]
-    found: list[NDArray[np.float64]] = []
+    found: list[list[NDArray[np.float64]]] = [[] for _ in range(partial.n_members)]
     for start in range(0, n, _CHUNK):
         rows = everyone[start : start + _CHUNK]
         block = sim(rows, everyone)
         upper = everyone[None, :] > rows[:, None]  # each unordered pair once
         look = (block >= kth[rows][:, None]) | (block >= kth[None, :])
-        pick = upper & look & (ids[rows][:, None] != ids[None, :])
-        r, c = np.nonzero(pick)
-        found.append(partial.pair_level(labels[rows][r], labels[c], block[r, c]))
-    pair_levels = np.sort(np.concatenate(found))
-    levels = partial.levels
+        r, c = np.nonzero(upper & look & (ids[rows][:, None] != ids[None, :]))
+        for m in range(partial.n_members):
+            found[m].append(partial.pair_level(m, labels[rows[r], m], labels[c, m], block[r, c]))
+    return np.stack([_share_table(np.sort(np.concatenate(f)), partial.levels) for f in found])
+
+
+def _share_table(pair_levels: NDArray[np.float64], levels: NDArray[np.float64]) -> NDArray[np.float64]:
     counts = np.searchsorted(pair_levels, levels, side="right").astype(np.float64)
     measured = counts >= MIN_TAIL_PAIRS
     measured[0] = True
-    out = np.log10(np.maximum(counts, 1.0) / pair_levels.size)
+    out = np.log10(np.maximum(counts, 1.0) / max(pair_levels.size, 1))
     deepest = int(np.flatnonzero(measured)[-1])
     out[deepest + 1 :] = out[deepest] + (levels[deepest + 1 :] - levels[deepest])
     out[0] = 0.0
@@ -324,7 +351,7 @@ def _tail_curve(scores: NDArray[np.float64], levels: NDArray[np.float64]) -> NDA
         z = np.array([_NORMAL.inv_cdf(1.0 - min(float(r), 0.5)) for r in rates])  # flat above the median
         sigma = max(float(np.std(scores)), 1e-6)
         curve[deepest + 1 :] = curve[deepest] + sigma * (z[deepest + 1 :] - z[deepest])
-    step = np.maximum(np.diff(curve), 1e-9)
+    step = np.maximum(np.diff(curve), 1e-6)  # stays rising after to_dict rounds to 7 decimals
     return np.asarray(np.concatenate([[curve[0]], curve[0] + np.cumsum(step)]), dtype=np.float64)
 
 

@@ -33,7 +33,7 @@ def test_fair_map_round_trips_and_marks_the_schema(tmp_path: Path) -> None:
     loaded = load_calibration(path, EmbedderIdentity("arcface", "ab" * 32, 8, "cosine"))
     assert loaded.fair_map is not None and original.fair_map is not None
     d = np.linspace(0, 1, 11)
-    zeros = np.zeros(11, np.int64)
+    zeros = np.zeros((11, original.fair_map.n_members), np.int64)
     np.testing.assert_allclose(
         loaded.fair_map.calibrate(zeros, zeros + 1, d), original.fair_map.calibrate(zeros, zeros + 1, d), atol=1e-6
     )

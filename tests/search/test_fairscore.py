@@ -58,10 +58,11 @@ def test_map_is_monotone_symmetric_and_round_trips() -> None:
     i, j = np.triu_indices(x.shape[0], 1)
     fm = fit_fair_map(x, [str(k) for k in range(x.shape[0])], "cosine", s[i, j], n_clusters=3, lookalike=0.1)
     d = np.linspace(0.0, 2.0, 41)
-    left, right = np.zeros(41, np.int64), np.full(41, 2, np.int64)
+    left, right = np.zeros((41, fm.n_members), np.int64), np.full((41, fm.n_members), 2, np.int64)
     cal = fm.calibrate(left, right, d)
     assert np.all(np.diff(cal) >= 0)
     np.testing.assert_allclose(cal, fm.calibrate(right, left, d))
+    assert fm.calibrate(left[:0], right[:0], d[:0]).shape == (0,)
     again = FairScoreMap.from_dict(json.loads(json.dumps(fm.to_dict())))
     np.testing.assert_allclose(again.calibrate(left, right, d), cal, atol=1e-5)
     np.testing.assert_array_equal(again.assign(x), fm.assign(x))
@@ -105,3 +106,5 @@ def test_bad_inputs_and_files_are_refused() -> None:
         FairScoreMap.from_dict({**raw, "reference_similarity": raw["reference_similarity"][::-1]})
     with pytest.raises(ValueError, match="shape"):
         fm.assign(np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="as assign"):
+        fm.calibrate(np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros(3))
