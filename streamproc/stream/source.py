@@ -54,6 +54,7 @@ import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.container import InputContainer
 from av.error import FFmpegError
+from av.video.stream import VideoStream
 
 from streamproc.config import SourceConfig
 from streamproc.errors import SourceError
@@ -141,6 +142,7 @@ class VideoSource:
         self._hwaccel: HWAccel | None = None  # the probed CUDA settings, once CUDA proved usable
         self._hw_fallback = config.hwaccel == "none"  # True: decode on the CPU
         self.errors = 0
+        self._truncated: set[str] = set()  # files already reported cut short (a looped file warns once)
         """Files skipped or cut short by decoding errors (in the latest :meth:`frames` pass)."""
         self.decoded = 0
         """Frames out of the decoder, before ``max_fps`` sampling (in the latest :meth:`frames` pass)."""
@@ -413,12 +415,18 @@ class VideoSource:
                     )
                     self.emitted += 1
             except FFmpegError as err:
-                if not live:
+                if not live and name not in self._truncated:
+                    self._truncated.add(name)
                     self._record_error(f"{name}: decoding stopped after {clock.count} frames: {_one_line(err)}")
                 elif isinstance(err, av.error.ExitError):
                     raise SourceError(f"{name}: no data for {self._config.open_timeout_s:g} s") from None
                 else:
                     raise SourceError(f"{name}: stream failed after {clock.count} frames: {_one_line(err)}") from None
+            else:  # decoded to the end without an error: frame threading hides the decode error of a cut file
+                short = None if live else _truncation(stream, clock)
+                if short is not None and name not in self._truncated:
+                    self._truncated.add(name)
+                    self._record_error(f"{name}: {short}")
             finally:
                 state.offset += clock.span
 
@@ -430,3 +438,20 @@ class VideoSource:
             return True
         delay = state.start + pts_s - now
         return not (delay > 0 and self._stop.wait(delay))
+
+
+def _truncation(stream: VideoStream, clock: FileClock) -> str | None:
+    """Why a file that decoded to its end still looks cut short (fewer frames and less time than its index
+    declares), or None. Small differences (edit lists, a last frame without duration) are not truncation."""
+    declared = stream.frames or 0
+    declared_s = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+    frames_short = declared > 0 and clock.count < declared - max(2, 0.02 * declared)
+    time_short = declared_s > 0 and clock.span < declared_s - max(0.5, 0.02 * declared_s)
+    if not (frames_short or time_short) or (declared and declared_s and not (frames_short and time_short)):
+        return None
+    of_frames = f" of {declared} declared" if declared else ""
+    of_time = f" of {declared_s:.2f} s declared" if declared_s else ""
+    return (
+        f"ends after {clock.count}{of_frames} frames ({clock.span:.2f} s{of_time}): "
+        "the file looks truncated; only the part before the cut was processed"
+    )

@@ -176,14 +176,42 @@ def test_folder_plays_clips_in_name_order_skips_a_broken_one_and_continues_media
 
 
 @pytest.mark.shared
-def test_truncated_clip_yields_its_first_frames_then_ends_without_error(shared_dir: Path, tmp_path: Path) -> None:
+def test_truncated_clip_yields_its_first_frames_then_says_it_was_cut(shared_dir: Path, tmp_path: Path) -> None:
     data = (shared_dir / WALKING).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.4)])
-    source = VideoSource(_config(cut))
+    messages: list[str] = []
+    source = VideoSource(_config(cut), on_error=messages.append)
     frames = list(source.frames())
     assert 0 < len(frames) < 35
     assert np.all(np.diff(_pts(frames)) > 0)
+    assert source.errors == 1 and len(messages) == 1 and "cut.mp4" in messages[0], messages
+
+
+def test_a_cut_file_with_its_index_first_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Frame threading (the default for files) swallows the decode error at the cut: the frame count and
+    duration the index declares still tell. A looped file warns once, not once per pass."""
+    from bad_input_workspace import CLIP_FRAMES, make_clip
+
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, faststart=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.5)])
+    assert 0 < len(_all(cut)) < CLIP_FRAMES
+    assert _all(whole) and len(_all(whole)) == CLIP_FRAMES  # the whole file: no warning (below)
+    caplog.clear()
+    messages: list[str] = []
+    source = VideoSource(_config(cut, loop=True), on_error=messages.append)
+    frames = []
+    with caplog.at_level(logging.WARNING, logger="streamproc"):
+        for frame in source.frames():
+            frames.append(frame)
+            if len(frames) >= 3 * CLIP_FRAMES:  # several passes of the looped, cut file
+                source.stop()
+    assert len(messages) == 1 and source.errors == 1, messages
+    assert "cut.mp4: ends after " in messages[0] and f"of {CLIP_FRAMES} declared frames" in messages[0]
+    assert "looks truncated" in messages[0]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == messages
 
 
 @pytest.mark.shared
