@@ -1,4 +1,4 @@
-"""Embedders: the default dlib graph and user-supplied ArcFace-style models (../shared/models stand-ins)."""
+"""Embedders: the default SFace graph, dlib, and user-supplied ArcFace-style models (../shared/models stand-ins)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamproc.config_recognition import ArcFaceConfig, RecognitionConfig
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig
 from streamproc.errors import ModelError
-from streamproc.runtime.build import build_embedder
+from streamproc.runtime.build import build_analyzer, build_embedder
 from streamproc.vision.embed import OnnxEmbedder
 from streamproc.vision.faces import FaceAnalyzer, central_face
 from streamproc.vision.imageio import read_image
@@ -58,7 +58,21 @@ def test_default_embedder_separates_real_people(shared_dir: Path, analyzer: Face
     paths, labels = _lfw(shared_dir)
     vectors = analyzer.embedder.embed(_chips(analyzer, paths))
     assert vectors.shape == (6, 128) and vectors.dtype == np.float32
-    assert analyzer.embedder.identity.metric == "l2"
+    assert analyzer.embedder.identity.metric == "cosine"  # SFace
+    _check_separation(vectors, labels, "cosine")
+
+
+@pytest.fixture(scope="module")
+def dlib_analyzer() -> FaceAnalyzer:
+    return build_analyzer(RecognitionConfig(embedder=DlibResnetConfig()))
+
+
+@pytest.mark.shared
+def test_dlib_embedder_separates_real_people(shared_dir: Path, dlib_analyzer: FaceAnalyzer) -> None:
+    analyzer = dlib_analyzer
+    paths, labels = _lfw(shared_dir)
+    vectors = analyzer.embedder.embed(_chips(analyzer, paths))
+    assert vectors.shape == (6, 128) and analyzer.embedder.identity.metric == "l2"
     _check_separation(vectors, labels, "l2")
 
 
@@ -92,7 +106,8 @@ def test_arcface_pinned_hash_and_wrong_input_size_are_refused(shared_dir: Path, 
         build_embedder(RecognitionConfig(embedder=ArcFaceConfig(model=model, output_dim=256)))
 
 
-def test_dlib_graph_refuses_arcface_sized_chips(analyzer: FaceAnalyzer) -> None:
+def test_dlib_graph_refuses_arcface_sized_chips(dlib_analyzer: FaceAnalyzer) -> None:
+    analyzer = dlib_analyzer
     embedder = analyzer.embedder
     assert isinstance(embedder, OnnxEmbedder)
     with pytest.raises(ValueError, match="expected"):
@@ -100,7 +115,8 @@ def test_dlib_graph_refuses_arcface_sized_chips(analyzer: FaceAnalyzer) -> None:
     assert embedder.embed(np.zeros((0, 150, 150, 3), np.uint8)).shape == (0, 128)
 
 
-def test_flip_average_is_mirror_invariant(analyzer: FaceAnalyzer) -> None:
+def test_flip_average_is_mirror_invariant(dlib_analyzer: FaceAnalyzer) -> None:
+    analyzer = dlib_analyzer
     rng = np.random.default_rng(3)
     chip = rng.integers(0, 255, (1, 150, 150, 3), dtype=np.uint8)
     a = analyzer.embedder.embed(chip)
@@ -108,7 +124,8 @@ def test_flip_average_is_mirror_invariant(analyzer: FaceAnalyzer) -> None:
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_cpu_embedder_runs_without_io_binding(analyzer: FaceAnalyzer) -> None:
+def test_cpu_embedder_runs_without_io_binding(dlib_analyzer: FaceAnalyzer) -> None:
+    analyzer = dlib_analyzer
     embedder = analyzer.embedder
     assert isinstance(embedder, OnnxEmbedder)
     if embedder._session.get_providers()[0] != "CPUExecutionProvider":
