@@ -46,9 +46,12 @@ def redact_command(
         str | None, typer.Option("--method", help="blur, pixelate or box (default: render.method, blur).")
     ] = None,
     fallback_heads: Annotated[
-        bool,
-        typer.Option("--fallback-heads", help="Also hide whole head regions where the detector is unsure."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--fallback-heads/--no-fallback-heads",
+            help="Hide whole head regions where the detector is unsure (default: regions.fallback_heads, on).",
+        ),
+    ] = None,
     keep_subject: Annotated[
         str | None, typer.Option("--keep-subject", help="Leave this enrolled subject visible (needs --authorisation).")
     ] = None,
@@ -79,8 +82,8 @@ def redact_command(
     if method is not None and method not in ("blur", "pixelate", "box"):
         raise ConfigError(f"--method must be blur, pixelate or box, not {method!r}")
     chosen = cast("Method", method) if method is not None else cfg.render.method
-    if fallback_heads:
-        cfg = cfg.model_copy(update={"regions": cfg.regions.model_copy(update={"fallback_heads": True})})
+    if fallback_heads is not None:
+        cfg = cfg.model_copy(update={"regions": cfg.regions.model_copy(update={"fallback_heads": fallback_heads})})
     keep: KeepRequest | None = None
     if keep_subject is not None or authorisation is not None:
         if keep_subject is None:

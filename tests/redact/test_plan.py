@@ -53,7 +53,8 @@ def test_padding_grows_and_clips_to_the_frame() -> None:
 def test_unsure_untracked_detections_are_dropped_unless_fallback_heads() -> None:
     cfg = RedactConfig()
     weak = [frame(0, [(200, 100, 240, 150)], score=0.1, tid=0)]
-    assert plan_regions(Analysis(INFO, weak), cfg.detection, cfg.tracking, cfg.regions).regions[0] == []
+    off = cfg.regions.model_copy(update={"fallback_heads": False})
+    assert plan_regions(Analysis(INFO, weak), cfg.detection, cfg.tracking, off).regions[0] == []
     heads = cfg.regions.model_copy(update={"fallback_heads": True})
     (r,) = plan_regions(Analysis(INFO, weak), cfg.detection, cfg.tracking, heads).regions[0]
     assert r.kind == "fallback" and r.x2 - r.x1 == 40 + 2 * 32

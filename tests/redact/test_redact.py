@@ -58,6 +58,7 @@ def redacted(clip: SynthClip, tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(out / "release"),
         "--method",
         "box",
+        "--no-fallback-heads",  # so faces the detector misses entirely must be held by their track
         "--quiet",
         "--audit-dir",
         str(out / "audit"),
