@@ -45,7 +45,7 @@ def background(t: int) -> NDArray[np.uint8]:
     b = 110 + 60 * np.sin((xs + shift) / 23.0) * np.cos(ys / 31.0)
     g = 120 + 50 * np.sin((xs + shift) / 41.0 + ys / 57.0)
     r = 100 + 40 * np.cos((ys - shift) / 19.0)
-    return np.clip(np.stack([b, g, r], axis=-1), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(np.stack([b, g, r], axis=-1), 0, 255), dtype=np.uint8)
 
 
 def make_clip(path: Path, crops: list[NDArray[np.uint8]], audio: bool = False) -> SynthClip:
