@@ -6,6 +6,7 @@ watchlist with one enrolled subject, an event journal holding one match event, C
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,11 @@ def make_workspace(root: Path, busy_port: int) -> Workspace:
     with Watchlist.create(root / "wl", analyzer.embedder.identity) as wl:
         templates = templates_from_images([root / "face.jpg"], analyzer, FaceChoice(largest=True))
         wl.enroll(NewSubject("s-1", "Subject One", "test", "test fixture", "pytest"), templates)
+    from streamproc.records.audit import AuditLog
+
+    AuditLog.open_or_create(root / "wl", actor="pytest").append("pytest", "enrol", subject_id="s-1", reason="test")
+    with sqlite3.connect(root / "wl" / "watchlist.sqlite") as db:  # quiescent: readers find no WAL to fold in
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     event = make_event(stream="cam1")
     with EventJournal(root / "journal.sqlite") as journal:
         journal.append(event)

@@ -21,6 +21,7 @@ import typer
 from numpy.typing import NDArray
 
 from streamproc.cli.common import DeviceOpt, err_console, out, recognition_config
+from streamproc.errors import ConfigError
 from streamproc.fsutil import sha256_file
 from streamproc.types import ImageBGR
 
@@ -180,6 +181,9 @@ def demo_command(
     from streamproc.metrics import serve
     from streamproc.runtime.build import build_analyzer, build_pipeline
 
+    if workdir is not None and workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory")
+    recognition_config(None, device=device)  # a bad --device is refused before anything is prepared
     err_console.print("[dim]preparing models (the first run builds them offline)…[/dim]")
     with tempfile.TemporaryDirectory(prefix="streamproc-demo-") as tmp:
         work = workdir or Path(tmp)

@@ -16,6 +16,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from streamproc.config_checks import zmq_endpoint
+from streamproc.errors import ConfigError
 from streamproc.feed.codec import EventFormatError
 from streamproc.feed.replay import ReplayUnreachableError, iter_since
 from streamproc.feed.schema import REVIEW_TOPIC_PREFIX, TOPIC_PREFIX, FeedEvent, ReviewEvent
@@ -230,6 +232,11 @@ def tail(
     --since and --replay fetch them from the publisher's journal first."""
     if (since is None) != (replay is None):
         raise typer.BadParameter("--since and --replay go together", param_hint="--since/--replay")
+    for name, address in (("ENDPOINT", endpoint), ("--replay", replay)):
+        try:
+            zmq_endpoint(address or "inproc://unset")
+        except ValueError as bad:
+            raise ConfigError(f"{name}: {bad}") from None
     security = client_security_from_options(secret_key, server_key)
     emit = _sink(as_json)
     err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)

@@ -16,6 +16,7 @@ from streamproc.cli.common import (
     out,
     recognition_config,
 )
+from streamproc.errors import ConfigError
 
 
 def identify_command(
@@ -38,6 +39,10 @@ def identify_command(
     from streamproc.search.watchlist import Watchlist
     from streamproc.vision.imageio import read_image
 
+    if not operator.strip() or not reason.strip():
+        raise ConfigError("--operator and --reason are recorded with every search: neither may be empty")
+    photos = [(path, read_image(path)) for path in images]  # every photo readable before anything is recorded
+    Watchlist.open(watchlist).close()  # exists and is a watchlist, before a model is loaded
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     shipped = shipped_calibration(analyzer.embedder.identity)
     threshold = shipped[0].threshold_for(1e-3).distance_threshold if shipped else None
@@ -50,8 +55,8 @@ def identify_command(
         AuditLog.open_or_create(watchlist, actor=operator).append(
             operator, "identify", reason=reason, details={"images": [p.name for p in images], "top_k": top_k}
         )
-        for path in images:
-            faces = analyzer.faces(read_image(path))
+        for path, image in photos:
+            faces = analyzer.faces(image)
             if not faces:
                 out.print(f"{path}: no face found")
                 continue

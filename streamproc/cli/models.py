@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from streamproc.cli.common import err_console, out
-from streamproc.errors import StreamprocError
+from streamproc.errors import ConfigError, StreamprocError
 
 models_app = typer.Typer(help="Build, verify and list the default models (offline).", no_args_is_help=True)
 
@@ -17,6 +17,11 @@ CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cac
 
 
 @models_app.command("prepare")
+def _check_cache_dir(cache_dir: Path | None) -> None:
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise ConfigError(f"--cache-dir {cache_dir} is a file, not a directory")
+
+
 def models_prepare(
     cache_dir: CacheDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
@@ -24,6 +29,7 @@ def models_prepare(
     """Build the default detector and embedder from installed packages and record their sha256."""
     from streamproc.models.registry import ModelStore
 
+    _check_cache_dir(cache_dir)
     store = ModelStore(cache_dir)
     records = store.prepare(force=force, progress=lambda msg: err_console.print(f"[dim]{msg}…[/dim]"))
     for rec in records:
@@ -35,6 +41,7 @@ def models_list(cache_dir: CacheDirOpt = None) -> None:
     """Show built models, their hashes and licences (verifying each file's hash)."""
     from streamproc.models.registry import DEFAULT_MODELS, ModelStore
 
+    _check_cache_dir(cache_dir)
     store = ModelStore(cache_dir)
     table = Table(title=f"models in {store.cache_dir}")
     for col in ("name", "status", "sha256", "size", "built", "licence"):

@@ -57,13 +57,15 @@ def with_overrides(cfg: PipelineConfig, path: Path, values: dict[str, Any]) -> P
 
 def _check_watchlist(path: Path, what: str) -> None:
     if not path.exists():
-        raise ConfigError(f"{what} {path} does not exist; create it or enrol a subject first (watchlist enroll)")
+        raise ConfigError(
+            f"watchlist.path: {what} {path} does not exist; create it or enrol a subject first (watchlist enroll)"
+        )
     if not path.is_dir():
-        raise ConfigError(f"{what} {path} is not a directory")
+        raise ConfigError(f"watchlist.path: {what} {path} is not a directory")
     if what == "watchlist" and not (path / "watchlist.sqlite").is_file():
         damaged = (path / "index.hnsw").exists()
         raise ConfigError(
-            f"watchlist {path} has no watchlist.sqlite: "
+            f"watchlist.path: watchlist {path} has no watchlist.sqlite: "
             + ("damaged; restore it from backup" if damaged else "not a watchlist directory (enrol a subject first)")
         )
 

@@ -37,6 +37,45 @@ def _parse_date(value: str | None, option: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _check_enrolment(
+    watchlist: Path,
+    subject_id: str,
+    images: list[Path],
+    face: int | None,
+    largest: bool,
+    add_templates: bool,
+    *texts: str,
+) -> None:
+    """What can be refused before a model is loaded: options, photos that cannot be read, the wrong directory."""
+    from streamproc.search.watchlist import Watchlist
+    from streamproc.vision.imageio import read_image
+
+    if face is not None and largest:
+        raise ConfigError("--face N and --largest both choose the face to take: give one of them")
+    for option, value in zip(
+        ("--subject-id", "--name", "--reason", "--operator", "--legal-basis"), (subject_id, *texts), strict=True
+    ):
+        if not value.strip():
+            raise ConfigError(f"{option} must not be empty")
+    for image in images:
+        read_image(image)  # refuses a missing, unreadable, non-image or truncated photo, naming it
+    if watchlist.exists() and not watchlist.is_dir():
+        raise ConfigError(f"--watchlist {watchlist} is a file, not a watchlist directory")
+    if watchlist.is_dir() and not (watchlist / "watchlist.sqlite").exists():
+        if any(watchlist.iterdir()):
+            raise ConfigError(f"--watchlist {watchlist} is not a watchlist directory (it holds other files)")
+        return
+    if watchlist.is_dir():
+        with Watchlist.open(watchlist) as wl:
+            known = {s.subject_id for s in wl.subjects()}
+        if subject_id in known and not add_templates:
+            raise ConfigError(
+                f"subject {subject_id} is already enrolled; add --add-templates to add these photos to it"
+            )
+        if subject_id not in known and add_templates:
+            raise ConfigError(f"--add-templates: subject {subject_id} is not enrolled; enrol it first (without it)")
+
+
 @watchlist_app.command("enroll")
 def watchlist_enroll(
     watchlist: WatchlistOpt,
@@ -47,7 +86,9 @@ def watchlist_enroll(
     legal_basis: Annotated[str, typer.Option("--legal-basis", help="Legal basis / case reference.")],
     images: Annotated[list[Path], typer.Argument(help="One or more photos of the subject.")],
     expires: Annotated[str | None, typer.Option("--expires", help="ISO date after which it stops matching.")] = None,
-    face: Annotated[int | None, typer.Option("--face", help="Take face N (0 = most confident) of each photo.")] = None,
+    face: Annotated[
+        int | None, typer.Option("--face", min=0, help="Take face N (0 = most confident) of each photo.")
+    ] = None,
     largest: Annotated[bool, typer.Option("--largest", help="Take the largest face of each photo.")] = False,
     add_templates: Annotated[
         bool, typer.Option("--add-templates", help="Add photos to an already enrolled subject.")
@@ -72,6 +113,7 @@ def watchlist_enroll(
     expires_at = _parse_date(expires, "--expires")
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise ConfigError(f"--expires {expires} is in the past")
+    _check_enrolment(watchlist, subject_id, images, face, largest, add_templates, name, reason, operator, legal_basis)
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     templates = templates_from_images(images, analyzer, FaceChoice(index=face, largest=largest))
     shipped = shipped_calibration(analyzer.embedder.identity)
@@ -154,6 +196,12 @@ def watchlist_remove(
     from streamproc.records.audit import AuditLog
     from streamproc.search.watchlist import Watchlist
 
+    for path in journal or []:  # every check before the subject is removed: a refusal changes nothing
+        if not path.is_file():
+            raise ConfigError(f"--journal {path}: no such journal file")
+    with Watchlist.open(watchlist) as wl:
+        if subject_id not in {s.subject_id for s in wl.subjects()}:
+            raise ConfigError(f"watchlist {watchlist}: unknown subject {subject_id}; list subjects to check the id")
     with Watchlist.open(watchlist, writable=True) as wl:
         wl.remove(subject_id, removed_by=operator, reason=reason)
     AuditLog.open_or_create(watchlist, actor=operator).append(

@@ -162,12 +162,18 @@ class Watchlist:
         interrupted between commit and rename (see :mod:`streamproc.search.integrity`).
         """
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise WatchlistError(f"watchlist {directory} is a file, not a watchlist directory")
         if not directory.is_dir():
             raise WatchlistError(f"watchlist {directory} does not exist; create it or enrol a subject first")
         if not (directory / DB_FILE).is_file():
+            if (directory / INDEX_FILE).exists():  # the index without its database: damaged
+                raise WatchlistError(f"watchlist {directory}: {DB_FILE} is missing; damaged: restore from backup")
+            if not any(directory.iterdir()):
+                raise WatchlistError(f"watchlist {directory} is empty: enrol a subject to create one there")
             raise WatchlistError(
-                f"watchlist {directory}: {DB_FILE} is missing; not a watchlist directory, "
-                "or damaged: restore from backup"
+                f"watchlist {directory} has no {DB_FILE}: not a watchlist directory, or a damaged one "
+                "(then restore it from backup)"
             )
         with contextlib.ExitStack() as stack:
             lock_file = take_writer_lock(directory) if writable else None
@@ -316,8 +322,7 @@ class Watchlist:
                     )
                 if enrolled and not add_to_existing:
                     raise WatchlistError(
-                        f"subject {subject.subject_id} already enrolled; use "
-                        "--add-templates (add_to_existing=True) to add templates to it"
+                        f"subject {subject.subject_id} already enrolled; use --add-templates to add templates to it"
                     )
                 if not enrolled and add_to_existing:
                     raise WatchlistError(f"subject {subject.subject_id} is not enrolled; enrol it first")

@@ -205,7 +205,7 @@ def test_missing_index_file_refused(wl: tuple[Watchlist, dict[str, NDArray[np.fl
     with pytest.raises(WatchlistError, match=r"index file index\.hnsw is missing"):
         Watchlist.open(directory)
     (directory / DB_FILE).unlink()
-    with pytest.raises(WatchlistError, match=r"watchlist\.sqlite is missing"):
+    with pytest.raises(WatchlistError, match=r"has no watchlist\.sqlite: not a watchlist directory, or a damaged"):
         Watchlist.open(directory)
     with pytest.raises(WatchlistError, match="does not exist"):
         Watchlist.open(directory / "nope")
