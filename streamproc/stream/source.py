@@ -274,17 +274,29 @@ class VideoSource:
             if backoff.attempts & (backoff.attempts - 1) == 0 or now - last_log >= _ATTEMPT_LOG_EVERY_S:
                 last_log = now
                 log.warning(
-                    "source %s: reconnect attempt %d (%d in a row) in %.1f s after: %s",
+                    "source %s: reconnect attempt %d (%d in a row) in %.1f s after: %s%s",
                     self._config.id,
                     self.reconnects,
                     backoff.attempts,
                     wait,
                     error,
+                    self._retry_note(timeline) if self.reconnects == 1 else "",
                 )
             if self._on_reconnect is not None:
                 self._on_reconnect(self.reconnects, wait)
             if self._stop.wait(wait):
                 return
+
+    def _retry_note(self, timeline: Timeline) -> str:
+        """Said at the first failure: whether the camera was ever reached, and how long retrying goes on."""
+        limit = self._config.reconnect.max_attempts
+        bound = (
+            "retrying until stopped"
+            if limit is None
+            else f"retrying up to {limit} attempts in a row, then the stream fails"
+        )
+        reached = "" if timeline.last_pts is not None else "; it has not connected yet"
+        return f"{reached} ({bound}; sources[].reconnect.max_attempts sets the bound)"
 
     def _set_state(self, state: SourceState, reason: str = "") -> None:
         if state == self._state:

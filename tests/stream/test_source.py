@@ -453,6 +453,25 @@ def test_refusing_url_retries_with_backoff_then_gives_up_with_one_line() -> None
     assert states == ["connecting", "reconnecting", "failed"] and source.state == "failed"
 
 
+@pytest.mark.parametrize(("max_attempts", "says"), [(None, "retrying until stopped"), (5, "up to 5 attempts in a row")])
+def test_the_first_failure_says_it_will_retry_and_how_to_bound_it(
+    caplog: pytest.LogCaptureFixture, max_attempts: int | None, says: str
+) -> None:
+    reconnect = {"initial_s": 0.01, "jitter": 0.0, "max_attempts": max_attempts}
+    sources: list[VideoSource] = []
+    source = VideoSource(
+        _config("rtsp://127.0.0.1:9/none", open_timeout_s=3, reconnect=reconnect),
+        on_reconnect=lambda n, _wait: sources[0].stop() if n >= 2 else None,
+    )
+    sources.append(source)
+    with caplog.at_level(logging.WARNING, logger="streamproc"):
+        list(source.frames())
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2, warned
+    assert "has not connected yet" in warned[0] and says in warned[0] and "reconnect.max_attempts" in warned[0]
+    assert "max_attempts" not in warned[1]  # said once
+
+
 def test_stop_cuts_a_reconnect_wait_short() -> None:
     states: list[SourceState] = []
     source = VideoSource(_config("rtsp://127.0.0.1:9/none", reconnect={"initial_s": 60.0}), on_state=states.append)
