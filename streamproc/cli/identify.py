@@ -41,9 +41,10 @@ def identify_command(
 
     if not operator.strip() or not reason.strip():
         raise ConfigError("--operator and --reason are recorded with every search: neither may be empty")
+    recognition = recognition_config(config, embedder, embedder_model, device)  # a bad config is named first
     photos = [(path, read_image(path)) for path in images]  # every photo readable before anything is recorded
     Watchlist.open(watchlist).close()  # exists and is a watchlist, before a model is loaded
-    analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
+    analyzer = build_analyzer(recognition)
     shipped = shipped_calibration(analyzer.embedder.identity)
     threshold = shipped[0].threshold_for(1e-3).distance_threshold if shipped else None
     if shipped is not None and threshold is not None:

@@ -93,6 +93,7 @@ class StreamFront:
         self._tracker = FaceTracker(config.tracker)
         det = config.detector
         self._schedule = DetectionSchedule(det.schedule, det.nms_iou, det.min_face_px) if det.schedule.enabled else None
+        self._max_side = det.max_side
         self._backlog: Callable[[], float | None] = lambda: None
         self._shots: BestShotSelector[_Pending] = BestShotSelector(config.best_shot)
         self._track_start: dict[int, float] = {}
@@ -192,6 +193,12 @@ class StreamFront:
             for frame in frames:
                 self._process_scheduled(frame, self._schedule)
             return
+        # No schedule: every frame gets the whole-frame pass at detector.max_side (the same gauges, fixed values).
+        height, width = frames[0].image.shape[:2]
+        m, sid = self._metrics, self.stream_id
+        m.detect_interval.labels(stream=sid).set(1)
+        m.detect_native_cycle.labels(stream=sid).set(0)
+        m.detect_scale.labels(stream=sid).set(min(1.0, (self._max_side or max(height, width)) / max(height, width)))
         t0 = time.perf_counter()
         detections = self._detector.detect([f.image for f in frames])
         per_frame = (time.perf_counter() - t0) / len(frames)
