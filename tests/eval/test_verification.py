@@ -78,7 +78,7 @@ def test_verification_cli_reports_and_counts_failures(shared_dir: Path, tmp_path
     assert data["accuracy_mean"] > 0.9
     assert (report / "det.png").read_bytes()[:4] == b"\x89PNG"
     cal = json.loads((tmp_path / "cal.json").read_text())
-    assert cal["metric"] == "l2" and {p["fmr_target"] for p in cal["points"]} == {1e-3, 1e-4, 1e-5}
+    assert cal["metric"] == "cosine" and {p["fmr_target"] for p in cal["points"]} == {1e-3, 1e-4, 1e-5}
 
 
 def test_malformed_pairs_file_names_the_line(tmp_path: Path) -> None:
