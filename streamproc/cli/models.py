@@ -16,12 +16,12 @@ models_app = typer.Typer(help="Build, verify and list the default models (offlin
 CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache directory (default: XDG cache).")]
 
 
-@models_app.command("prepare")
 def _check_cache_dir(cache_dir: Path | None) -> None:
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise ConfigError(f"--cache-dir {cache_dir} is a file, not a directory")
 
 
+@models_app.command("prepare")
 def models_prepare(
     cache_dir: CacheDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
