@@ -19,14 +19,21 @@ from streamproc.feed.schema import CalibrationInfo, MatchEvent, QualityInfo, mak
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.messages import BestShot
 from streamproc.metrics import serve
+from streamproc.models.registry import SFACE
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject
 from streamproc.search.watchlist import Watchlist
-from streamproc.types import Quality
+from streamproc.types import EmbedderIdentity, Quality
 
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(range(64))).decode("ascii")
 """A tiny base64 payload that starts like a JPEG (the schema checks the magic bytes)."""
+
+
+def sface_identity() -> EmbedderIdentity:
+    """The default embedder's identity, for a watchlist that a command with the default config will accept."""
+    assert SFACE.output_sha256 is not None
+    return EmbedderIdentity("sface", SFACE.output_sha256, 128, "cosine")
 
 
 def make_event(stream: str = "cam1", track: int = 1, subject: str = "s-001", **over: Any) -> MatchEvent:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
-from support import STREAMPROC
+from support import STREAMPROC, sface_identity
 
 from streamproc.cli.common import recognition_config
 from streamproc.config_recognition import ArcFaceConfig, RecognitionConfig, SFaceConfig
@@ -14,6 +16,7 @@ from streamproc.errors import ConfigError, ModelError
 from streamproc.models.registry import SFACE, ModelStore
 from streamproc.runtime.build import build_analyzer, build_detector, build_embedder
 from streamproc.runtime.selfcheck import check_embedder
+from streamproc.search.watchlist import Watchlist
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,9 @@ def test_garbage_embedder_stops_the_command_with_one_line(tmp_path: Path, sface_
     yaml = tmp_path / "rec.yaml"
     yaml.write_text("embedder:\n  type: arcface\n  model: m.onnx\n  mean: 0\n  std: 1\n")
     image = tmp_path / "x.png"
-    image.write_bytes(b"")
+    cv2.imwrite(str(image), np.full((64, 64, 3), 128, np.uint8))  # readable, so the photo check passes
+    with Watchlist.create(tmp_path / "wl", sface_identity()):
+        pass  # exists, so the watchlist check passes
     done = subprocess.run(
         [STREAMPROC, "identify", "--watchlist", str(tmp_path / "wl"), "--operator", "t", "--reason", "r",
          "--config", str(yaml), "--embedder-model", str(sface_model), str(image)],

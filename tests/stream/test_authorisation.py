@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import STREAMPROC
+from support import STREAMPROC, sface_identity
 
 from streamproc.config import PipelineConfig
 from streamproc.records.audit import AuditLog
+from streamproc.search.watchlist import Watchlist
 from streamproc.stream.authorisation import NotAuthorisedError, check_authorisation, needs_authorisation
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -84,6 +85,8 @@ def test_run_refuses_in_one_line_and_audits_the_refusal(tmp_path: Path) -> None:
         "sources:\n  - id: bodycam-7\n    url: rtsp://127.0.0.1:9/live\n"
         f"watchlist:\n  path: {tmp_path / 'wl'}\naudit:\n  dir: {tmp_path / 'audit'}\nmetrics:\n  port: null\n"
     )
+    with Watchlist.create(tmp_path / "wl", sface_identity()):
+        pass  # a real watchlist, so the only thing wrong is the missing authorisation
     done = subprocess.run([STREAMPROC, "run", str(cfg), "-q"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
