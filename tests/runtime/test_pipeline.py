@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -198,16 +200,34 @@ def test_unusable_event_endpoint_or_watchlist_fail_before_any_stream(
     assert no_watchlist.returncode == 2 and "Traceback" not in no_watchlist.stderr
 
 
+def _wait_for_decoded_frames(url: str, proc: subprocess.Popen[str], deadline_s: float = 120.0) -> None:
+    """Scrape the run's metrics until a frame has been decoded (the clip replays in real time: 11 s)."""
+    stop = time.monotonic() + deadline_s
+    while time.monotonic() < stop and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            text = ""
+        decoded = [line for line in text.splitlines() if line.startswith("streamproc_frames_decoded_total{")]
+        if decoded and float(decoded[0].rsplit(" ", 1)[1]) > 0:
+            return
+        threading.Event().wait(0.2)
+    pytest.fail(f"no frame decoded within {deadline_s:.0f} s (exit code {proc.poll()})")
+
+
 def test_sigterm_drains_and_exits_cleanly(shared_dir: Path, enrolled: Path, tmp_path: Path) -> None:
+    port = free_port()
     config = tmp_path / "run.yaml"
     config.write_text(
         f"sources:\n  - id: ham\n    url: {shared_dir / HAMILTON}\n    realtime: true\n"
-        f"watchlist:\n  path: {enrolled}\nevents:\n  endpoint: tcp://127.0.0.1:*\nmetrics:\n  port: null\n"
+        f"watchlist:\n  path: {enrolled}\nevents:\n  endpoint: tcp://127.0.0.1:*\n"
+        f"metrics:\n  port: {port}\n  host: 127.0.0.1\n"
     )
     proc = subprocess.Popen(
         [STREAMPROC, "run", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    threading.Event().wait(4.0)  # realtime replay: about a third of the clip
+    _wait_for_decoded_frames(f"http://127.0.0.1:{port}/metrics", proc)  # mid-clip, however slow the start
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
