@@ -302,22 +302,37 @@ def _cli(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedPro
     )
 
 
+def _reviewers_add(
+    config: Path,
+    rid: str,
+    *,
+    name: str | None = None,
+    role: str | None = None,
+    operator: str = "admin-1",
+    stdin: str = PASSWORD,
+) -> subprocess.CompletedProcess[str]:
+    """`review reviewers add` for one account (name defaults to the id titled); the password goes on stdin."""
+    role_args = () if role is None else ("--role", role)
+    return _cli(
+        "review",
+        "reviewers",
+        "add",
+        "--config",
+        config,
+        "--id",
+        rid,
+        "--name",
+        rid.title() if name is None else name,
+        *role_args,
+        "--operator",
+        operator,
+        stdin=stdin,
+    )
+
+
 def _add_reviewers(config: Path, *ids: str) -> None:
     for rid in ids:
-        added = _cli(
-            "review",
-            "reviewers",
-            "add",
-            "--config",
-            config,
-            "--id",
-            rid,
-            "--name",
-            rid.title(),
-            "--operator",
-            "admin-1",
-            stdin=PASSWORD,
-        )
+        added = _reviewers_add(config, rid)
         assert added.returncode == 0, added.stderr
 
 
@@ -406,22 +421,7 @@ def test_cli_decide_list_show(tmp_path: Path) -> None:
 
     not_supervisor = _cli("review", "reopen", eid, "--config", config, "--note", "x", "--as", "alice", stdin=PASSWORD)
     assert not_supervisor.returncode == 1 and "only a supervisor" in not_supervisor.stderr
-    sup = _cli(
-        "review",
-        "reviewers",
-        "add",
-        "--config",
-        config,
-        "--id",
-        "sam",
-        "--name",
-        "Sam",
-        "--role",
-        "supervisor",
-        "--operator",
-        "admin-1",
-        stdin=PASSWORD,
-    )
+    sup = _reviewers_add(config, "sam", role="supervisor")
     assert sup.returncode == 0, sup.stderr
     reopened = _cli(
         "review", "reopen", eid[:6], "--config", config, "--note", "new photo", "--as", "sam", stdin=PASSWORD
@@ -482,56 +482,15 @@ def test_cli_reviewer_accounts(tmp_path: Path) -> None:
     )
     none = _cli("review", "reviewers", "list", "--config", config)
     assert none.returncode == 2 and "reviewers add" in none.stderr
-    weak = _cli(
-        "review",
-        "reviewers",
-        "add",
-        "--config",
-        config,
-        "--id",
-        "carol",
-        "--name",
-        "Carol",
-        "--operator",
-        "admin-1",
-        stdin="short",
-    )
+    weak = _reviewers_add(config, "carol", stdin="short")
     assert weak.returncode == 2 and "at least 12" in weak.stderr and not (tmp_path / "wl").exists()
     _add_reviewers(config, "carol")
     stored = (tmp_path / "wl" / "reviewers.sqlite").read_bytes()
     assert PASSWORD.encode() not in stored and b"scrypt$" in stored
     assert (tmp_path / "wl" / "reviewers.sqlite").stat().st_mode & 0o777 == 0o600
-    dup = _cli(
-        "review",
-        "reviewers",
-        "add",
-        "--config",
-        config,
-        "--id",
-        "carol",
-        "--name",
-        "C",
-        "--operator",
-        "a",
-        stdin=PASSWORD,
-    )
+    dup = _reviewers_add(config, "carol", name="C", operator="a")
     assert dup.returncode == 2 and "already exists" in dup.stderr
-    sup = _cli(
-        "review",
-        "reviewers",
-        "add",
-        "--config",
-        config,
-        "--id",
-        "sam",
-        "--name",
-        "Sam",
-        "--role",
-        "supervisor",
-        "--operator",
-        "admin-1",
-        stdin=PASSWORD,
-    )
+    sup = _reviewers_add(config, "sam", role="supervisor")
     assert sup.returncode == 0, sup.stderr
     assert (
         _cli("review", "reviewers", "disable", "--config", config, "--id", "carol", "--operator", "a").returncode == 0
