@@ -7,7 +7,9 @@
 # tracks (3 photos of one LFW person) against galleries of LFW single-photo persons + UTKFace faces,
 # with thresholds cross-fitted over person folds so no track's person set its own threshold. A gallery of
 # 10,000 cannot be measured: the public data has about 4,500 distractor identities.
-# TRACKS_ONLY=1 keeps the existing thresholds (and report) and redoes only the track measurement.
+# The fair score map (docs/fair-scores.md) is fitted, without any label, on the same LFW faces plus every
+# UTKFace face (each its own person), on the scale of the impostor pairs the thresholds were set on.
+# TRACKS_ONLY=1 keeps the existing thresholds (and report) and redoes the fair map and the track measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
@@ -21,4 +23,5 @@ if [[ "${TRACKS_ONLY:-0}" != 1 ]]; then
 fi
 .venv/bin/streamproc calibrate --tracks-only --embedder "$embedder" --out "$out" \
     --images "$data/identity/lfw" --pairs "$data/identity/lfw_pairs_folds1-5.txt" \
+    --fair-faces "$data/demographic/utkface" \
     --track-distractors "$data/demographic/utkface" --track-gallery-sizes 100,300,1000,2500

@@ -12,6 +12,7 @@ rate of the k-of-n rule at each operating point, measured on impostor tracks
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -150,7 +151,8 @@ def calibrate_command(
     if tracks_only:
         if target_fpir is not None or target_fmr is not None:
             raise ConfigError("--tracks-only keeps the thresholds of --out: give no --target-fpir/--target-fmr")
-        _tracks_only(out_file, images, pairs, _TrackOptions.parse(locals()), config, embedder, embedder_model, device)
+        opts = _TrackOptions.parse(locals())
+        _tracks_only(out_file, images, pairs, opts, fair_faces, config, embedder, embedder_model, device)
         return
     if (target_fpir is None) == (target_fmr is None):
         raise ConfigError("give exactly one of --target-fpir or --target-fmr")
@@ -248,19 +250,11 @@ def calibrate_command(
         notes=tuple(notes),
     )
     if fair_faces is not None:
-        from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, fit_calibration_map
+        from streamproc.eval.fairness import with_fair_map
 
-        cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
-        try:
-            fair = fit_calibration_map(
-                emb, persons, impostor, fair_faces, analyzer, cache, DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, seed
-            )
-        finally:
-            if cache is not None:
-                cache.close()
-        note = "fair_map: thresholds apply to its calibrated distances (FMR among look-alikes); docs/models.md"
-        calibration = replace(calibration, fair_map=fair, notes=(*calibration.notes, note))
-        typer.echo(f"fair score map fitted: {fair.data}")
+        opener = functools.partial(eval_cache, analyzer, no_cache, cfg.models.cache_dir)
+        calibration = with_fair_map(calibration, (emb, persons, impostor), fair_faces, analyzer, opener, seed)
+        typer.echo(f"fair score map fitted on the calibration faces and {fair_faces}")
     if track_opts is not None:
         sections = _measure_tracks(calibration, analyzer, emb, persons, track_opts, no_cache, cfg.models.cache_dir)
         calibration = replace(calibration, track_false_flags=sections)
@@ -337,11 +331,14 @@ def _tracks_only(
     images: Path,
     pairs: Path | None,
     opts: _TrackOptions,
+    fair_faces: Path | None,
     config: Path | None,
     embedder: str | None,
     embedder_model: Path | None,
     device: str | None,
 ) -> None:
+    """Keep --out's thresholds; with ``fair_faces`` also (re)fit its fair map, on the scale of the impostor
+    pairs among the same --images/--pairs faces the thresholds were set on; then measure tracks."""
     import numpy as np
 
     from streamproc.runtime.build import build_analyzer
@@ -359,6 +356,14 @@ def _tracks_only(
             cache.close()
     persons = [items[i][0] for i, v in enumerate(vectors) if v is not None]
     emb = np.stack([v for v in vectors if v is not None])
+    if fair_faces is not None:
+        from streamproc.eval.fairness import with_fair_map
+        from streamproc.eval.metrics import all_pairs_scores
+
+        faces = (emb, persons, all_pairs_scores(emb, persons, calibration.metric)[1])
+        opener = functools.partial(eval_cache, analyzer, False, cfg.models.cache_dir)
+        calibration = with_fair_map(calibration, faces, fair_faces, analyzer, opener, opts.seed)
+        typer.echo(f"fair score map fitted on the calibration faces and {fair_faces}")
     sections = _measure_tracks(calibration, analyzer, emb, persons, opts, False, cfg.models.cache_dir)
     note = f"track_false_flags measured by: {' '.join(sys.argv[1:])}"
     notes = (*(n for n in calibration.notes if not n.startswith("track_false_flags measured by:")), note)

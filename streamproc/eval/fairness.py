@@ -22,8 +22,8 @@ no false match); ``worst_x`` is the worst group's FMR over the nominal FMR.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from streamproc.types import Metric
 
 if TYPE_CHECKING:
     from streamproc.eval.cache import EmbeddingCache
+    from streamproc.search.calibration import Calibration
     from streamproc.vision.faces import FaceAnalyzer
 
 NEAR_DUPLICATE_SIMILARITY = 0.85  # cosine: two files this close are one photo (or one person) for the split
@@ -427,3 +428,29 @@ def fit_calibration_map(
         )
     except ValueError as err:
         raise ConfigError(f"cannot fit the fair score map: {err}") from None
+
+
+def with_fair_map(
+    calibration: Calibration,
+    faces: tuple[NDArray[np.float32], list[str], NDArray[np.floating[Any]]],
+    faces_dir: Path,
+    analyzer: FaceAnalyzer,
+    open_cache: Callable[[], EmbeddingCache | None],
+    seed: int,
+) -> Calibration:
+    """``calibration`` with a fair map (:func:`fit_calibration_map`) fitted on ``faces`` (the calibration
+    embeddings, their persons, and the impostor similarities that set its thresholds) plus ``faces_dir``;
+    an earlier map and its note are replaced."""
+    emb, persons, impostor = faces
+    cache = open_cache()
+    try:
+        fair = fit_calibration_map(
+            emb, persons, impostor, faces_dir, analyzer, cache, DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, seed
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+    note = "fair_map: thresholds apply to its calibrated distances (FMR among look-alikes); docs/fair-scores.md"
+    return replace(
+        calibration, fair_map=fair, notes=(*(n for n in calibration.notes if not n.startswith("fair_map:")), note)
+    )

@@ -220,8 +220,12 @@ def save_calibration(calibration: Calibration, path: Path) -> None:
     del body["fair_map"]
     if calibration.fair_map is not None:
         body["schema_version"] = FAIR_SCHEMA_VERSION
-        body["fair_map"] = calibration.fair_map.to_dict()
-    atomic_write_bytes(path, (json.dumps(body, indent=2) + "\n").encode())
+    text = json.dumps(body, indent=2)
+    if calibration.fair_map is not None:  # its tables one line per key: ~45k numbers, not one line each
+        tables = calibration.fair_map.to_dict()
+        lines = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in tables.items())
+        text = text[:-2] + ',\n  "fair_map": {\n' + lines + "\n  }\n}"
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def load_calibration(path: Path, embedder: EmbedderIdentity | None = None) -> Calibration:
