@@ -336,10 +336,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> RecognitionC
 
 def load_config(path: Path) -> RecognitionConfig:
     """Read a YAML file; every error names the file and key path."""
-    return parse_config(_read_yaml(path), str(path))
+    return parse_config(read_yaml(path), str(path))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping (empty file: ``{}``); any read or parse problem is a one-line
+    :class:`ConfigError` naming the file (and line:column for YAML syntax)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -359,7 +361,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_pipeline_config(path: Path) -> PipelineConfig:
     """Read a `streamproc run` YAML file; every error names the file and key path (and line)."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not data:
         raise ConfigError(
             f"{path}: the file is empty; a pipeline config needs sources and watchlist (configs/file.yaml)"

@@ -6,12 +6,11 @@ Defaults lean towards hiding too much: a blurred shoulder costs nothing, a visib
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamproc.config import format_validation_error
+from streamproc.config import format_validation_error, read_yaml
 from streamproc.config_recognition import ModelsConfig, RuntimeConfig
 from streamproc.errors import ConfigError
 
@@ -161,17 +160,7 @@ def load_redact_config(path: Path | None) -> RedactConfig:
     if path is None:
         return RedactConfig()
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    try:
-        config = RedactConfig.model_validate(data)
+        config = RedactConfig.model_validate(read_yaml(path))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path)).replace("\n", "; ")) from None
     if config.audit.dir is not None and not config.audit.dir.is_absolute():
