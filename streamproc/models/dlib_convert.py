@@ -26,8 +26,6 @@ with L2 distance).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,11 @@ from typing import Any
 import numpy as np
 import onnx
 from numpy.typing import NDArray
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from streamproc.errors import ModelError
+from streamproc.fsutil import atomic_write_bytes
+from streamproc.models.onnx_embedder import embedder_model
 
 log = logging.getLogger(__name__)
 
@@ -309,24 +309,17 @@ def build_graph(weights: DlibWeights) -> onnx.ModelProto:
     x = g.node("Flatten", [x], "flatten", axis=1)
     g.node("MatMul", [x, g.const("fc.w", weights.fc)], OUTPUT_NAME)
 
-    graph = helper.make_graph(
+    return embedder_model(
         g.nodes,
-        "dlib_face_recognition_resnet_model_v1",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, INPUT_SIZE, INPUT_SIZE])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
-        initializer=g.inits,
+        g.inits,
+        name="dlib_face_recognition_resnet_model_v1",
+        io=(INPUT_NAME, OUTPUT_NAME),
+        input_size=INPUT_SIZE,
+        embedding_dim=EMBEDDING_DIM,
+        opset=OPSET,
+        producer="streamproc.models.dlib_convert",
+        doc="dlib face ResNet v1: RGB 0..255 NCHW 150x150 float32 -> raw 128-d descriptor",
     )
-    opsets = [helper.make_opsetid("", OPSET)]
-    model = helper.make_model(
-        graph,
-        opset_imports=opsets,
-        producer_name="streamproc.models.dlib_convert",
-        # The lowest IR version that carries this opset, so older onnxruntime releases load it too.
-        ir_version=helper.find_min_ir_version_for(opsets),
-        doc_string="dlib face ResNet v1: RGB 0..255 NCHW 150x150 float32 -> raw 128-d descriptor",
-    )
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def convert_dlib_resnet(dat_path: Path, onnx_path: Path) -> None:
@@ -345,17 +338,5 @@ def convert_dlib_resnet(dat_path: Path, onnx_path: Path) -> None:
         raise ModelError(f"{dat_path}: {err}") from None
     payload = build_graph(weights).SerializeToString(deterministic=True)
 
-    onnx_path = Path(onnx_path)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".tmp", dir=onnx_path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(onnx_path)  # os.replace: atomic within one directory
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(onnx_path), payload)
     log.info("converted %s -> %s (%d bytes)", dat_path, onnx_path, len(payload))

@@ -34,6 +34,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from streamproc.errors import ModelError
 from streamproc.fsutil import atomic_write_bytes
+from streamproc.models.onnx_embedder import embedder_model
 
 log = logging.getLogger(__name__)
 
@@ -207,27 +208,18 @@ def build_graph(source: onnx.ModelProto) -> onnx.ModelProto:
     if converter.normalisation != ["Sub", "Mul"]:
         raise ModelError("SFace graph does not match: no (data - 127.5) * 0.0078125 input normalisation found")
 
-    graph = helper.make_graph(
+    return embedder_model(
         converter.nodes,
-        "sface_2021dec_fp32",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, INPUT_SIZE, INPUT_SIZE])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
-        initializer=converter.inits,
-    )
-    opsets = [helper.make_opsetid("", OPSET)]
-    model = helper.make_model(
-        graph,
-        opset_imports=opsets,
-        producer_name="streamproc.models.sface_convert",
-        ir_version=helper.find_min_ir_version_for(opsets),
-        doc_string="OpenCV Zoo SFace 2021dec (Apache-2.0), modified by streamproc: fp32 weights, PReLU rewritten, "
+        converter.inits,
+        name="sface_2021dec_fp32",
+        io=(INPUT_NAME, OUTPUT_NAME),
+        input_size=INPUT_SIZE,
+        embedding_dim=EMBEDDING_DIM,
+        opset=OPSET,
+        producer="streamproc.models.sface_convert",
+        doc="OpenCV Zoo SFace 2021dec (Apache-2.0), modified by streamproc: fp32 weights, PReLU rewritten, "
         "normalisation removed. RGB (x-127.5)/128 NCHW 112x112 float32 -> raw 128-d descriptor",
     )
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise ModelError(f"converted SFace graph is invalid: {err}") from None
-    return model
 
 
 def convert_sface(source: bytes, onnx_path: Path) -> None:
