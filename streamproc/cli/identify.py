@@ -36,6 +36,7 @@ def identify_command(
     from streamproc.records.audit import AuditLog
     from streamproc.runtime.build import build_analyzer
     from streamproc.search.calibration import shipped_calibration
+    from streamproc.search.fairsearch import FairSearcher, scored_search
     from streamproc.search.watchlist import Watchlist
     from streamproc.vision.imageio import read_image
 
@@ -47,10 +48,14 @@ def identify_command(
     analyzer = build_analyzer(recognition)
     shipped = shipped_calibration(analyzer.embedder.identity)
     threshold = shipped[0].threshold_for(1e-3).distance_threshold if shipped else None
+    fair_map = shipped[0].fair_map if shipped else None
+    searcher = None if fair_map is None else FairSearcher(fair_map)
     if shipped is not None and threshold is not None:
         out.print(f"threshold: distance <= {threshold:.4f} (calibrated to FMR 1e-3 per comparison, {shipped[1]})")
     else:
         out.print("no calibration for this model: distances are shown without a threshold")
+    if searcher is not None:
+        out.print("fair score map applied: distances are calibrated from both faces' clusters (raw in brackets)")
     with Watchlist.open(watchlist, analyzer.embedder.identity) as wl:
         # The search is recorded before it runs: who, why, on what (file names only, never faces).
         AuditLog.open_or_create(watchlist, actor=operator).append(
@@ -62,7 +67,8 @@ def identify_command(
                 out.print(f"{path}: no face found")
                 continue
             vectors = analyzer.embed(faces)
-            for i, (face, results) in enumerate(zip(faces, wl.search(vectors, k=top_k), strict=True)):
+            found = scored_search(wl, vectors, top_k, searcher)
+            for i, (face, results) in enumerate(zip(faces, found, strict=True)):
                 q = face.quality
                 gate = "ok" if q.passed else "below quality gate: " + ", ".join(q.reasons)
                 box = ",".join(f"{v:.0f}" for v in face.box)
@@ -72,6 +78,7 @@ def identify_command(
                     out.print(
                         f"  {rank}. {cand.subject_id} ({cand.display_name}) "
                         f"{wl.embedder.metric} distance={cand.distance:.4f}"
+                        + (f" (raw {cand.raw_distance:.4f})" if cand.fair else "")
                         + ("  <- candidate for human review" if under else ""),
                         highlight=False,
                     )

@@ -122,7 +122,8 @@ def watchlist_enroll(
         for gone in purge_expired(wl, audit):
             out.print(f"purged expired subject {gone.subject_id}")
         if shipped is not None:
-            check_collisions(wl, subject_id, templates, shipped[0].threshold_for(1e-3).distance_threshold)
+            threshold = shipped[0].threshold_for(1e-3).distance_threshold
+            check_collisions(wl, subject_id, templates, threshold, shipped[0].fair_map)
         subject = wl.enroll(
             NewSubject(
                 subject_id=subject_id,

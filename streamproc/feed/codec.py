@@ -62,11 +62,13 @@ def _missing(event: FeedEvent) -> list[str]:
     calibration = event.calibration
     if event.schema_version != "1.0" and calibration is not None and "fpir" not in calibration.model_fields_set:
         missing.append("calibration.fpir")
+    if event.schema_version not in ("1.0", "1.1") and calibration is not None:
+        missing += [] if "fair_map" in calibration.model_fields_set else ["calibration.fair_map"]
     return missing
 
 
 def decode(frames: Sequence[bytes]) -> FeedEvent:
-    """Validate a received ``[topic, json]`` message: a match event (1.0 or 1.1) or a review event by topic.
+    """Validate a received ``[topic, json]`` message: a match event (1.0, 1.1 or 1.2) or a review event by topic.
 
     Anything else raises :class:`EventFormatError`. Validation is strict (no string-to-number coercion, every
     field of the body's version present) and the topic must name the event's own kind and stream, so a message

@@ -21,10 +21,10 @@ from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION: Final = "1.1"
+SCHEMA_VERSION: Final = "1.2"
 """Major.minor. Minor: fields added (optional, so old JSON stays valid); major: anything that breaks readers."""
 
-READABLE_VERSIONS: Final = ("1.0", "1.1")
+READABLE_VERSIONS: Final = ("1.0", "1.1", "1.2")
 """Match-event versions :func:`~streamproc.feed.codec.decode` accepts: journals and subscribers outlive a publisher
 upgrade."""
 
@@ -101,6 +101,11 @@ class CalibrationInfo(_Wire):
         description="Predicted per-track false-positive identification rate at this gallery size, from the "
         "calibration's impostor-track measurement; null when not measured. (Added in 1.1.)",
     )
+    fair_map: bool = Field(
+        False,
+        description="True when distance, distances and threshold are the calibration's fair score map's "
+        "calibrated distances (both faces' clusters; docs/fair-scores.md), false when raw distances. (Added in 1.2.)",
+    )
 
 
 class QualityInfo(_Wire):
@@ -134,7 +139,7 @@ class MatchEvent(_Wire):
     # Every field is always sent, defaults included, so the schema lists them all as required.
     model_config = ConfigDict(title="streamproc match event", json_schema_serialization_defaults_required=True)
 
-    schema_version: Literal["1.0", "1.1"] = Field(
+    schema_version: Literal["1.0", "1.1", "1.2"] = Field(
         SCHEMA_VERSION, description="Schema version (major.minor); readers refuse a version they do not know."
     )
     event_id: str = Field(
@@ -223,6 +228,8 @@ class MatchEvent(_Wire):
             fpir = self.calibration.fpir if self.calibration is not None else None
             if self.template_label is not None or self.gallery_size is not None or fpir is not None:
                 raise ValueError("template_label, gallery_size and calibration.fpir are not part of schema 1.0")
+        if self.schema_version in ("1.0", "1.1") and self.calibration is not None and self.calibration.fair_map:
+            raise ValueError(f"calibration.fair_map is not part of schema {self.schema_version}")
         return self
 
     @property
@@ -336,8 +343,9 @@ def make_event_id(stream_id: str, track_id: int, subject_id: str, window_start_s
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the match-event body as this version sends it, for any language.
 
-    It describes 1.1 bodies (``schema_version`` is the constant "1.1"); a 1.0 body lacks the fields added in 1.1
-    and is described by the 1.0 schema file of an earlier release.
+    It describes 1.2 bodies (``schema_version`` is the constant "1.2"); 1.0 and 1.1 bodies lack the fields added
+    since (1.1: ``template_label``, ``gallery_size``, ``calibration.fpir``; 1.2: ``calibration.fair_map``) and are
+    described by the schema files of earlier releases.
     """
     schema = MatchEvent.model_json_schema(mode="serialization")
     version = schema["properties"]["schema_version"]

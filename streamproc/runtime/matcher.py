@@ -27,6 +27,7 @@ from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
 from streamproc.metrics import PipelineMetrics
 from streamproc.records.audit import AuditLog
 from streamproc.search.calibration import Threshold, predicted_false_alerts_per_hour
+from streamproc.search.fairsearch import FairSearcher, scored_search
 from streamproc.search.policy import Flag, MatchPolicy, ShotResult
 from streamproc.search.watchlist_handle import WatchlistHandle
 from streamproc.vision.embed import OnnxEmbedder
@@ -89,6 +90,8 @@ class Matcher:
         self._feed = feed
         self._metrics = metrics
         self._audit = audit
+        # With a fair map the threshold applies to its calibrated distances: every search goes through it.
+        self._fair = None if threshold.fair_map is None else FairSearcher(threshold.fair_map)
         self._streams: dict[str, _StreamState] = {}
         self._stats: dict[str, MatchStats] = {}
         self._track_starts: dict[str, deque[float]] = {}  # per stream: monotonic times of tracks' first shots
@@ -162,14 +165,15 @@ class Matcher:
         m.stage_seconds.labels(stream=sid, stage="embed").observe(max(embed_s, 0.0))
         t0 = time.perf_counter()
         watchlist = self._watchlist.get()
-        candidates = watchlist.search(vector[None, :], k=3)[0]
+        th = self._threshold.distance
+        candidates = scored_search(watchlist, vector[None, :], 3, self._fair, within=th)[0]
         t1 = time.perf_counter()
         result = ShotResult(t_s=shot.t_s, candidates=tuple((c.subject_id, c.distance) for c in candidates))
         flags = state.policy.observe(shot.track_id, result)
         t2 = time.perf_counter()
         m.stage_seconds.labels(stream=sid, stage="search").observe(t1 - t0)
         m.stage_seconds.labels(stream=sid, stage="policy").observe(t2 - t1)
-        if not candidates or candidates[0].distance > self._threshold.distance:
+        if not candidates or candidates[0].distance > th:
             m.comparisons_nonmatching.labels(stream=sid).inc()
         names = {c.subject_id: c.display_name for c in candidates}
         labels = {c.subject_id: c.label for c in candidates}
@@ -237,6 +241,7 @@ class Matcher:
                 source=th.source,
                 uncalibrated=th.uncalibrated,
                 fpir=None if track_rate is None else track_rate.rate,
+                fair_map=self._fair is not None,
             ),
             k=self._config.policy.k,
             n=self._config.policy.n,
@@ -269,6 +274,7 @@ class Matcher:
                     "track": flag.track_id,
                     "distance": round(flag.distances[0], 6),
                     "threshold": flag.threshold,
+                    "fair_map": self._fair is not None,
                     "frame_pts_s": round(shot.t_s, 3),
                 },
             )

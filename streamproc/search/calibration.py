@@ -202,6 +202,11 @@ class Threshold:
     def uncalibrated(self) -> bool:
         return self.calibration is None
 
+    @property
+    def fair_map(self) -> FairScoreMap | None:
+        """The calibration's fair score map; when present, ``distance`` applies to its calibrated distances."""
+        return None if self.calibration is None else self.calibration.fair_map
+
     def track_false_flag_rate(self, gallery_size: int, k: int, n: int) -> TrackRate | None:
         """:meth:`Calibration.track_false_flag_rate` at this threshold's operating point; None if uncalibrated."""
         if self.calibration is None or self.fmr_target is None:

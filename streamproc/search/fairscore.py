@@ -118,6 +118,28 @@ class FairScoreMap:
         level = self.log_fmr(left, right, s)
         return _distance(_curve(level, self.levels, self.reference_similarity), self.metric)
 
+    def floor(self, clusters: NDArray[np.int64], others: list[NDArray[np.int64]], distance: float) -> float:
+        """A lower bound on the calibrated distance of any comparison of a face with ``clusters`` ((M,), from
+        :meth:`assign`) against a face whose cluster in partition ``m`` is one of ``others[m]``, at a raw distance
+        of ``distance`` or more.
+
+        Why it holds: for a fixed pair of clusters each partition's level never falls as the raw distance grows
+        (its curves rise, the look-alike table descends with the levels), so each partition's level is at least
+        its lowest over ``others[m]`` at ``distance``; the ensemble's level, their mean, is at least the mean of
+        those minima; and the calibrated distance rises with the level.
+        """
+        s = _similarity(np.array([distance], dtype=np.float64), self.metric)[0]
+        total = 0.0
+        for m in range(self.n_members):
+            right = np.asarray(others[m], dtype=np.int64).reshape(-1)
+            if right.size == 0:
+                raise ValueError("floor() needs at least one cluster per partition")
+            left = np.full(right.size, int(clusters[m]), dtype=np.int64)
+            p = self.pair_level(m, left, right, np.full(right.size, s, dtype=np.float64))
+            total += float(np.min(_level_map(p, self.levels, self.lookalike_levels[m])))
+        level = np.array([total / self.n_members], dtype=np.float64)
+        return float(_distance(_curve(level, self.levels, self.reference_similarity), self.metric)[0])
+
     def calibrate_pairs(
         self,
         probes: NDArray[np.floating[Any]],

@@ -15,6 +15,8 @@ import numpy as np
 
 from streamproc.errors import EnrolmentError
 from streamproc.records.audit import AuditLog
+from streamproc.search.fairscore import FairScoreMap
+from streamproc.search.fairsearch import FairSearcher, scored_search
 from streamproc.search.templates import NewTemplate, Subject
 from streamproc.search.watchlist import Watchlist
 
@@ -38,17 +40,26 @@ def purge_expired(watchlist: Watchlist, audit: AuditLog, now: datetime | None = 
     return purged
 
 
-def check_collisions(watchlist: Watchlist, subject_id: str, templates: Sequence[NewTemplate], threshold: float) -> None:
-    """Refuse templates within ``threshold`` (distance) of a different active subject."""
+def check_collisions(
+    watchlist: Watchlist,
+    subject_id: str,
+    templates: Sequence[NewTemplate],
+    threshold: float,
+    fair_map: FairScoreMap | None = None,
+) -> None:
+    """Refuse templates within ``threshold`` (distance) of a different active subject; with the calibration's
+    ``fair_map``, of its calibrated distance (the scale the threshold then applies to, as in the pipeline)."""
     if not templates or len(watchlist) == 0:
         return
     queries = np.stack([t.vector for t in templates])
-    for i, candidates in enumerate(watchlist.search(queries, k=3)):
+    searcher = None if fair_map is None else FairSearcher(fair_map)
+    for i, candidates in enumerate(scored_search(watchlist, queries, 3, searcher, within=threshold)):
         for cand in candidates:
             if cand.subject_id != subject_id and cand.distance <= threshold:
                 raise EnrolmentError(
                     f"enrolment refused, nothing written: photo {i + 1} is within the match threshold of "
-                    f"subject {cand.subject_id} ({cand.display_name}; distance {cand.distance:.4f} <= "
+                    f"subject {cand.subject_id} ({cand.display_name}; {'fair-map ' if cand.fair else ''}distance "
+                    f"{cand.distance:.4f} <= "
                     f"{threshold:.4f}): the same person under two ids, or a look-alike whose matches would be "
                     "ambiguous; resolve it (remove or merge) before enrolling"
                 )

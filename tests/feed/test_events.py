@@ -82,7 +82,7 @@ def make_review(**over: Any) -> ReviewEvent:
 def test_constants_travel_with_every_event() -> None:
     data = body_dict()
     assert data["schema_version"] == SCHEMA_VERSION
-    assert SCHEMA_VERSION == "1.1"
+    assert SCHEMA_VERSION == "1.2"
     assert data["type"] == "match"
     assert data["review"] == "pending"
     assert data["notice"] == NOTICE == "Candidate for human review; not an identification."
@@ -226,6 +226,23 @@ def test_a_1_0_event_still_decodes_with_the_new_evidence_null() -> None:
     assert decode_body(json.dumps(data).encode()) == event
 
 
+def test_a_1_1_event_still_decodes_without_the_fair_map_flag() -> None:
+    data = body_dict(make_event(calibration=CalibrationInfo(fmr_target=1e-3, source="c.json", uncalibrated=False)))
+    del data["calibration"]["fair_map"]
+    data["schema_version"] = "1.1"
+    event = decode(frames_of(data))
+    assert isinstance(event, MatchEvent)
+    assert event.calibration is not None
+    assert (event.schema_version, event.calibration.fair_map) == ("1.1", False)
+
+
+def test_1_2_fair_map_flag_travels() -> None:
+    cal = CalibrationInfo(fmr_target=1e-3, source="sface-v1.json", uncalibrated=False, fair_map=True)
+    event = make_event(calibration=cal)
+    assert decode(list(encode(event))) == event
+    assert body_dict(event)["calibration"]["fair_map"] is True
+
+
 def test_1_1_evidence_travels() -> None:
     cal = CalibrationInfo(fmr_target=1e-3, source="c.json", uncalibrated=False, fpir=0.02)
     event = make_event(template_label=17, gallery_size=250, calibration=cal)
@@ -307,8 +324,33 @@ def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
         ([b"alert.cam1", encode(make_event())[1]], "does not start with 'match.' or 'review.'"),
         (frames_of(_without(body_dict(), "template_label")), "template_label: Field required"),
         (
-            frames_of(body_dict() | {"calibration": {"fmr_target": 0.001, "source": "x", "uncalibrated": False}}),
+            frames_of(
+                body_dict()
+                | {"calibration": {"fmr_target": 0.001, "source": "x", "uncalibrated": False, "fair_map": False}}
+            ),
             "calibration.fpir: Field required",
+        ),
+        (
+            frames_of(
+                body_dict() | {"calibration": {"fmr_target": 0.001, "source": "x", "uncalibrated": False, "fpir": None}}
+            ),
+            "calibration.fair_map: Field required",
+        ),
+        (
+            frames_of(
+                body_dict()
+                | {
+                    "schema_version": "1.1",
+                    "calibration": {
+                        "fmr_target": 0.001,
+                        "source": "x",
+                        "uncalibrated": False,
+                        "fpir": None,
+                        "fair_map": True,
+                    },
+                }
+            ),
+            "not part of schema 1.1",
         ),
         (frames_of(body_dict() | {"schema_version": "1.0", "template_label": 3}), "not part of schema 1.0"),
         ([b"review.cam1", encode(make_event())[1]], "malformed review event"),
@@ -375,11 +417,12 @@ def test_review_schema_describes_every_field() -> None:
 
 def test_schema_describes_every_field() -> None:
     schema = json_schema()
-    assert schema["$id"] == "urn:streamproc:match-event:1.1"
-    assert schema["properties"]["schema_version"]["const"] == "1.1"
+    assert schema["$id"] == "urn:streamproc:match-event:1.2"
+    assert schema["properties"]["schema_version"]["const"] == "1.2"
     for field in ("template_label", "gallery_size"):
         assert field in schema["required"]
     assert "fpir" in schema["$defs"]["CalibrationInfo"]["required"]
+    assert "fair_map" in schema["$defs"]["CalibrationInfo"]["required"]
     assert schema["version"] == SCHEMA_VERSION
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(MatchEvent.model_fields)
