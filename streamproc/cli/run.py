@@ -145,6 +145,7 @@ def _run_single_process(
             "threshold_source": pipeline.threshold.source,
             "target_fmr": pipeline.threshold.fmr_target,
             "uncalibrated": pipeline.threshold.uncalibrated,
+            "fair_map": pipeline.threshold.fair_map is not None,
             "k_of_n": [cfg.policy.k, cfg.policy.n],
         },
     )

@@ -168,6 +168,7 @@ def test_run_command_with_a_real_subscriber_process(shared_dir: Path, enrolled: 
         json.loads(line) for line in (enrolled / "audit.log").read_text().splitlines() if '"pipeline_start"' in line
     )
     assert start["details"]["threshold_source"] == "sface-v1.json" and not start["details"]["uncalibrated"]
+    assert start["details"]["fair_map"] is True  # the shipped calibration's fair score map is in force
     assert len(start["details"]["config_sha256"]) == 64
 
 
