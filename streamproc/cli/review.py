@@ -257,7 +257,7 @@ def show_command(
         calibration = "none (treat as uncalibrated)"
     else:
         fpir = "not measured" if cal.fpir is None else f"{cal.fpir:.4g}"
-        calibration = f"{cal.source or '-'} fmr_target={cal.fmr_target:g} fpir/track={fpir}"
+        calibration = f"{cal.source or '-'} fmr_target={cal.fmr_target:.3g} fpir/track={fpir}"
         calibration += " UNCALIBRATED" if cal.uncalibrated else ""
     q = e.quality
     lines = [
@@ -270,7 +270,7 @@ def show_command(
         + ", ".join(f"{d:.4f}" for d in e.distances),
         f"calibration {calibration}",
         f"quality score={q.score:.2f} face_px={q.face_px:.0f} sharpness={q.sharpness:.0f} "
-        f"yaw={_or_unknown(q.yaw)} detector={q.detector_score:.2f}",
+        f"yaw={_or_unknown(q.yaw, '.2f')} detector={q.detector_score:.2f}",
         f"box {', '.join(f'{v:.0f}' for v in e.box)}",
         "face image: "
         + ("none" if evidence["face_jpeg_bytes"] is None else f"{evidence['face_jpeg_bytes']} bytes JPEG (not shown)"),
@@ -305,8 +305,9 @@ def _save_face(cfg: PipelineConfig, s: ReviewState, path: Path, reviewer: Review
     _err.print(f"face of event {s.event.event_id} written to {path} ({len(jpeg)} bytes; audited)")
 
 
-def _or_unknown(value: object) -> str:
-    return "unknown" if value is None else str(value)
+def _or_unknown(value: object, spec: str = "") -> str:
+    """``value`` formatted with ``spec`` (e.g. ``.2f``: no 17-digit floats on screen), or ``unknown``."""
+    return "unknown" if value is None else format(value, spec)
 
 
 def _review_row(r: ReviewEvent) -> list[str | Text]:
