@@ -198,9 +198,9 @@ def test_the_widened_shortlist_finds_what_scoring_every_template_finds(
     rng = np.random.default_rng(7)
     centres = fair_map.centroids[0]
 
-    def near(n: int) -> np.ndarray:
+    def near(n: int) -> NDArray[np.float32]:
         x = centres[rng.integers(len(centres), size=n)] + rng.normal(0, 0.06, (n, centres.shape[1]))
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
     counts = rng.integers(1, 4, size=100)
     vectors = near(int(counts.sum()))
