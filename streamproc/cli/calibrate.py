@@ -27,6 +27,7 @@ from streamproc.cli.common import (
     EmbedderModelOpt,
     EmbedderOpt,
     NoCacheOpt,
+    embedding_images,
     eval_cache,
     recognition_config,
 )
@@ -35,7 +36,6 @@ from streamproc.errors import ConfigError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from streamproc.eval.cache import EmbeddingCache
     from streamproc.search.calibration import Calibration, TrackFalseFlags
     from streamproc.types import Metric
     from streamproc.vision.faces import FaceAnalyzer
@@ -167,12 +167,7 @@ def calibrate_command(
     analyzer = build_analyzer(cfg)
     ident = analyzer.embedder.identity
     items = _calibration_items(images, pairs)
-    cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
-    try:
-        vectors = _embed([p for _, p in items], analyzer, cache)
-    finally:
-        if cache is not None:
-            cache.close()
+    vectors = _embed([p for _, p in items], analyzer, no_cache, cfg.models.cache_dir)
     kept = [i for i, v in enumerate(vectors) if v is not None]
     persons = [items[i][0] for i in kept]
     if len(set(persons)) < 2:
@@ -315,15 +310,12 @@ def _calibration_items(images: Path, pairs: Path | None) -> list[tuple[str, Path
     return chosen
 
 
-def _embed(paths: list[Path], analyzer: FaceAnalyzer, cache: EmbeddingCache | None) -> list[Any]:
-    from rich.console import Console
-    from rich.progress import Progress
-
+def _embed(paths: list[Path], analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None) -> list[Any]:
+    """One embedding per path (None where no face was found), through the evaluation cache unless ``no_cache``."""
     from streamproc.eval.embedding import embed_images
 
-    with Progress(transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task("embedding images", total=None)
-        return embed_images(paths, analyzer, cache, lambda done, total: bar.update(task, completed=done, total=total))
+    with embedding_images(analyzer, no_cache, cache_dir) as (cache, progress):
+        return embed_images(paths, analyzer, cache, progress)
 
 
 def _tracks_only(
@@ -348,12 +340,7 @@ def _tracks_only(
     analyzer = build_analyzer(cfg)
     calibration = load_calibration(out_file, analyzer.embedder.identity)
     items = _calibration_items(images, pairs)
-    cache = eval_cache(analyzer, False, cfg.models.cache_dir)
-    try:
-        vectors = _embed([p for _, p in items], analyzer, cache)
-    finally:
-        if cache is not None:
-            cache.close()
+    vectors = _embed([p for _, p in items], analyzer, False, cfg.models.cache_dir)
     persons = [items[i][0] for i, v in enumerate(vectors) if v is not None]
     emb = np.stack([v for v in vectors if v is not None])
     if fair_faces is not None:
@@ -403,12 +390,7 @@ def _measure_tracks(
                 if digest not in seen:  # a byte duplicate is the same face, not another person
                     seen.add(digest)
                     pool_paths.append((f"distractor:{f.name}", f))
-    cache = eval_cache(analyzer, no_cache, cache_dir)
-    try:
-        vectors = _embed([f for _, f in track_paths + pool_paths], analyzer, cache)
-    finally:
-        if cache is not None:
-            cache.close()
+    vectors = _embed([f for _, f in track_paths + pool_paths], analyzer, no_cache, cache_dir)
     shots: dict[str, list[Any]] = {}
     for (person, _), v in zip(track_paths, vectors[: len(track_paths)], strict=True):
         if v is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -91,6 +93,24 @@ def eval_cache(analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None) -
         return None
     base = (cache_dir or default_cache_dir()).parent
     return EmbeddingCache(base / "eval-embeddings.sqlite", setting_key(analyzer, analyzer.detector.cache_key))
+
+
+@contextmanager
+def embedding_images(
+    analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None
+) -> Iterator[tuple[EmbeddingCache | None, Callable[[int, int], None]]]:
+    """The evaluation cache (closed on exit) and a ``progress(done, total)`` that drives a transient
+    "embedding images" bar on stderr: what every command that embeds a folder of photos wraps its work in."""
+    from rich.progress import Progress
+
+    cache = eval_cache(analyzer, no_cache, cache_dir)
+    try:
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("embedding images", total=None)
+            yield cache, lambda done, total: bar.update(task, completed=done, total=total)
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 def run_config(

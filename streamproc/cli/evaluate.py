@@ -18,8 +18,7 @@ from streamproc.cli.common import (
     EmbedderModelOpt,
     EmbedderOpt,
     NoCacheOpt,
-    err_console,
-    eval_cache,
+    embedding_images,
     out,
     recognition_config,
 )
@@ -88,9 +87,6 @@ def demographics_command(
     ``--fair-crossfit``) the rates are also given with it, FNMR and TAR at one global FMR included, and the
     headline is for the map. The last line is
     ``max_min_fmr_ratio=<value|not_estimable> groups=<n> worst_group_fmr_x=<worst FMR / nominal FMR>``."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from streamproc.eval.demographics import (
         format_ratio,
         headline,
@@ -120,29 +116,19 @@ def demographics_command(
         "machine": machine_description(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
-    try:
-        with Progress(transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task("embedding images", total=None)
-
-            def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            result = run_demographics(
-                labels,
-                images if images is not None else labels.parent,
-                analyzer,
-                cache,
-                threshold,
-                progress=update,
-                extra=extra,
-            )
-            fair = run_fairness(
-                labels, images or labels.parent, analyzer, cache, nominal_fmr, fair_crossfit, fair_calibration
-            )
-    finally:
-        if cache is not None:
-            cache.close()
+    with embedding_images(analyzer, no_cache, cfg.models.cache_dir) as (cache, progress):
+        result = run_demographics(
+            labels,
+            images if images is not None else labels.parent,
+            analyzer,
+            cache,
+            threshold,
+            progress=progress,
+            extra=extra,
+        )
+        fair = run_fairness(
+            labels, images or labels.parent, analyzer, cache, nominal_fmr, fair_crossfit, fair_calibration
+        )
     for line in summary_lines(result):
         typer.echo(line)
     if report is not None:
@@ -211,8 +197,6 @@ def evaluate_verification(
     k-fold accuracy and TAR at FMR 1e-2/1e-3 on the pairs; TAR at FMR 1e-3/1e-4/1e-5 over all pairs among the
     images. Undetected faces count as non-matches (failure to detect is reported separately, never rescued
     by a crop)."""
-    from rich.progress import Progress
-
     from streamproc.eval.report import format_headline_lines, write_verification_report
     from streamproc.eval.verification import run_verification
     from streamproc.runtime.build import build_analyzer
@@ -229,23 +213,17 @@ def evaluate_verification(
         "machine": machine_description(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    cache = eval_cache(analyzer, no_cache, cfg.models.cache_dir)
-    try:
-        with Progress(console=err_console, transient=True) as bar:
-            task = bar.add_task("embedding images", total=None)
-            result = run_verification(
-                pairs,
-                images,
-                analyzer,
-                cache,
-                name=f"{ident.kind} on {pairs.name}",
-                extra=extra,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                all_pairs=all_pairs,
-            )
-    finally:
-        if cache is not None:
-            cache.close()
+    with embedding_images(analyzer, no_cache, cfg.models.cache_dir) as (cache, progress):
+        result = run_verification(
+            pairs,
+            images,
+            analyzer,
+            cache,
+            name=f"{ident.kind} on {pairs.name}",
+            extra=extra,
+            progress=progress,
+            all_pairs=all_pairs,
+        )
     if report is not None:
         write_verification_report(result.report, result.genuine, result.impostor, report)
         out.print(f"report written to {report}")
@@ -281,8 +259,6 @@ def evaluate_identification(
 
     FNIR at FPIR 1e-1/1e-2/1e-3, and the false candidates at a distance threshold (the shipped calibration's
     FMR 1e-3 threshold unless --threshold is given)."""
-    from rich.progress import Progress
-
     from streamproc.eval.identification import run_identification, split_persons
     from streamproc.runtime.build import build_analyzer
     from streamproc.search.calibration import shipped_calibration
@@ -293,21 +269,10 @@ def evaluate_identification(
         if shipped is not None:
             threshold = shipped[0].threshold_for(1e-3).distance_threshold
     split = split_persons(images, enrolled_fraction, seed, max_probes, max_persons)
-    cache = eval_cache(analyzer, no_cache, None)
-    try:
-        with Progress(console=err_console, transient=True) as bar:
-            task = bar.add_task("embedding images", total=None)
-            result = run_identification(
-                split,
-                analyzer,
-                cache,
-                {"1e-1": 1e-1, "1e-2": 1e-2, "1e-3": 1e-3},
-                threshold,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    finally:
-        if cache is not None:
-            cache.close()
+    with embedding_images(analyzer, no_cache, None) as (cache, progress):
+        result = run_identification(
+            split, analyzer, cache, {"1e-1": 1e-1, "1e-2": 1e-2, "1e-3": 1e-3}, threshold, progress=progress
+        )
     counts = result.split_counts
     out.print(
         f"gallery {counts['gallery']} persons, {counts['mated_probes']} mated probes, "
