@@ -131,10 +131,12 @@ def test_decodes_the_hamilton_clip_as_bgr_with_pts_from_zero(hamilton: Path) -> 
     assert 8.5 < pts[-1] < 10.5  # ~9.2 s of video
     assert np.allclose(np.diff(pts), 1 / 29.97, atol=1e-3)
     assert [f.captured_at for f in frames[:3]] == [1000.0, 1001.0, 1002.0]
-    # Colour order: BGR is PyAV's RGB reversed.
+    # Colour order: BGR is PyAV's RGB reversed (OpenCV's I420 conversion: within a level or two of swscale's).
     with av.open(str(hamilton)) as container:
         rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    assert np.array_equal(frames[0].image, rgb[..., ::-1])
+    diff = np.abs(frames[0].image.astype(np.int16) - rgb[..., ::-1])
+    assert diff.mean() < 1.5 and np.percentile(diff, 99.9) <= 8
+    assert 3 * diff.mean() < np.abs(frames[0].image.astype(np.int16) - rgb).mean()  # not RGB
 
 
 @pytest.mark.shared
@@ -189,8 +191,9 @@ def test_truncated_clip_yields_its_first_frames_then_says_it_was_cut(shared_dir:
 
 
 def test_a_cut_file_with_its_index_first_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Frame threading (the default for files) swallows the decode error at the cut: the frame count and
-    duration the index declares still tell. A looped file warns once, not once per pass."""
+    """Slice threading (the default) raises the decode error at the cut; frame threading swallows it, and the
+    frame count and duration the index declares still tell. Either way a looped file warns once, not once per
+    pass, and goes on looping."""
     from bad_input_workspace import CLIP_FRAMES, make_clip
 
     whole = tmp_path / "whole.mp4"
@@ -209,8 +212,9 @@ def test_a_cut_file_with_its_index_first_is_reported_once(tmp_path: Path, caplog
             if len(frames) >= 3 * CLIP_FRAMES:  # several passes of the looped, cut file
                 source.stop()
     assert len(messages) == 1 and source.errors == 1, messages
-    assert "cut.mp4: ends after " in messages[0] and f"of {CLIP_FRAMES} declared frames" in messages[0]
-    assert "looks truncated" in messages[0]
+    assert len(frames) == 3 * CLIP_FRAMES  # the looped, cut file went on
+    assert "cut.mp4: " in messages[0] and f"of {CLIP_FRAMES} declared frames" in messages[0]
+    assert "looks truncated" in messages[0] or "decoding stopped after" in messages[0]
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == messages
 
 
