@@ -160,26 +160,10 @@ async def _candidate(request: Request, who: tuple[Reviewer, str], error: str, st
     )
 
 
-async def probe_jpeg(request: Request) -> Response:
-    """The probe's aligned face: only to a session that opened (and so audited) the candidate's page."""
-    who = signed_in(request)
-    if who is None:
-        return Response("sign in first", status_code=401)
-    desk = desk_of(request)
-    event_id = request.path_params["event_id"]
-    if event_id not in request.state.session.viewed:
-        return Response("not found", status_code=404)
-    s = await run_in_threadpool(_state, desk, event_id)
-    face = None if s is None else s.event.face_jpeg()
-    if face is None:
-        return Response("not found", status_code=404)
-    return Response(face, media_type="image/jpeg")
-
-
-async def enrolled_jpeg(request: Request) -> Response:
-    """One enrolment chip of the candidate's subject, by template label; 404 for any other label."""
-    who = signed_in(request)
-    if who is None:
+async def _viewed(request: Request) -> tuple[Desk, ReviewState] | Response:
+    """The candidate of an image request, or the refusal to send instead: images go only to a session that
+    opened (and so audited) the candidate's page."""
+    if signed_in(request) is None:
         return Response("sign in first", status_code=401)
     desk = desk_of(request)
     event_id = request.path_params["event_id"]
@@ -188,6 +172,26 @@ async def enrolled_jpeg(request: Request) -> Response:
     s = await run_in_threadpool(_state, desk, event_id)
     if s is None:
         return Response("not found", status_code=404)
+    return desk, s
+
+
+async def probe_jpeg(request: Request) -> Response:
+    """The probe's aligned face."""
+    viewed = await _viewed(request)
+    if isinstance(viewed, Response):
+        return viewed
+    face = viewed[1].event.face_jpeg()
+    if face is None:
+        return Response("not found", status_code=404)
+    return Response(face, media_type="image/jpeg")
+
+
+async def enrolled_jpeg(request: Request) -> Response:
+    """One enrolment chip of the candidate's subject, by template label; 404 for any other label."""
+    viewed = await _viewed(request)
+    if isinstance(viewed, Response):
+        return viewed
+    desk, s = viewed
     chips = dict(await run_in_threadpool(enrolment_chips, desk.cfg.watchlist.path, s.event.subject_id))
     chip = chips.get(request.path_params["label"])
     if chip is None:
