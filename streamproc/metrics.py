@@ -55,6 +55,10 @@ class PipelineMetrics:
         self.embeddings = counter("embeddings", "Best shots embedded (never every frame).")
         self.matches = counter("matches", "Flags raised by the k-of-n match policy (candidates for review).")
         self.events_published = counter("events_published", "Match events handed to the event publisher.")
+        self.events_resent = counter(
+            "events_resent",
+            "Match events already in the journal from an earlier run or a restart: not sent again.",
+        )
         self.source_errors = counter("source_errors", "Failures to open or decode a stream's source.")
         self.shots_sent = counter("shots_sent", "Best shots a stream sent to the embed service.")
         self.shots_dropped = counter(
@@ -161,6 +165,7 @@ class PipelineMetrics:
             self.embeddings,
             self.matches,
             self.events_published,
+            self.events_resent,
             self.shots_sent,
             self.source_errors,
             self.source_reconnects,

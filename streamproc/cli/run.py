@@ -20,9 +20,11 @@ import typer
 from prometheus_client import CollectorRegistry
 
 from streamproc.cli.common import err_console, out, run_config
+from streamproc.cli.progress import DEFAULT_EVERY_S, RunProgress
 from streamproc.config import PipelineConfig
 from streamproc.errors import ConfigError
 from streamproc.fsutil import sha256_file
+from streamproc.runtime.summary import RunSummary, StreamReport, read_reports, render, summarise
 
 RunRole = Literal["all", "embed", "workers"]
 
@@ -38,6 +40,14 @@ def run_command(
         int | None, typer.Option("--metrics-port", help="Replace metrics.port (0 = any free port).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            "--progress-every",
+            min=1.0,
+            help="Seconds between two progress lines when stderr is not a terminal (a log, a pipe, a service).",
+        ),
+    ] = DEFAULT_EVERY_S,
     operator: Annotated[
         str | None, typer.Option("--operator", help="Who starts the pipeline (audit log); default: $USER.")
     ] = None,
@@ -58,7 +68,8 @@ def run_command(
     """Run the pipeline: decode, detect, track, embed best shots, search, publish match events.
 
     Stops by itself when every file source ends; SIGINT/SIGTERM drain what is in flight and stop. Every
-    check that needs no model comes first: a refused run writes nothing."""
+    check that needs no model comes first: a refused run writes nothing. Exit status: 0 done, 1 a stream
+    failed, 2 a usage or config mistake, 3 a live source never connected."""
     from streamproc.cli.preflight import preflight
     from streamproc.records.audit import AuditLog
     from streamproc.stream.authorisation import NotAuthorisedError, check_authorisation
@@ -99,43 +110,49 @@ def run_command(
         "workers": cfg.scale.workers,
         **authorised.audit_details(),
     }
+    progress = _ProgressSettings(enabled=not quiet, every_s=progress_every)
     if role == "workers" or cfg.scale.workers >= 1:
-        _run_supervised(cfg, "workers" if role == "workers" else "all", audit, actor, start_details)
+        _run_supervised(cfg, "workers" if role == "workers" else "all", audit, actor, start_details, progress)
         return
-    _run_single_process(cfg, audit, actor, start_details, quiet)
+    _run_single_process(cfg, audit, actor, start_details, progress)
+
+
+@dataclass(frozen=True)
+class _ProgressSettings:
+    enabled: bool
+    every_s: float
+
+    def display(self, registry: CollectorRegistry, cfg: PipelineConfig) -> RunProgress:
+        return RunProgress(registry, cfg.sources, err_console, enabled=self.enabled, every_s=self.every_s)
 
 
 def _run_supervised(
-    cfg: PipelineConfig, role: Literal["all", "workers"], audit: Any, actor: str, start_details: dict[str, Any]
+    cfg: PipelineConfig,
+    role: Literal["all", "workers"],
+    audit: Any,
+    actor: str,
+    start_details: dict[str, Any],
+    progress: _ProgressSettings,
 ) -> None:
     audit.append(actor, "pipeline_start", details=start_details)
     code: int = 1
-    totals: dict[str, Any] = {}
+    summary = RunSummary()
     try:
-        code, totals = run_supervised(cfg, role)
+        code, summary = run_supervised(cfg, role, progress)
     finally:
-        audit.append(
-            actor,
-            "pipeline_stop",
-            details={
-                sid: {"frames": t.frames, "embeddings": t.embeddings, "events": t.events} for sid, t in totals.items()
-            },
-        )
-    for sid, t in totals.items():
-        _print_stream_summary(sid, t, f"{t.errors} source error(s)" if t.errors else None)
-    if code:
-        raise typer.Exit(code)
+        audit.append(actor, "pipeline_stop", details=_stop_details(summary))
+    _finish(summary, code)
 
 
 def _run_single_process(
-    cfg: PipelineConfig, audit: Any, actor: str, start_details: dict[str, Any], quiet: bool
+    cfg: PipelineConfig, audit: Any, actor: str, start_details: dict[str, Any], progress: _ProgressSettings
 ) -> None:
     from streamproc.metrics import serve
     from streamproc.runtime.build import build_pipeline
 
     registry = CollectorRegistry()
-    progress = _RunProgress(cfg, enabled=not quiet)
-    pipeline = build_pipeline(cfg, registry, on_frame=progress.frame, audit=audit)
+    display = progress.display(registry, cfg)
+    pipeline = build_pipeline(cfg, registry, audit=audit)
     audit.append(
         actor,
         "pipeline_start",
@@ -149,7 +166,7 @@ def _run_single_process(
             "k_of_n": [cfg.policy.k, cfg.policy.n],
         },
     )
-    stats: dict[str, Any] = {}
+    summary = RunSummary()
     server = None
     try:
         if cfg.metrics.port is not None:
@@ -165,35 +182,33 @@ def _run_single_process(
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        with progress:
-            stats = pipeline.run()
+        with display:
+            pipeline.run()
+        reports = {f.stream_id: StreamReport(f.stats.error, f.stats.cut_short) for f in pipeline.fronts}
+        summary = summarise(registry, cfg.sources, reports)
     finally:
         pipeline.close()
         if server is not None:
             server.close()
-        audit.append(
-            actor,
-            "pipeline_stop",
-            details={  # counts only: comparisons that matched nothing are never logged one by one
-                sid: {"frames": st.frames, "faces": st.faces, "embeddings": st.embeddings, "events": st.events}
-                for sid, st in stats.items()
-            },
-        )
-    failed = {sid: st.error for sid, st in stats.items() if st.error}
-    for sid, st in stats.items():
-        _print_stream_summary(sid, st, f"FAILED: {st.error}" if st.error else None)
-    if failed:
-        raise typer.Exit(1)
+        audit.append(actor, "pipeline_stop", details=_stop_details(summary))
+    _finish(summary, 0)
 
 
-def _print_stream_summary(stream: str, totals: Any, problem: str | None) -> None:
-    """One line per stream at the end of `run` (same wording in every process layout)."""
-    out.print(
-        f"{stream}: {totals.frames} frames, {totals.faces} faces, {totals.tracks} tracks, "
-        f"{totals.embeddings} best shots embedded, {totals.events} match event(s)"
-        + (f" [red]{problem}[/red]" if problem else ""),
-        highlight=False,
-    )
+def _stop_details(summary: RunSummary) -> dict[str, Any]:
+    """The audit record's counts per stream; comparisons that matched nothing are never logged one by one."""
+    return {
+        s.stream: {"frames": s.frames, "faces": s.faces, "embeddings": s.embeddings, "events": s.events}
+        for s in summary.streams
+    }
+
+
+def _finish(summary: RunSummary, code: int) -> None:
+    """Print the summary (the same lines in every layout) and exit with its status, or ``code`` if worse."""
+    for line in render(summary):
+        out.print(line, highlight=False, markup=False)
+    status = summary.exit_code or code
+    if status:
+        raise typer.Exit(status)
 
 
 def _purge_before_run(path: Path, audit: Any) -> None:
@@ -213,66 +228,12 @@ def _purge_before_run(path: Path, audit: Any) -> None:
         err_console.print(f"[dim]expiry purge skipped: {err}[/dim]")
 
 
-class _RunProgress:
-    """A rich progress bar per file source (frames processed of the stream's frame count, when known)."""
+def run_supervised(
+    cfg: PipelineConfig, role: Literal["all", "workers"], progress: _ProgressSettings
+) -> tuple[int, RunSummary]:
+    """Supervisor + children until every stream ends or SIGINT/SIGTERM; (supervisor's exit code, summary).
 
-    def __init__(self, cfg: Any, enabled: bool) -> None:
-        from rich.progress import Progress
-
-        self._enabled = enabled and err_console.is_terminal
-        self._progress = Progress(console=err_console, transient=False)
-        self._tasks = {s.id: self._progress.add_task(s.id, total=None) for s in cfg.sources}
-
-    def frame(self, stream_id: str, _frame: object) -> None:
-        if self._enabled:
-            self._progress.advance(self._tasks[stream_id])
-
-    def __enter__(self) -> _RunProgress:
-        if self._enabled:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._enabled:
-            self._progress.stop()
-
-
-@dataclass
-class StreamSummary:
-    """Per-stream totals read back from the aggregated metrics."""
-
-    frames: int = 0
-    faces: int = 0
-    tracks: int = 0
-    embeddings: int = 0
-    events: int = 0
-    errors: int = 0
-
-
-def summarise(registry: CollectorRegistry) -> dict[str, StreamSummary]:
-    """Totals per stream from one registry (all child processes aggregated)."""
-    fields = {
-        "streamproc_frames_processed_total": "frames",
-        "streamproc_faces_detected_total": "faces",
-        "streamproc_tracks_started_total": "tracks",
-        "streamproc_embeddings_total": "embeddings",
-        "streamproc_events_published_total": "events",
-        "streamproc_source_errors_total": "errors",
-    }
-    out: dict[str, StreamSummary] = {}
-    for family in registry.collect():
-        for sample in family.samples:
-            field = fields.get(sample.name)
-            stream = sample.labels.get("stream")
-            if field is None or stream is None:
-                continue
-            summary = out.setdefault(stream, StreamSummary())
-            setattr(summary, field, getattr(summary, field) + int(sample.value))
-    return out
-
-
-def run_supervised(cfg: PipelineConfig, role: Literal["all", "workers"]) -> tuple[int, dict[str, StreamSummary]]:
-    """Supervisor + children until every stream ends or SIGINT/SIGTERM; (exit code, per-stream totals)."""
+    The code is 1 when a process could not start or a stream failed (the summary says which and why)."""
     from streamproc.metrics import serve
     from streamproc.runtime.supervisor import Supervisor
 
@@ -288,17 +249,19 @@ def run_supervised(cfg: PipelineConfig, role: Literal["all", "workers"]) -> tupl
                 healthy=supervisor.healthy,
                 ready=supervisor.ready,
             )
-            logging.getLogger(__name__).warning("metrics: %s (probes /healthz, /readyz)", server.url)
+            err_console.print(f"metrics: {server.url} (probes /healthz, /readyz)", highlight=False)
 
         def on_signal(_signum: int, _frame: object) -> None:
             supervisor.stop()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        code = supervisor.run()
+        with progress.display(supervisor.registry, cfg):
+            code = supervisor.run()
         if supervisor.fatal:
             logging.getLogger(__name__).error("%s", supervisor.fatal)
-        return code, summarise(supervisor.registry)
+            return code, RunSummary()
+        return code, summarise(supervisor.registry, cfg.sources, read_reports(supervisor.report_dir))
     finally:
         if server is not None:
             server.close()
@@ -311,6 +274,7 @@ def child_command(
     shard: Annotated[int, typer.Option("--shard")] = 0,
     shards: Annotated[int, typer.Option("--shards")] = 1,
     ready_dir: Annotated[Path | None, typer.Option("--ready-dir")] = None,
+    report_dir: Annotated[Path | None, typer.Option("--report-dir")] = None,
 ) -> None:
     """Internal: one process of the multi-process layout, started by the supervisor."""
     from streamproc.runtime.roles import embed_main, worker_main
@@ -322,5 +286,6 @@ def child_command(
     if role == "embed":
         raise typer.Exit(embed_main(cfg, ready_file=ready))
     if role == "worker":
-        raise typer.Exit(worker_main(cfg, shard, shards, ready_file=ready))
+        report = report_dir / f"{name}.json" if report_dir is not None else None
+        raise typer.Exit(worker_main(cfg, shard, shards, ready_file=ready, report_file=report))
     raise typer.BadParameter(f"unknown role {role!r}")

@@ -123,6 +123,8 @@ class EventFeed:
                 sent = True
         if self._journal is not None:
             self._metrics.journal_bytes.set(self._journal.size_bytes())
+        if not sent:
+            self._metrics.events_resent.labels(stream=event.stream_id).inc()
         return sent
 
     def publish_pending_reviews(self) -> int:

@@ -38,6 +38,7 @@ from streamproc.runtime.embed_service import EmbedService
 from streamproc.runtime.matcher import Matcher
 from streamproc.runtime.pipeline import Housekeeping
 from streamproc.runtime.selfcheck import check_embedder
+from streamproc.runtime.summary import StreamReport, write_reports
 from streamproc.runtime.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
 from streamproc.search.watchlist_handle import WatchlistHandle
 from streamproc.stream.front import StreamFront
@@ -61,8 +62,12 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def worker_main(config: PipelineConfig, shard: int, shards: int, ready_file: Path | None = None) -> int:
-    """Run one worker's streams until they end (files) or a signal; see the module docstring for exit codes."""
+def worker_main(
+    config: PipelineConfig, shard: int, shards: int, ready_file: Path | None = None, report_file: Path | None = None
+) -> int:
+    """Run one worker's streams until they end (files) or a signal; see the module docstring for exit codes.
+
+    ``report_file`` receives what the run's summary needs beyond the metrics (failures, files cut short)."""
     stop = threading.Event()
     _stop_on_signals(stop)
     mine = shard_sources(config, shard, shards)
@@ -101,6 +106,8 @@ def worker_main(config: PipelineConfig, shard: int, shards: int, ready_file: Pat
         for sink in sinks:
             sink.close()  # lingers to deliver the last shots
         context.term()
+    if report_file is not None:
+        write_reports(report_file, {f.stream_id: StreamReport(f.stats.error, f.stats.cut_short) for f in fronts})
     failed = [f.stream_id for f in fronts if f.stats.error]
     return EXIT_STREAM_FAILED if failed else 0
 

@@ -73,6 +73,8 @@ class Supervisor:
         self._dir = runtime_dir
         self._metrics_dir = runtime_dir / "metrics"
         self._ready_dir = runtime_dir / "ready"
+        self.report_dir = runtime_dir / "reports"
+        """Each stream worker's end-of-run report (:mod:`streamproc.runtime.summary`)."""
         self._metrics_dir.mkdir(parents=True, exist_ok=True)
         self._ready_dir.mkdir(parents=True, exist_ok=True)
         self._config_file = runtime_dir / "config.json"
@@ -200,6 +202,8 @@ class Supervisor:
             str(self.shards),
             "--ready-dir",
             str(self._ready_dir),
+            "--report-dir",
+            str(self.report_dir),
         ]
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir)}
         child.proc = subprocess.Popen(argv, env=env, start_new_session=True)

@@ -54,6 +54,7 @@ class FrontStats:
     shots: int = 0
     shots_dropped: int = 0
     error: str | None = None
+    cut_short: tuple[str, ...] = ()  # files of the source that ended early (truncated, corrupt), warned once each
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class StreamFront:
         finally:
             reader.stop()
             reader.join()
+            self.stats.cut_short = video.cut_short
         if error is not None:
             self._fail(error)
 

@@ -182,6 +182,11 @@ class VideoSource:
         """The decoding in use: the configured ``hwaccel`` until CUDA proves unusable, then ``none``."""
         return "none" if self._hw_fallback else "cuda"
 
+    @property
+    def cut_short(self) -> tuple[str, ...]:
+        """The files reported cut short so far (each once, also when looped), sorted; for the run's summary."""
+        return tuple(sorted(self._truncated))
+
     def stop(self) -> None:
         """Make :meth:`frames` end at the next frame (thread-safe; also cuts a pacing or reconnect wait short)."""
         self._stop.set()
