@@ -118,6 +118,18 @@ def make_watchlist(shared_dir: Path, directory: Path, people: dict[str, list[str
     return directory
 
 
+def hamilton_watchlist(shared_dir: Path, directory: Path) -> Path:
+    """The watchlist the Hamilton-clip runs search: Lin-Manuel Miranda (all his photos), Barack Obama (three)."""
+    return make_watchlist(
+        shared_dir,
+        directory,
+        {
+            "lin_manuel_miranda": [],
+            "barack_obama": ["examples__obama.jpg", "examples__obama2.jpg", "tests__test_images__obama3.jpg"],
+        },
+    )
+
+
 def make_shot(track: int, stream: str = "s", side: int = 4) -> BestShot:
     """A best shot whose chip is filled with the track id (so order and identity can be checked)."""
     return BestShot(

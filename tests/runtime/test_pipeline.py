@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import STREAMPROC, free_port, make_watchlist, run_with_subscriber
+from support import STREAMPROC, free_port, hamilton_watchlist, make_watchlist, run_with_subscriber
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
@@ -35,14 +35,7 @@ HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 
 @pytest.fixture(scope="module")
 def enrolled(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_watchlist(
-        shared_dir,
-        tmp_path_factory.mktemp("wl") / "present",
-        {
-            "lin_manuel_miranda": [],
-            "barack_obama": ["examples__obama.jpg", "examples__obama2.jpg", "tests__test_images__obama3.jpg"],
-        },
-    )
+    return hamilton_watchlist(shared_dir, tmp_path_factory.mktemp("wl") / "present")
 
 
 @pytest.fixture(scope="module")

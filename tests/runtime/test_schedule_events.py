@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import make_watchlist, run_with_subscriber
+from support import hamilton_watchlist, run_with_subscriber
 
 from streamproc.config import PipelineConfig
 
@@ -19,14 +19,7 @@ HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
 
 @pytest.fixture(scope="module")
 def enrolled(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_watchlist(
-        shared_dir,
-        tmp_path_factory.mktemp("wl") / "present",
-        {
-            "lin_manuel_miranda": [],
-            "barack_obama": ["examples__obama.jpg", "examples__obama2.jpg", "tests__test_images__obama3.jpg"],
-        },
-    )
+    return hamilton_watchlist(shared_dir, tmp_path_factory.mktemp("wl") / "present")
 
 
 def _config(shared_dir: Path, watchlist: Path, schedule: bool) -> PipelineConfig:
