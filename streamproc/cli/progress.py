@@ -195,6 +195,6 @@ class RunProgress:
                 parts.append(f"{sid} {n} frames, {fps:.1f} fps")
                 continue
             total = max(total, n)
-            left = f", {_clock((total - n) / fps)} left" if fps > 0 else ""
+            left = ", done" if n == total else f", {_clock((total - n) / fps)} left" if fps > 0 else ""
             parts.append(f"{sid} {n}/{total} frames ({100 * n / total:.0f}%), {fps:.1f} fps{left}")
         return "progress: " + "; ".join(parts)

@@ -79,7 +79,9 @@ def test_without_a_terminal_run_logs_a_progress_line_every_n_seconds(clips: Path
     lines = [line for line in done.stderr.splitlines() if line.startswith("progress: ")]
     assert lines, done.stderr
     assert all(
-        re.fullmatch(rf"progress: cam1 \d+/{CLIP_FRAMES} frames \(\d+%\), \d+\.\d fps(, \d:\d\d:\d\d left)?", line)
+        re.fullmatch(
+            rf"progress: cam1 \d+/{CLIP_FRAMES} frames \(\d+%\), \d+\.\d fps(, \d:\d\d:\d\d left|, done)?", line
+        )
         for line in lines
     ), lines
     assert any(" left" in line for line in lines), lines

@@ -7,13 +7,19 @@ of the pipeline is mocked. Issue 11, defects 3, 9, 10 and the "one summary forma
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from bad_input_workspace import CLIP_FRAMES, make_clip
+from prometheus_client import CollectorRegistry
 from support import STREAMPROC, free_port, make_watchlist, sface_identity
 
+from streamproc.config import SourceConfig
+from streamproc.metrics import PipelineMetrics
+from streamproc.runtime.summary import StreamReport, render, summarise
 from streamproc.search.watchlist import Watchlist
 
 HAMILTON = "data/video/face_recognition_short_hamilton_clip.mp4"
@@ -73,6 +79,57 @@ def test_a_camera_never_reached_has_its_own_summary_line_and_exit_status_3(
     assert done.stdout.startswith("cam1: never connected (2 reconnect attempt(s)), 0 frames; FAILED: "), done.stdout
     assert "gave up after 2 reconnect attempts" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_camera_retried_until_stopped_says_never_connected_and_exits_3(empty_watchlist: Path, tmp_path: Path) -> None:
+    """The default: retry forever. Stopped by the operator, the run still says the camera was never reached."""
+    config = write_config(tmp_path / "cam.yaml", f"rtsp://127.0.0.1:{free_port()}/none", empty_watchlist)
+    config.write_text(config.read_text().replace("max_attempts: 2", "max_attempts: null"))
+    env = {**os.environ, "COLUMNS": "400"}
+    proc = subprocess.Popen(
+        [STREAMPROC, "run", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        assert proc.stderr is not None
+        while "reconnect attempt 2 " not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, (out, seen)
+    assert out.startswith("cam1: never connected ("), out
+    assert "FAILED" not in out  # stopped by the operator, not given up
+
+
+def test_the_summary_counts_come_from_the_metrics_and_the_reports() -> None:
+    """The value both layouts render: resends, cut files, other source errors, and which failure wins."""
+    registry = CollectorRegistry()
+    metrics = PipelineMetrics(registry)
+    sources = [
+        SourceConfig.model_validate({"id": "a", "url": "/videos"}),
+        SourceConfig.model_validate({"id": "b", "url": "rtsp://cam/b"}),
+    ]
+    for source in sources:
+        metrics.init_stream(source.id)
+    metrics.frames_processed.labels(stream="a").inc(40)
+    metrics.frames_decoded.labels(stream="a").inc(40)
+    metrics.events_resent.labels(stream="a").inc(2)
+    metrics.source_errors.labels(stream="a").inc(3)  # one cut file, two skipped ones
+    metrics.source_reconnects.labels(stream="b").inc(5)
+    summary = summarise(registry, sources, {"a": StreamReport(cut_short=("/videos/x.mp4",))})
+    assert render(summary) == [
+        "a: 40 frames, 0 faces, 0 tracks, 0 best shots embedded, 0 match event(s); 2 event(s) already published "
+        "earlier, not sent again; 1 file(s) cut short: /videos/x.mp4; 2 other source error(s), see the warnings above",
+        "b: never connected (5 reconnect attempt(s)), 0 frames",
+    ]
+    assert summary.exit_code == 3
+    failed = summarise(registry, sources[:1], {"a": StreamReport(error="boom")})
+    assert failed.exit_code == 1 and render(failed)[0].endswith(
+        "; FAILED: boom; 2 other source error(s), see the warnings above"
+    )
 
 
 def test_a_file_played_to_its_end_still_exits_0(empty_watchlist: Path, tmp_path: Path) -> None:
