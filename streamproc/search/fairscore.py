@@ -85,13 +85,12 @@ class FairScoreMap:
         self, member: int, left: NDArray[np.int64], right: NDArray[np.int64], similarity: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         """Step 1 in one partition: log10 rate of impostor pairs of clusters ``left`` x ``right`` (1-D each)."""
-        k = self.n_clusters
-        key = np.minimum(left, right) * k + np.maximum(left, right)
         out = np.empty(similarity.shape, dtype=np.float64)
-        for kk in np.unique(key):
-            sel = key == kk
-            curve = self.pair_similarity[member, int(kk) // k, int(kk) % k]
-            out[sel] = _curve_inverse(similarity[sel], curve, self.levels)
+        flat, lv, rv = out.reshape(-1), np.asarray(left).reshape(-1), np.asarray(right).reshape(-1)
+        s = similarity.reshape(-1)
+        for start in range(0, s.size, _CHUNK * 64):  # (chunk, L) curves at a time
+            part = slice(start, start + _CHUNK * 64)
+            flat[part] = _curves_inverse(s[part], self.pair_similarity[member, lv[part], rv[part]], self.levels)
         return out
 
     def log_fmr(
@@ -388,13 +387,21 @@ def _curve(level: NDArray[np.float64], levels: NDArray[np.float64], curve: NDArr
     return np.asarray(out, dtype=np.float64)
 
 
-def _curve_inverse(
-    similarity: NDArray[np.float64], curve: NDArray[np.float64], levels: NDArray[np.float64]
+def _curves_inverse(
+    similarity: NDArray[np.float64], curves: NDArray[np.float64], levels: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """log rate at ``similarity`` on a curve; 0 below its start, linear beyond its deepest level."""
-    out = np.interp(similarity, curve, levels)
-    hi = similarity > curve[-1]
-    out[hi] = levels[-1] + (similarity[hi] - curve[-1]) * (levels[-1] - levels[-2]) / (curve[-1] - curve[-2])
+    """log rate at ``similarity[i]`` on ``curves[i]`` ((n,), (n, L) rising): ``levels[0]`` below a curve's
+    start, piecewise linear along it (as ``np.interp``, same arithmetic), linear beyond its deepest level."""
+    n, size = curves.shape
+    rows = np.arange(n)
+    below = np.sum(curves <= similarity[:, None], axis=1)  # curve points at or below each similarity
+    j = np.clip(below - 1, 0, size - 2)
+    c0, c1 = curves[rows, j], curves[rows, j + 1]
+    out = (levels[j + 1] - levels[j]) / (c1 - c0) * (similarity - c0) + levels[j]
+    out[below == 0] = levels[0]
+    hi = below == size
+    edge = curves[hi]
+    out[hi] = levels[-1] + (similarity[hi] - edge[:, -1]) * (levels[-1] - levels[-2]) / (edge[:, -1] - edge[:, -2])
     return np.asarray(out, dtype=np.float64)
 
 

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from streamproc.search.fairscore import FairScoreMap
 from streamproc.search.store import DB_FILE, connect, live_vectors, read_label_map
-from streamproc.search.watchlist import Watchlist
+from streamproc.search.watchlist import Candidate, Watchlist
 from streamproc.types import Metric
 
 FIRST_SHORTLIST = 16  # subjects fetched first; multiplied by 4 while the stopping rule is not met
@@ -51,6 +51,7 @@ class _Gallery:
     rows for cosine), ``clusters`` (n, M) from :meth:`FairScoreMap.assign`, row indices per subject, and the
     clusters present in each partition (for :meth:`FairScoreMap.floor`)."""
 
+    metric: Metric
     labels: NDArray[np.int64]
     vectors: NDArray[np.float32]
     clusters: NDArray[np.int64]
@@ -74,7 +75,7 @@ def _read_gallery(watchlist: Watchlist, fair_map: FairScoreMap) -> _Gallery:
         by_subject.setdefault(label_subject[label], []).append(row)
     rows = {sid: np.asarray(r, dtype=np.int64) for sid, r in by_subject.items()}
     present = [np.unique(clusters[:, m]) for m in range(fair_map.n_members)]
-    return _Gallery(labels, vectors, clusters, rows, present)
+    return _Gallery(identity.metric, labels, vectors, clusters, rows, present)
 
 
 def _raw_distances(query: NDArray[np.float32], vectors: NDArray[np.float32], metric: Metric) -> NDArray[np.float64]:
@@ -118,14 +119,36 @@ class FairSearcher:
         every subject within it is found and ranked exactly, as a threshold decision needs), or every subject
         was fetched. As without the map, the index itself is approximate (its ef is tuned for recall).
         """
-        metric = watchlist.embedder.metric
-        out: list[list[ScoredCandidate]] = []
-        for query in np.asarray(queries, dtype=np.float32):
-            out.append(self._one(watchlist, query, k, within, metric))
-        return out
+        return [self._one(watchlist, query, k, within) for query in np.asarray(queries, dtype=np.float32)]
+
+    def _score(
+        self, gallery: _Gallery, query: NDArray[np.float32], clusters: NDArray[np.int64], shortlist: list[Candidate]
+    ) -> list[ScoredCandidate]:
+        """Each shortlisted subject at its best template by calibrated distance (then raw), ascending."""
+        if not shortlist:
+            return []
+        blocks = [gallery.rows[c.subject_id] for c in shortlist]
+        rows = np.concatenate(blocks)
+        owner = np.repeat(np.arange(len(blocks)), [b.size for b in blocks])
+        raw = _raw_distances(query, gallery.vectors[rows], gallery.metric)
+        fair = self._map.calibrate(np.repeat(clusters, rows.size, axis=0), gallery.clusters[rows], raw)
+        order = np.lexsort((raw, fair, owner))  # by subject, then calibrated, then raw distance
+        firsts = order[np.unique(owner[order], return_index=True)[1]]  # each subject's best template
+        scored = [
+            ScoredCandidate(
+                shortlist[owner[i]].subject_id,
+                shortlist[owner[i]].display_name,
+                int(gallery.labels[rows[i]]),
+                float(fair[i]),
+                float(raw[i]),
+                True,
+            )
+            for i in firsts.tolist()
+        ]
+        return sorted(scored, key=lambda c: (c.distance, c.raw_distance))
 
     def _one(
-        self, watchlist: Watchlist, query: NDArray[np.float32], k: int, within: float | None, metric: Metric
+        self, watchlist: Watchlist, query: NDArray[np.float32], k: int, within: float | None
     ) -> list[ScoredCandidate]:
         clusters = self._map.assign(query[None, :])
         fetch = max(FIRST_SHORTLIST, k)
@@ -134,26 +157,7 @@ class FairSearcher:
             shortlist = watchlist.search(query[None, :], k=fetch)[0]
             if any(c.subject_id not in gallery.rows for c in shortlist):
                 gallery = self._gallery(watchlist, fresh=True)  # enrolled since it was read
-            scored: list[ScoredCandidate] = []
-            for cand in shortlist:
-                rows = gallery.rows.get(cand.subject_id)
-                if rows is None:  # removed from the database after this watchlist was opened: not searched
-                    continue
-                raw = _raw_distances(query, gallery.vectors[rows], metric)
-                both = np.repeat(clusters, rows.size, axis=0)
-                fair = self._map.calibrate(both, gallery.clusters[rows], raw)
-                best = int(np.argmin(fair))
-                scored.append(
-                    ScoredCandidate(
-                        cand.subject_id,
-                        cand.display_name,
-                        int(gallery.labels[rows[best]]),
-                        float(fair[best]),
-                        float(raw[best]),
-                        True,
-                    )
-                )
-            scored.sort(key=lambda c: (c.distance, c.raw_distance))
+            scored = self._score(gallery, query, clusters, [c for c in shortlist if c.subject_id in gallery.rows])
             if len(shortlist) < fetch:  # every live subject was fetched
                 break
             floor = self._map.floor(clusters[0], gallery.present, shortlist[-1].distance)
