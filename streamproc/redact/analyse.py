@@ -6,6 +6,7 @@ embeddings. Frames are numbered in decode order, which the render pass reproduce
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,6 +19,7 @@ from numpy.typing import NDArray
 
 from streamproc.config import TrackerConfig
 from streamproc.errors import SourceError
+from streamproc.redact.prefetch import prefetch
 from streamproc.redact.settings import RedactDetectionConfig, RedactTrackingConfig
 from streamproc.types import Detections, ImageBGR
 from streamproc.vision.track import FaceTracker
@@ -111,7 +113,7 @@ def analyse(
     tracking: RedactTrackingConfig,
     progress: Progress | None = None,
 ) -> Analysis:
-    """Detect and track every frame of ``path``."""
+    """Detect and track every frame of ``path`` (decoded in a worker thread while the detector runs)."""
     info = probe(path)
     tracker = FaceTracker(
         TrackerConfig(
@@ -136,10 +138,11 @@ def analyse(
         if progress is not None:
             progress(len(frames))
 
-    for item in decode_bgr(path, info):
-        batch.append(item)
-        if len(batch) >= detection.max_batch:
-            flush()
+    with contextlib.closing(prefetch(decode_bgr(path, info), depth=2 * detection.max_batch)) as decoded:
+        for item in decoded:
+            batch.append(item)
+            if len(batch) >= detection.max_batch:
+                flush()
     if batch:
         flush()
     return Analysis(info, frames)

@@ -1,5 +1,7 @@
 """Pass two: decode the clip again, hide every planned region, encode H.264 MP4 and copy audio unchanged.
 
+Decoding and hiding run in a worker thread a few frames ahead of the encoder (libx264 runs its own threads).
+
 The video is re-encoded frame for frame with each input frame's own timestamp, so resolution, frame rate,
 timestamps and duration are the input's; audio packets are copied byte for byte (no re-encode). The file is
 written under a temporary name in the output folder and renamed only when complete.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,8 +22,11 @@ import numpy as np
 
 from streamproc.errors import SourceError
 from streamproc.redact.plan import Plan, Region
+from streamproc.redact.prefetch import prefetch
 from streamproc.redact.settings import Method, RedactRenderConfig
 from streamproc.types import ImageBGR
+
+_DEPTH = 8  # frames decoded and hidden ahead of the encoder
 
 
 def hide(image: ImageBGR, regions: list[Region], method: Method, blocks: int) -> None:
@@ -102,23 +107,14 @@ def _encode(
             video_out.time_base = time_base
             video_out.codec_context.time_base = time_base
             audio = {a.index: dst.add_stream_from_template(a) for a in src.streams.audio}
-            for packet in src.demux(video_in, *src.streams.audio):
-                if packet.stream.index in audio:
-                    if packet.dts is not None:
-                        packet.stream = audio[packet.stream.index]
-                        dst.mux(packet)
-                    continue
-                for frame in packet.decode():
-                    if not isinstance(frame, av.VideoFrame):
+            hidden = _hidden_frames(src, video_in, set(audio), plan, config.blocks, method, source)
+            with contextlib.closing(prefetch(hidden, depth=_DEPTH)) as items:  # the worker ends before src closes
+                for item in items:
+                    if isinstance(item, av.Packet):
+                        item.stream = audio[item.stream.index]
+                        dst.mux(item)
                         continue
-                    if count >= len(plan.regions):
-                        raise SourceError(f"{source}: decoded more frames than the first pass saw")
-                    image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
-                    hide(image, plan.regions[count], method, config.blocks)
-                    out = av.VideoFrame.from_ndarray(image, format="bgr24")
-                    out.pts = frame.pts
-                    out.time_base = frame.time_base
-                    dst.mux(video_out.encode(out))
+                    dst.mux(video_out.encode(item))
                     count += 1
                     if progress is not None:
                         progress(count)
@@ -128,3 +124,34 @@ def _encode(
     if count != len(plan.regions):
         raise SourceError(f"{source}: the second pass decoded {count} frames, the first {len(plan.regions)}")
     return count
+
+
+def _hidden_frames(
+    src: av.container.InputContainer,
+    video_in: av.VideoStream,
+    audio: set[int],
+    plan: Plan,
+    blocks: int,
+    method: Method,
+    source: Path,
+) -> Iterator[av.Packet[av.stream.Stream] | av.VideoFrame]:
+    """In demux order: audio packets to copy (with a dts) and video frames with their regions hidden, carrying
+    the input frame's pts and time base. Runs in the prefetch worker, so decoding and hiding overlap encoding."""
+    count = 0
+    for packet in src.demux(video_in, *(s for s in src.streams.audio if s.index in audio)):
+        if packet.stream.index in audio:
+            if packet.dts is not None:
+                yield packet
+            continue
+        for frame in packet.decode():
+            if not isinstance(frame, av.VideoFrame):
+                continue
+            if count >= len(plan.regions):
+                raise SourceError(f"{source}: decoded more frames than the first pass saw")
+            image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+            hide(image, plan.regions[count], method, blocks)
+            out = av.VideoFrame.from_ndarray(image, format="bgr24")
+            out.pts = frame.pts
+            out.time_base = frame.time_base
+            yield out
+            count += 1
