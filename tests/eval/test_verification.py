@@ -43,27 +43,29 @@ def _small_protocol(shared_dir: Path, tmp_path: Path, per: int) -> tuple[Path, P
     return pairs, images
 
 
-def test_verification_cli_reports_and_counts_failures(shared_dir: Path, tmp_path: Path) -> None:
-    pairs, images = _small_protocol(shared_dir, tmp_path, per=40)
-    report = tmp_path / "report"
-    done = subprocess.run(
-        [
-            STREAMPROC,
-            "evaluate",
-            "verification",
-            "--pairs",
-            str(pairs),
-            "--images",
-            str(images),
-            "--report",
-            str(report),
-            "--no-cache",
-            "--calibration-out",
-            str(tmp_path / "cal.json"),
-        ],
+def _verification(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``streamproc evaluate verification ARGS`` as a user runs it (console script, wide terminal)."""
+    return subprocess.run(
+        [STREAMPROC, "evaluate", "verification", *map(str, args)],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_verification_cli_reports_and_counts_failures(shared_dir: Path, tmp_path: Path) -> None:
+    pairs, images = _small_protocol(shared_dir, tmp_path, per=40)
+    report = tmp_path / "report"
+    done = _verification(
+        "--pairs",
+        pairs,
+        "--images",
+        images,
+        "--report",
+        report,
+        "--no-cache",
+        "--calibration-out",
+        tmp_path / "cal.json",
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -101,19 +103,8 @@ def test_default_models_on_lfw_folds_1_to_5(shared_dir: Path) -> None:
     Floors, not our measured values: the face_recognition library's TAR@FMR1e-3 on the same pairs
     (0.922, same network, HOG detector), its failure-to-detect (0.68%) and accuracy (98.17%).
     """
-    done = subprocess.run(
-        [
-            STREAMPROC,
-            "evaluate",
-            "verification",
-            "--pairs",
-            str(shared_dir / "data/identity/lfw_pairs_folds1-5.txt"),
-            "--images",
-            str(shared_dir / "data/identity/lfw"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
+    done = _verification(
+        "--pairs", shared_dir / "data/identity/lfw_pairs_folds1-5.txt", "--images", shared_dir / "data/identity/lfw"
     )
     assert done.returncode == 0, done.stderr
     values = dict(re.findall(r"^(TAR@FMR[^:]+|Accuracy|Failure to detect): ([0-9.]+)", done.stdout, re.M))
