@@ -88,6 +88,13 @@ def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeo
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()}")
 
 
+def _sign_in(page: Any, user: str) -> None:
+    """Fill and send the sign-in form the page shows (every desk account has the same test password)."""
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+
+
 def _miranda(journal: Path) -> MatchEvent | None:
     if not journal.exists():
         return None
@@ -116,9 +123,7 @@ def test_two_reviewers_confirm_a_real_candidate_in_a_real_browser(
             page = alice.new_page()
             page.goto(f"{base}/")
             assert "/login" in page.url  # no session: the sign-in page
-            page.fill("input[name=user]", "alice")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
+            _sign_in(page, "alice")
             row = page.locator(f"a[href='/c/{event.event_id}']")
             row.wait_for()
             assert "Lin Manuel Miranda" in row.inner_text()
@@ -149,9 +154,7 @@ def test_two_reviewers_confirm_a_real_candidate_in_a_real_browser(
             bob = browser.new_context(viewport={"width": 1280, "height": 720})
             page_b = bob.new_page()
             page_b.goto(f"{base}/c/{event.event_id}")
-            page_b.fill("input[name=user]", "bob")
-            page_b.fill("input[name=password]", PASSWORD)
-            page_b.click("button[type=submit]")
+            _sign_in(page_b, "bob")
             page_b.wait_for_selector("#note")
             page_b.keyboard.press("c")  # the shortcut asks for a note first
             assert page_b.evaluate("document.activeElement.id") == "note"
@@ -191,9 +194,7 @@ def test_new_candidates_appear_without_a_reload_and_keys_open_them(browser: Any,
         context = browser.new_context(viewport={"width": 1280, "height": 720})
         page = context.new_page()
         page.goto(f"{base}/login")
-        page.fill("input[name=user]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        _sign_in(page, "alice")
         page.wait_for_selector("table.queue a")
         assert page.locator("table.queue tbody tr").count() == 1
         with EventJournal(journal) as j:
