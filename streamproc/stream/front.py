@@ -117,6 +117,14 @@ class StreamFront:
 
     # ------------------------------------------------------------------------------------------ loop
     def _run(self) -> None:
+        """Thread body: any failure ends the stream *as a failure*, so a bug never reads as "done, 0 frames"."""
+        try:
+            self._run_stream()
+        except Exception as err:  # a bug in a stage: say so in the summary, keep the traceback
+            log.exception("stream %s: internal error", self.stream_id)
+            self._fail(StreamprocError(f"internal error ({type(err).__name__}: {err}); see the log for the traceback"))
+
+    def _run_stream(self) -> None:
         sid, m = self.stream_id, self._metrics
         try:
             video = VideoSource(
