@@ -249,7 +249,7 @@ def calibrate_command(
 
         opener = functools.partial(eval_cache, analyzer, no_cache, cfg.models.cache_dir)
         calibration = with_fair_map(calibration, (emb, persons, impostor), fair_faces, analyzer, opener, seed)
-        typer.echo(f"fair score map fitted on the calibration faces and {fair_faces}")
+        typer.echo(f"fair score map fitted: {calibration.fair_map.data if calibration.fair_map else '?'}")
     if track_opts is not None:
         sections = _measure_tracks(calibration, analyzer, emb, persons, track_opts, no_cache, cfg.models.cache_dir)
         calibration = replace(calibration, track_false_flags=sections)
@@ -350,7 +350,7 @@ def _tracks_only(
         faces = (emb, persons, all_pairs_scores(emb, persons, calibration.metric)[1])
         opener = functools.partial(eval_cache, analyzer, False, cfg.models.cache_dir)
         calibration = with_fair_map(calibration, faces, fair_faces, analyzer, opener, opts.seed)
-        typer.echo(f"fair score map fitted on the calibration faces and {fair_faces}")
+        typer.echo(f"fair score map fitted: {calibration.fair_map.data if calibration.fair_map else '?'}")
     sections = _measure_tracks(calibration, analyzer, emb, persons, opts, False, cfg.models.cache_dir)
     note = f"track_false_flags measured by: {' '.join(sys.argv[1:])}"
     notes = (*(n for n in calibration.notes if not n.startswith("track_false_flags measured by:")), note)

@@ -95,10 +95,6 @@ class FairSearcher:
         self._lock = threading.Lock()
         self._cached: tuple[Watchlist, _Gallery] | None = None
 
-    @property
-    def fair_map(self) -> FairScoreMap:
-        return self._map
-
     def _gallery(self, watchlist: Watchlist, *, fresh: bool = False) -> _Gallery:
         with self._lock:
             if fresh or self._cached is None or self._cached[0] is not watchlist:
