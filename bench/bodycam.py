@@ -44,6 +44,7 @@ from streamproc.config_recognition import RecognitionConfig, ScheduleConfig
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline
+from streamproc.stream.source import to_bgr
 from streamproc.sysinfo import machine_description
 
 HAMILTON = "face_recognition_short_hamilton_clip"
@@ -132,14 +133,15 @@ def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveRe
 
 
 def decode_fps(clip: Path, thread_type: str, threads: int) -> float:
-    """Frames per second PyAV decodes ``clip`` into BGR arrays (what a source does) with these settings."""
+    """Frames per second PyAV decodes ``clip`` into BGR arrays with these settings (the source's conversion,
+    :func:`~streamproc.stream.source.to_bgr`; the source itself uses SLICE with FFmpeg's thread count)."""
     start, n = time.perf_counter(), 0
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         stream.thread_type = thread_type
         stream.codec_context.thread_count = threads
         for frame in container.decode(stream):
-            frame.to_ndarray(format="bgr24")
+            to_bgr(frame)
             n += 1
     return n / (time.perf_counter() - start)
 
