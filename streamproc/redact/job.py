@@ -22,7 +22,7 @@ from streamproc.models.providers import create_session
 from streamproc.models.registry import RETINAFACE, ModelStore
 from streamproc.records.audit import AuditLog
 from streamproc.redact.analyse import Detector, analyse, probe
-from streamproc.redact.keep import KeepDecision, KeepRequest, default_embedder, find_subject_tracks
+from streamproc.redact.keep import KeepDecision, KeepRequest, find_subject_tracks, watchlist_embedder
 from streamproc.redact.plan import plan_regions
 from streamproc.redact.render import render
 from streamproc.redact.report import lowest_regions, write_contact_sheet, write_json
@@ -103,6 +103,8 @@ def run_job(
     started = time.perf_counter()
     input_sha = sha256_file(job.clip)
     total = probe(job.clip).declared_frames
+    # Before the long first pass, so a watchlist that cannot be used is refused at once.
+    embedder = None if job.keep is None else watchlist_embedder(job.keep.watchlist, config.models, config.runtime)
     analysis = analyse(
         job.clip,
         detector,
@@ -112,10 +114,9 @@ def run_job(
     )
     n = len(analysis.frames)
     decision: KeepDecision | None = None
-    if job.keep is not None:
-        embedder = default_embedder(config.models, config.runtime)
+    if job.keep is not None and embedder is not None:
         decision = find_subject_tracks(job.clip, analysis, job.keep, embedder, config.keep_subject)
-        del embedder
+    del embedder
     plan = plan_regions(
         analysis,
         config.detection,
