@@ -29,6 +29,7 @@ from streamproc.config import TrackerConfig
 from streamproc.config_recognition import QualityConfig, ScheduleConfig
 from streamproc.protocols import FaceDetector
 from streamproc.stream.schedule import DetectionSchedule
+from streamproc.stream.source import to_bgr
 from streamproc.types import Detections, ImageBGR
 from streamproc.vision.align import DLIB_150, align
 from streamproc.vision.quality import QualityGate
@@ -55,11 +56,11 @@ def read_frames(path: Path) -> Iterator[tuple[float, ImageBGR]]:
     """(pts seconds, BGR frame) of every frame of a clip."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE"
         for frame in container.decode(stream):
             base = stream.time_base
             pts = float(frame.pts * base) if frame.pts is not None and base is not None else 0.0
-            yield pts, np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+            yield pts, to_bgr(frame)  # the pixels a VideoSource gives the pipeline
 
 
 def clip_rate(path: Path) -> Fraction:
