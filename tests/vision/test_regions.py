@@ -45,7 +45,7 @@ def test_shrink_matches_an_area_resize(size: tuple[int, int], out: tuple[int, in
     """Halving first, then one area step: the shape asked for and within a level or so of a one-step area
     resize on a textured image (the detector sees the same image, faster)."""
     noise = np.random.default_rng(0).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
-    image = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    image = np.asarray(cv2.GaussianBlur(noise, (0, 0), 1.5), np.uint8)
     small = shrink(image, *out)
     assert small.shape == (out[1], out[0], 3) and small.dtype == np.uint8
     reference = cv2.resize(image, out, interpolation=cv2.INTER_AREA).astype(np.int16)
