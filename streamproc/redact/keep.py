@@ -22,8 +22,8 @@ from streamproc.redact.analyse import Analysis, decode_bgr, probe
 from streamproc.redact.settings import KeepSubjectConfig
 from streamproc.search.calibration import shipped_calibration
 from streamproc.search.watchlist import Watchlist
-from streamproc.vision.align import ARCFACE_112, DLIB_150, align
-from streamproc.vision.embed import EmbedderSpec, OnnxEmbedder
+from streamproc.vision.align import align
+from streamproc.vision.embed import OnnxEmbedder, embedder_spec
 
 
 @dataclass(frozen=True)
@@ -55,43 +55,16 @@ def watchlist_embedder(watchlist: Path, models: ModelsConfig, runtime: RuntimeCo
     ResNet. Another model's templates are refused (their embedder is not something redaction can rebuild)."""
     with Watchlist.open(watchlist) as wl:
         kind = wl.embedder.kind
-    if kind == "sface":
-        sface = SFaceConfig()
-        model = SFACE
-        # The same preprocessing as `watchlist enroll` (runtime.build.embedder_spec): ArcFace-normalised RGB.
-        spec = EmbedderSpec(
-            kind="sface",
-            template=ARCFACE_112,
-            color="rgb",
-            mean=127.5,
-            std=128.0,
-            normalize=True,
-            metric="cosine",
-            max_batch=sface.max_batch,
-            flip_average=sface.flip_average,
-        )
-    elif kind == "dlib-resnet":
-        dlib = DlibResnetConfig()
-        model = DLIB_RESNET
-        # Mean subtraction and dlib's 1/256 scaling are inside the converted graph.
-        spec = EmbedderSpec(
-            kind="dlib-resnet",
-            template=DLIB_150,
-            color="rgb",
-            mean=0.0,
-            std=1.0,
-            normalize=False,
-            metric="l2",
-            max_batch=dlib.max_batch,
-            flip_average=dlib.flip_average,
-        )
+    if kind in ("sface", "dlib-resnet"):
+        emb: SFaceConfig | DlibResnetConfig = SFaceConfig() if kind == "sface" else DlibResnetConfig()
+        model = SFACE if kind == "sface" else DLIB_RESNET
     else:
         raise WatchlistError(
             f"{watchlist}: templates made with the {kind!r} embedder; --keep-subject needs a watchlist enrolled "
             "with a built-in embedder (sface, the default, or dlib-resnet)"
         )
     path, sha = ModelStore(models.cache_dir).path(model, models.auto_prepare)
-    return OnnxEmbedder(create_session(path, runtime, "embedder"), spec, sha)
+    return OnnxEmbedder(create_session(path, runtime, "embedder"), embedder_spec(emb), sha)
 
 
 def find_subject_tracks(

@@ -15,9 +15,8 @@ from streamproc.runtime.selfcheck import check_embedder
 from streamproc.search.calibration import Threshold, load_calibration, shipped_calibration
 from streamproc.stream.authorisation import check_authorisation
 from streamproc.types import Frame
-from streamproc.vision.align import ARCFACE_112, DLIB_150
 from streamproc.vision.detect import RetinaFaceDetector
-from streamproc.vision.embed import EmbedderSpec, OnnxEmbedder
+from streamproc.vision.embed import OnnxEmbedder, embedder_spec
 from streamproc.vision.faces import FaceAnalyzer
 from streamproc.vision.quality import QualityGate
 
@@ -42,48 +41,6 @@ def build_detector(config: RecognitionConfig) -> RetinaFaceDetector:
     else:
         path, sha = model_store(config).path(RETINAFACE, config.models.auto_prepare)
     return RetinaFaceDetector(create_session(path, config.runtime, "detector"), det, sha)
-
-
-def embedder_spec(config: SFaceConfig | DlibResnetConfig | ArcFaceConfig) -> EmbedderSpec:
-    if isinstance(config, SFaceConfig):
-        # The converted graph takes the usual ArcFace normalisation of RGB chips on the ArcFace template.
-        return EmbedderSpec(
-            kind="sface",
-            template=ARCFACE_112,
-            color="rgb",
-            mean=127.5,
-            std=128.0,
-            normalize=True,
-            metric="cosine",
-            max_batch=config.max_batch,
-            flip_average=config.flip_average,
-        )
-    if isinstance(config, DlibResnetConfig):
-        # Mean subtraction and dlib's 1/256 scaling are inside the converted graph.
-        return EmbedderSpec(
-            kind="dlib-resnet",
-            template=DLIB_150,
-            color="rgb",
-            mean=0.0,
-            std=1.0,
-            normalize=False,
-            metric="l2",
-            max_batch=config.max_batch,
-            flip_average=config.flip_average,
-        )
-    return EmbedderSpec(
-        kind="arcface",
-        template=ARCFACE_112,
-        color=config.color,
-        mean=config.mean,
-        std=config.std,
-        normalize=True,
-        metric="cosine",
-        max_batch=config.max_batch,
-        flip_average=config.flip_average,
-        input_name=config.input_name,
-        output_dim=config.output_dim,
-    )
 
 
 def build_embedder(config: RecognitionConfig) -> OnnxEmbedder:

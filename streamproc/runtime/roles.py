@@ -30,7 +30,6 @@ from streamproc.records.audit import AuditLog
 from streamproc.runtime.build import (
     build_detector,
     build_embedder,
-    embedder_spec,
     pipeline_detector_config,
     resolve_threshold,
 )
@@ -42,6 +41,7 @@ from streamproc.runtime.summary import StreamReport, write_reports
 from streamproc.runtime.transport import ZmqInbox, ZmqShotSink, chip_client_security, chip_server_security
 from streamproc.search.watchlist_handle import WatchlistHandle
 from streamproc.stream.front import StreamFront
+from streamproc.vision.embed import embedder_spec
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, SFaceConfig
 from streamproc.errors import ModelError
 from streamproc.models.providers import BatchRunner
 from streamproc.types import EmbedderIdentity, Metric
-from streamproc.vision.align import ChipTemplate
+from streamproc.vision.align import ARCFACE_112, DLIB_150, ChipTemplate
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -158,3 +159,46 @@ class OnnxEmbedder:
             return np.zeros((0, self._identity.dim), np.float32)
         parts = [self._run(chips[i : i + self._max_batch]) for i in range(0, len(chips), self._max_batch)]
         return np.concatenate(parts)
+
+
+def embedder_spec(config: SFaceConfig | DlibResnetConfig | ArcFaceConfig) -> EmbedderSpec:
+    """How chips are prepared for a configured embedder kind (one place, for every caller that embeds)."""
+    if isinstance(config, SFaceConfig):
+        # The converted graph takes the usual ArcFace normalisation of RGB chips on the ArcFace template.
+        return EmbedderSpec(
+            kind="sface",
+            template=ARCFACE_112,
+            color="rgb",
+            mean=127.5,
+            std=128.0,
+            normalize=True,
+            metric="cosine",
+            max_batch=config.max_batch,
+            flip_average=config.flip_average,
+        )
+    if isinstance(config, DlibResnetConfig):
+        # Mean subtraction and dlib's 1/256 scaling are inside the converted graph.
+        return EmbedderSpec(
+            kind="dlib-resnet",
+            template=DLIB_150,
+            color="rgb",
+            mean=0.0,
+            std=1.0,
+            normalize=False,
+            metric="l2",
+            max_batch=config.max_batch,
+            flip_average=config.flip_average,
+        )
+    return EmbedderSpec(
+        kind="arcface",
+        template=ARCFACE_112,
+        color=config.color,
+        mean=config.mean,
+        std=config.std,
+        normalize=True,
+        metric="cosine",
+        max_batch=config.max_batch,
+        flip_average=config.flip_average,
+        input_name=config.input_name,
+        output_dim=config.output_dim,
+    )
