@@ -311,6 +311,8 @@ def format_validation_error(
     lines = []
     for item in err.errors():
         loc = tuple(item["loc"])
+        if loc[:1] == ("detector",) and loc[1:2] in (("retinaface",), ("yunet",)):
+            loc = loc[:1] + loc[2:]  # the detector kinds share one set of keys: name them as written in YAML
         path = ".".join(str(p) for p in loc) or "<root>"
         where = source
         if key_lines:

@@ -85,9 +85,9 @@ class ScheduleConfig(StrictConfig):
         return self
 
 
-class RetinaFaceConfig(StrictConfig):
-    type: Literal["retinaface"] = "retinaface"
-    model: Path | None = Field(None, description="ONNX file; default: the built-in RetinaFace MobileNet-0.25 (MIT).")
+class DetectorSettings(StrictConfig):
+    """What every detector kind shares (the stream front, the schedule and the tracker read these)."""
+
     score_threshold: float = Field(0.6, gt=0.0, lt=1.0, description="Minimum face score kept.")
     nms_iou: float = Field(0.4, gt=0.0, lt=1.0, description="IoU above which overlapping boxes merge.")
     min_face_px: float = Field(
@@ -119,6 +119,22 @@ class RetinaFaceConfig(StrictConfig):
     )
 
 
+class RetinaFaceConfig(DetectorSettings):
+    type: Literal["retinaface"] = "retinaface"
+    model: Path | None = Field(None, description="ONNX file; default: the built-in RetinaFace MobileNet-0.25 (MIT).")
+
+
+class YuNetConfig(DetectorSettings):
+    """OpenCV Zoo's YuNet 2023mar (MIT), as built by `streamproc models prepare`: faster than RetinaFace at the same
+    input size, documented for faces of ~10-300 px (see docs/models.md for the measured trade-off)."""
+
+    type: Literal["yunet"] = "yunet"
+    model: Path | None = Field(
+        None, description="ONNX file; default: YuNet 2023mar converted to fp32 by `streamproc models prepare`."
+    )
+    nms_iou: float = Field(0.3, gt=0.0, lt=1.0, description="IoU above which overlapping boxes merge.")
+
+
 def _type_or(default: str) -> Callable[[Any], str]:
     """Discriminator that reads ``type`` and falls back to the default kind when the key is omitted."""
 
@@ -130,8 +146,10 @@ def _type_or(default: str) -> Callable[[Any], str]:
     return kind
 
 
-# One detector kind today; a union with a ``type`` discriminator (as for embedders) when a second lands.
-DetectorConfig = RetinaFaceConfig
+DetectorConfig = Annotated[
+    Annotated[RetinaFaceConfig, Tag("retinaface")] | Annotated[YuNetConfig, Tag("yunet")],
+    Discriminator(_type_or("retinaface")),
+]
 
 
 class DlibResnetConfig(StrictConfig):

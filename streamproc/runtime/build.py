@@ -6,16 +6,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streamproc.config import PipelineConfig
-from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, SFaceConfig
+from streamproc.config_recognition import ArcFaceConfig, DlibResnetConfig, RecognitionConfig, SFaceConfig, YuNetConfig
 from streamproc.errors import ConfigError, ModelError
 from streamproc.fsutil import sha256_file
 from streamproc.models.providers import create_session
-from streamproc.models.registry import DLIB_RESNET, RETINAFACE, SFACE, ModelStore
+from streamproc.models.registry import DLIB_RESNET, RETINAFACE, SFACE, YUNET, ModelStore
 from streamproc.runtime.selfcheck import check_embedder
 from streamproc.search.calibration import Threshold, load_calibration, shipped_calibration
 from streamproc.stream.authorisation import check_authorisation
 from streamproc.types import Frame
 from streamproc.vision.detect import RetinaFaceDetector
+from streamproc.vision.detect_yunet import YuNetDetector
 from streamproc.vision.embed import OnnxEmbedder, embedder_spec
 from streamproc.vision.faces import FaceAnalyzer
 from streamproc.vision.quality import QualityGate
@@ -31,7 +32,7 @@ def model_store(config: RecognitionConfig) -> ModelStore:
     return ModelStore(config.models.cache_dir)
 
 
-def build_detector(config: RecognitionConfig) -> RetinaFaceDetector:
+def build_detector(config: RecognitionConfig) -> RetinaFaceDetector | YuNetDetector:
     det = config.detector
     if det.model is not None:
         path = det.model
@@ -39,8 +40,12 @@ def build_detector(config: RecognitionConfig) -> RetinaFaceDetector:
             raise ModelError(f"detector.model {path} does not exist")
         sha = sha256_file(path)
     else:
-        path, sha = model_store(config).path(RETINAFACE, config.models.auto_prepare)
-    return RetinaFaceDetector(create_session(path, config.runtime, "detector"), det, sha)
+        spec = YUNET if isinstance(det, YuNetConfig) else RETINAFACE
+        path, sha = model_store(config).path(spec, config.models.auto_prepare)
+    session = create_session(path, config.runtime, "detector")
+    if isinstance(det, YuNetConfig):
+        return YuNetDetector(session, det, sha)
+    return RetinaFaceDetector(session, det, sha)
 
 
 def build_embedder(config: RecognitionConfig) -> OnnxEmbedder:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config_recognition import RetinaFaceConfig
+from streamproc.config_recognition import DetectorSettings, RetinaFaceConfig
 from streamproc.models.providers import BatchRunner
 from streamproc.types import Detections, ImageBGR
 
@@ -64,6 +64,24 @@ def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou: float) -> 
     return np.asarray(keep, dtype=np.intp).reshape(-1)
 
 
+def fit_input(image: ImageBGR, config: DetectorSettings) -> tuple[ImageBGR, float]:
+    """The (H, W, 3) uint8 BGR image resized by the ``max_side`` / ``min_side`` policy, and the scale applied
+    (network pixels per image pixel; divide network coordinates by it)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    scale = 1.0
+    if config.max_side is not None and max(height, width) > config.max_side:
+        scale = config.max_side / max(height, width)
+    elif config.min_side is not None and min(height, width) < config.min_side:
+        scale = config.min_side / min(height, width)
+    if scale != 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        image = np.asarray(cv2.resize(image, size, interpolation=interp), dtype=np.uint8)
+    return image, scale
+
+
 class RetinaFaceDetector:
     """Detects faces in batches of BGR images of any size.
 
@@ -86,22 +104,8 @@ class RetinaFaceDetector:
         settings = self._config.model_dump(mode="json", exclude={"model", "max_batch", "schedule"})
         return json.dumps({"model": self._model_sha256, **settings}, sort_keys=True)
 
-    def _scale_for(self, height: int, width: int) -> float:
-        scale = 1.0
-        if self._config.max_side is not None and max(height, width) > self._config.max_side:
-            scale = self._config.max_side / max(height, width)
-        elif self._config.min_side is not None and min(height, width) < self._config.min_side:
-            scale = self._config.min_side / min(height, width)
-        return scale
-
     def _prepare(self, image: ImageBGR) -> tuple[NDArray[np.float32], float]:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}")
-        scale = self._scale_for(image.shape[0], image.shape[1])
-        if scale != 1.0:
-            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            image = np.asarray(cv2.resize(image, size, interpolation=interp), dtype=np.uint8)
+        image, scale = fit_input(image, self._config)
         # Per-channel subtraction straight into planar float32: ~20x faster than astype + subtract + transpose
         # (0.26 ms vs 5 ms at 640x360), which matters when detection itself takes ~9 ms.
         tensor = np.empty((3, image.shape[0], image.shape[1]), np.float32)

@@ -10,7 +10,7 @@ import pytest
 from support import STREAMPROC
 
 from streamproc.errors import ModelError
-from streamproc.models.registry import DEFAULT_MODELS, DLIB_RESNET, RETINAFACE, SFACE, ModelStore
+from streamproc.models.registry import DEFAULT_MODELS, DLIB_RESNET, RETINAFACE, SFACE, YUNET, ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +22,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 
 def test_prepare_builds_the_default_models_with_recorded_hashes(built: ModelStore) -> None:
     manifest = json.loads((built.cache_dir / "manifest.json").read_text())
-    assert set(manifest["models"]) == {RETINAFACE.name, DLIB_RESNET.name, SFACE.name}
+    assert set(manifest["models"]) == {RETINAFACE.name, DLIB_RESNET.name, SFACE.name, YUNET.name}
     assert manifest["models"][RETINAFACE.name]["sha256"] == RETINAFACE.output_sha256
     assert manifest["models"][RETINAFACE.name]["size"] == 1_736_694
     assert manifest["models"][DLIB_RESNET.name]["source_sha256"] == DLIB_RESNET.source_sha256
     assert manifest["models"][SFACE.name]["sha256"] == SFACE.output_sha256
+    assert manifest["models"][YUNET.name]["sha256"] == YUNET.output_sha256
     for spec in DEFAULT_MODELS:
         assert built.verify(spec).sha256 == manifest["models"][spec.name]["sha256"]
 
