@@ -67,7 +67,7 @@ class ScheduleConfig(StrictConfig):
     max_interval: int = Field(8, ge=1, le=100, description="Longest interval the load controller may stretch to.")
     window_px: int = Field(96, ge=32, le=1024, description="Network size of the window around each live track.")
     window_context: float = Field(2.0, ge=1.2, le=8.0, description="Window side over the track box's longer side.")
-    max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (smallest first).")
+    max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (the rest rotate).")
     tile_px: int = Field(640, ge=64, le=4096, description="Tile width at native size (height: 9/16 of it, x32).")
     tile_overlap_px: int = Field(64, ge=0, le=1024, description="Neighbouring tiles overlap by at least this much.")
     tile_stride: int = Field(2, ge=1, le=1000, description="One native tile every this many frames (at least).")

@@ -9,6 +9,12 @@ native-resolution crops.
 
 A face cut by a region's edge (an edge inside the frame, not the frame's own border) is dropped: it is a
 fragment, and the tile next to it, the window around it or the whole-frame pass finds it whole.
+
+Two boxes of which the smaller lies mostly inside a much larger one are one face, not two (see
+:func:`drop_contained`): at native size a face beyond the detector's largest anchor (~512 px for RetinaFace)
+falls apart into part-boxes inside the whole face that the downscaled pass finds, and a low-score box around a
+group of heads encloses the real, sharper face. IoU cannot see either (a part inside a whole overlaps it at IoU
+0.2-0.3); overlap over the *smaller* box's area can. Of the two, the higher score stays, as in NMS.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from streamproc.types import Detections, ImageBGR
 from streamproc.vision.detect import nms
 
 CUT_MARGIN_PX = 2.0  # a box this close (network pixels) to a cut edge touches it
+CONTAINED_SHARE = 0.6  # this share of a box's area inside another box makes them one face (if sizes differ so)
+CONTAINED_AREA_RATIO = 1.5  # ... and the outer box has at least this many times the inner box's area
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,36 @@ def to_frame(dets: Detections, region: Region, height: int, width: int) -> Detec
     return Detections(boxes, dets.scores, points)
 
 
+def drop_contained(
+    dets: Detections, share: float = CONTAINED_SHARE, area_ratio: float = CONTAINED_AREA_RATIO
+) -> Detections:
+    """Greedy suppression on containment, best score first: a box is dropped when at least ``share`` of the
+    smaller box's area of the pair lies inside the other and the larger has at least ``area_ratio`` times the
+    smaller's area, the other scoring higher. Two neighbouring faces of similar size (overlap over the smaller
+    box 0.4-0.6 in a crowd) are left to IoU NMS; a part inside a whole face, or a face inside a loose box
+    around several heads, are not two faces. Order kept (NMS output is by descending score)."""
+    n = len(dets)
+    if n < 2:
+        return dets
+    order = np.argsort(-dets.scores, kind="stable")
+    b = dets.boxes[order].astype(np.float64)
+    area = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    iw = np.maximum(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0.0)
+    ih = np.maximum(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0.0)
+    small = np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
+    large = np.maximum(area[:, None], area[None, :])
+    contained = (iw * ih >= share * small) & (large >= area_ratio * small)
+    keep = np.ones(n, bool)
+    for i in range(n):
+        if keep[i]:
+            keep[i + 1 :] &= ~contained[i, i + 1 :]
+    return dets.select(np.sort(order[keep]))
+
+
 def merge(parts: Sequence[Detections], iou: float, min_face_px: float = 0.0) -> Detections:
-    """One set of frame detections from overlapping parts: greedy NMS, best score first, then faces of at
-    least ``min_face_px`` (shorter side, frame pixels). Order of the result: by descending score."""
+    """One set of frame detections from overlapping parts: greedy NMS, best score first, faces of at least
+    ``min_face_px`` (shorter side, frame pixels), then boxes that are part of a larger face or enclose a
+    better one dropped (:func:`drop_contained`). Order of the result: by descending score."""
     parts = [p for p in parts if len(p)]
     if not parts:
         return Detections.empty()
@@ -155,7 +190,7 @@ def merge(parts: Sequence[Detections], iou: float, min_face_px: float = 0.0) -> 
         np.concatenate([p.landmarks for p in parts]),
     )
     kept = joined.select(nms(joined.boxes, joined.scores, iou))
-    return kept.select(np.flatnonzero(kept.sizes >= min_face_px))
+    return drop_contained(kept.select(np.flatnonzero(kept.sizes >= min_face_px)))
 
 
 def detect_regions(

@@ -32,6 +32,25 @@ def test_whole_frame_every_interval_tiles_in_turn_and_a_window_per_track() -> No
     assert state.interval == 3 and state.full_scale == 640 / 1920
 
 
+def test_tracks_over_the_window_cap_take_turns_instead_of_the_largest_going_without() -> None:
+    """30 tracks of 20-165 px, at most 24 windows: every frame plans 24, and every track, the largest
+    included, gets a window on most frames (before: the six largest never did)."""
+    cfg = ScheduleConfig(
+        enabled=True, interval=100, max_interval=100, tile_stride=1000, max_windows=24, window_context=2.0
+    )
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
+    sides = 20.0 + 5.0 * np.arange(30)
+    boxes = np.array([[60 * i, 500, 60 * i + s, 500 + s] for i, s in enumerate(sides)], np.float64)
+    schedule.plan(1080, 1920, boxes)  # frame 0: the whole-frame pass (large faces need no window there)
+    seen = np.zeros(30, int)
+    for _ in range(30):
+        windows = [r for r in schedule.plan(1080, 1920, boxes).regions if r.out_w == 96]
+        assert len(windows) == 24
+        for w in windows:  # a window's side is twice its face's (context 2): distinct for every track
+            seen[np.flatnonzero(2 * sides == w.x1 - w.x0)] += 1
+    assert seen.min() >= 20 and seen.sum() == 24 * 30
+
+
 def test_a_small_frame_gets_no_tiles_when_the_whole_frame_pass_is_native() -> None:
     schedule = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0)
     plan = schedule.plan(360, 640, np.zeros((0, 4)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from streamproc.vision.imageio import read_image
 from streamproc.vision.regions import (
     Region,
     detect_regions,
+    drop_contained,
     merge,
     shrink,
     tile_grid,
@@ -86,6 +88,37 @@ def test_merge_keeps_one_box_per_face_and_applies_the_size_floor() -> None:
     )
     out = merge([a, b], iou=0.4, min_face_px=12)
     assert len(out) == 1 and out.scores[0] == pytest.approx(0.95)
+
+
+def _dets(boxes: Sequence[Sequence[float]], scores: Sequence[float]) -> Detections:
+    return Detections(
+        np.array(boxes, np.float32), np.array(scores, np.float32), np.zeros((len(scores), 5, 2), np.float32)
+    )
+
+
+def test_a_part_inside_a_whole_face_is_not_a_second_face() -> None:
+    """A 400 px face found whole (score 0.98) and an eye-and-nose part of it (0.79) that the native pass
+    found: IoU 0.09, so NMS keeps both; contained, the part goes."""
+    whole, part = [1300, 25, 1800, 820], [1420, 90, 1520, 220]
+    out = drop_contained(_dets([whole, part], [0.98, 0.79]))
+    assert len(out) == 1 and out.boxes[0].tolist() == whole
+    assert len(merge([_dets([part], [0.79]), _dets([whole], [0.98])], iou=0.4)) == 1
+
+
+def test_a_loose_box_around_a_better_face_goes_and_the_face_stays() -> None:
+    """Reversed: a sharp face (1.00) inside a loose low-score box around two heads (0.67): the box goes."""
+    face, loose = [952, 90, 1150, 415], [742, 24, 1072, 478]  # 61% of the face inside, 2.3x its area
+    out = drop_contained(_dets([face, loose], [1.0, 0.67]))
+    assert len(out) == 1 and out.boxes[0].tolist() == face
+
+
+def test_neighbouring_faces_of_similar_size_both_stay() -> None:
+    """Two people side by side in a crowd, boxes of similar size overlapping by ~45% of the smaller one:
+    two faces (IoU NMS at 0.4 keeps both, and containment must not merge them)."""
+    a, b = [391, 83, 457, 188], [355, 47, 428, 161]
+    assert len(merge([_dets([a, b], [0.99, 0.91])], iou=0.4)) == 2
+    # the same overlap with a much larger outer box, but only 45% inside: still two
+    assert len(drop_contained(_dets([[0, 0, 100, 100], [55, 0, 135, 80]], [0.9, 0.8]))) == 2
 
 
 @pytest.mark.shared
