@@ -22,9 +22,9 @@ import enum
 import math
 from dataclasses import dataclass
 
+import lap
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linear_sum_assignment
 
 from streamproc.config import TrackerConfig
 from streamproc.types import Detections
@@ -154,12 +154,15 @@ class _Track:
 
 
 def _assign(ious: NDArray[np.float64], gate: float) -> list[tuple[int, int]]:
-    """Hungarian assignment maximising total IoU over pairs with IoU >= gate; (row, col) pairs."""
+    """Optimal assignment maximising total IoU over pairs with IoU >= gate; (row, col) pairs.
+
+    Jonker-Volgenant (``lap``, 4 ms to import) rather than ``scipy.optimize`` (0.4 s of every command's
+    start-up); the same optimum: a full assignment minimising the negated gated IoU."""
     if ious.size == 0:
         return []
-    gated = np.where(ious >= gate, ious, 0.0)
-    rows, cols = linear_sum_assignment(gated, maximize=True)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if ious[r, c] >= gate]
+    cost = -np.where(ious >= gate, ious, 0.0)
+    cols, _ = lap.lapjv(cost, extend_cost=True, return_cost=False)  # row -> column, -1 for none
+    return [(r, int(c)) for r, c in enumerate(cols) if c >= 0 and ious[r, c] >= gate]
 
 
 class FaceTracker:

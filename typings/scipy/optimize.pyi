@@ -1,9 +1,0 @@
-from typing import Any
-
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-
-def linear_sum_assignment(
-    cost_matrix: ArrayLike, maximize: bool = ...
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]: ...
-def __getattr__(name: str) -> Any: ...
