@@ -6,7 +6,8 @@ Clips: see bench/bodycam_clips.py (public clips upscaled to 1920x1080 and 1280x7
 interpolation, and a 1080p "crowd" mosaic of the clips at native size). Steps:
 
 1. accuracy, offline and deterministic: every frame of each 1080p clip through the reference mode (the whole
-   frame at native size plus downscaled to 640, every frame) and through the schedule (``detector.schedule``
+   frame at native size plus downscaled to 640, every frame, merged as the product merges regions) and through
+   the schedule (``detector.schedule``
    at its configured interval and stride); the same tracker, alignment and quality gate on the native frame.
    ``track_recall``: reference tracks (>= 5 frames, with a face that passed the quality gate) that the schedule
    also tracks (box IoU >= 0.5 on at least half their frames); ``shot_ok``: of those, the share whose best-shot

@@ -153,7 +153,9 @@ def every_frame(
 ) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
     """The reference: the whole frame at native size on every frame, plus (``also_side``) the whole frame
     downscaled to that long side, merged: faces larger than RetinaFace's largest anchor (512 px, common in the
-    upscaled clips) come apart into fragments at native size and are only found whole when downscaled."""
+    upscaled clips) come apart into fragments at native size and are only found whole when downscaled. The
+    merge is the product's own (:func:`~streamproc.vision.regions.merge`: NMS, size floor, a box mostly inside
+    a much larger one is one face), so the reference is what the product's slow mode would produce."""
 
     def detect(image: ImageBGR, _tracker: FaceTracker, _pts: float) -> Detections:
         h, w = image.shape[:2]
