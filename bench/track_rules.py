@@ -100,7 +100,7 @@ def main() -> None:
     tracks = [(p, _unit(np.stack(vs[2:5]))) for p, vs in mated.items()]
     tracks += [(p, _unit(np.stack(vs[:3]))) for p, vs in impostor_only.items()]
     print(f"tracks: {len(mated)} mated (persons with >= 5 photos), {len(tracks)} impostor; pool {len(pool)}")
-    cal = shipped_calibration(analyzer.embedder.identity)
+    cal = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
     points = [(p.fmr_target, p.distance_threshold) for p in cal[0].points] if cal else []
     rng = np.random.default_rng(args.seed)
     headline: dict[str, float] = {}

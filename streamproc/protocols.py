@@ -19,6 +19,11 @@ class FaceDetector(Protocol):
         """Identifies the model and settings, so cached results are never reused across them."""
         ...
 
+    @property
+    def kind(self) -> str:
+        """The detector type as configured (``detector.type``): calibration files are bound to it."""
+        ...
+
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
         """One :class:`Detections` per input image (BGR uint8, any size), in input order."""
         ...

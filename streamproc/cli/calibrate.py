@@ -227,6 +227,7 @@ def calibrate_command(
     calibration = Calibration(
         embedder=ident.kind,
         model_sha256=ident.model_sha256,
+        detector=analyzer.detector.kind,
         metric=metric,
         data=data,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -338,7 +339,7 @@ def _tracks_only(
 
     cfg = recognition_config(config, embedder, embedder_model, device)
     analyzer = build_analyzer(cfg)
-    calibration = load_calibration(out_file, analyzer.embedder.identity)
+    calibration = load_calibration(out_file, analyzer.embedder.identity, analyzer.detector.kind)
     items = _calibration_items(images, pairs)
     vectors = _embed([p for _, p in items], analyzer, False, cfg.models.cache_dir)
     persons = [items[i][0] for i, v in enumerate(vectors) if v is not None]

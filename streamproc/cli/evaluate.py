@@ -35,7 +35,7 @@ def _default_threshold(analyzer: FaceAnalyzer) -> tuple[float, str]:
     """The shipped calibration's FMR 1e-3 distance threshold; a user mistake when the model has none."""
     from streamproc.search.calibration import shipped_calibration
 
-    shipped = shipped_calibration(analyzer.embedder.identity)
+    shipped = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
     if shipped is None:
         raise ConfigError("no shipped calibration for this embedder model: give --threshold (a distance in its metric)")
     calibration, name = shipped
@@ -228,7 +228,7 @@ def evaluate_verification(
         write_verification_report(result.report, result.genuine, result.impostor, report)
         out.print(f"report written to {report}")
     if calibration_out is not None:
-        _write_pairs_calibration(result, calibration_out, pairs)
+        _write_pairs_calibration(result, calibration_out, pairs, analyzer.detector.kind)
         out.print(f"calibration written to {calibration_out}")
     for line in format_headline_lines(result.report):
         out.print(line, highlight=False)
@@ -265,7 +265,7 @@ def evaluate_identification(
 
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     if threshold is None:
-        shipped = shipped_calibration(analyzer.embedder.identity)
+        shipped = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
         if shipped is not None:
             threshold = shipped[0].threshold_for(1e-3).distance_threshold
     split = split_persons(images, enrolled_fraction, seed, max_probes, max_persons)
@@ -292,7 +292,7 @@ def evaluate_identification(
     out.print(" ".join(headline), highlight=False)
 
 
-def _write_pairs_calibration(result: Any, path: Path, pairs: Path) -> None:
+def _write_pairs_calibration(result: Any, path: Path, pairs: Path, detector: str) -> None:
     from streamproc.eval.intervals import clopper_pearson
     from streamproc.search.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
 
@@ -318,6 +318,7 @@ def _write_pairs_calibration(result: Any, path: Path, pairs: Path) -> None:
         Calibration(
             embedder=rep.extra["embedder"],
             model_sha256=rep.extra["model_sha256"],
+            detector=detector,
             metric=result.metric,
             data=f"all pairs among the images of {pairs.name} (LFW deep-funneled, public half)",
             created=rep.extra["date"],

@@ -46,7 +46,7 @@ def identify_command(
     photos = [(path, read_image(path)) for path in images]  # every photo readable before anything is recorded
     Watchlist.open(watchlist).close()  # exists and is a watchlist, before a model is loaded
     analyzer = build_analyzer(recognition)
-    shipped = shipped_calibration(analyzer.embedder.identity)
+    shipped = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
     threshold = shipped[0].threshold_for(1e-3).distance_threshold if shipped else None
     fair_map = shipped[0].fair_map if shipped else None
     searcher = None if fair_map is None else FairSearcher(fair_map)

@@ -116,7 +116,7 @@ def watchlist_enroll(
     _check_enrolment(watchlist, subject_id, images, face, largest, add_templates, name, reason, operator, legal_basis)
     analyzer = build_analyzer(recognition_config(config, embedder, embedder_model, device))
     templates = templates_from_images(images, analyzer, FaceChoice(index=face, largest=largest))
-    shipped = shipped_calibration(analyzer.embedder.identity)
+    shipped = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
     with Watchlist.open_or_create(watchlist, analyzer.embedder.identity) as wl:
         audit = AuditLog.open_or_create(watchlist, actor=operator)  # lives in the watchlist directory
         for gone in purge_expired(wl, audit):

@@ -371,9 +371,9 @@ def run_fairness(
         faces, vectors = labelled_faces(labels_csv, images_dir, analyzer, cache)
         return crossfit(faces, vectors, ident.metric, nominal_fmr, DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE)
     if calibration_file is not None:
-        calibration = load_calibration(calibration_file, ident)
+        calibration = load_calibration(calibration_file, ident, analyzer.detector.kind)
     else:
-        shipped = shipped_calibration(ident)
+        shipped = shipped_calibration(ident, analyzer.detector.kind)
         if shipped is None or shipped[0].fair_map is None:
             return None
         calibration = shipped[0]

@@ -76,7 +76,7 @@ def find_subject_tracks(
             raise WatchlistError(f"subject {request.subject_id!r} is not enrolled in {request.watchlist}")
         threshold = config.max_distance
         if threshold is None:
-            shipped = shipped_calibration(embedder.identity)
+            shipped = shipped_calibration(embedder.identity, "retinaface")  # redaction always detects with it
             if shipped is None:
                 raise ConfigError("no shipped calibration for this embedder: set keep_subject.max_distance")
             threshold = shipped[0].threshold_for(config.target_fmr).distance_threshold

@@ -85,9 +85,9 @@ def resolve_threshold(config: PipelineConfig, embedder: OnnxEmbedder) -> Thresho
         return Threshold(distance=policy.threshold, calibration=None, source="explicit (uncalibrated)", fmr_target=None)
     ident = embedder.identity
     if policy.calibration is not None:
-        calibration, source = load_calibration(policy.calibration, ident), policy.calibration.name
+        calibration, source = load_calibration(policy.calibration, ident, config.detector.type), policy.calibration.name
     else:
-        shipped = shipped_calibration(ident)
+        shipped = shipped_calibration(ident, config.detector.type)
         if shipped is None:
             raise ConfigError(
                 f"no calibration for {ident.kind} model {ident.model_sha256[:12]}: measure one with "

@@ -1,7 +1,9 @@
 """Calibration files: distance thresholds tied to a measured false-match rate for one exact model.
 
 A threshold means nothing without the model it was measured for and the data it was measured on, so the
-file carries both, and :func:`load_calibration` refuses a file made for another model. Thresholds are in
+file carries both, and :func:`load_calibration` refuses a file made for another model, or measured on faces
+found and aligned by another detector (its landmarks move the chips, so the scores and their false-match
+rate move too). Thresholds are in
 the embedder's distance unit (L2 for dlib, 1 - cos for cosine models): a comparison is a candidate when
 ``distance <= threshold``.
 """
@@ -167,6 +169,9 @@ class Calibration:
     notes: tuple[str, ...] = field(default=())
     track_false_flags: tuple[TrackFalseFlags, ...] = field(default=())
     fair_map: FairScoreMap | None = None  # see streamproc.search.fairscore; thresholds then apply to its distances
+    # The detector whose boxes and landmarks made the chips. Files written before this field existed were all
+    # measured with RetinaFace, the only detector then.
+    detector: str = "retinaface"
 
     def track_false_flag_rate(self, gallery_size: int, k: int, n: int, fmr_target: float) -> TrackRate | None:
         """Per-track false-flag rate (per-track FPIR) of the k-of-n rule at ``fmr_target`` for ``gallery_size``.
@@ -233,8 +238,9 @@ def save_calibration(calibration: Calibration, path: Path) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
-def load_calibration(path: Path, embedder: EmbedderIdentity | None = None) -> Calibration:
-    """Read a calibration file; with ``embedder``, refuse one measured for another model."""
+def load_calibration(path: Path, embedder: EmbedderIdentity | None = None, detector: str | None = None) -> Calibration:
+    """Read a calibration file; with ``embedder`` / ``detector``, refuse one measured for another model /
+    on another detector's chips."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.pop("schema_version") not in (SCHEMA_VERSION, FAIR_SCHEMA_VERSION):
@@ -256,6 +262,8 @@ def load_calibration(path: Path, embedder: EmbedderIdentity | None = None) -> Ca
             f"calibration {path} was measured for {calibration.embedder} model {calibration.model_sha256[:12]}, "
             f"not the configured {embedder.kind} model {embedder.model_sha256[:12]}; calibrate this model"
         )
+    if detector is not None:
+        check_detector(calibration, detector, str(path))
     return calibration
 
 
@@ -265,8 +273,22 @@ def _track_section(raw: dict[str, Any]) -> TrackFalseFlags:
     return TrackFalseFlags(rows=rows, fold_thresholds=folds, **raw)
 
 
-def shipped_calibration(embedder: EmbedderIdentity) -> tuple[Calibration, str] | None:
-    """The calibration file shipped in the package for this exact model, with its name, if any."""
+def check_detector(calibration: Calibration, detector: str, source: str) -> None:
+    """Refuse thresholds measured on another detector's chips: their false-match rate was never measured."""
+    if calibration.detector != detector:
+        raise ConfigError(
+            f"calibration {source} was measured on faces found and aligned by the {calibration.detector} detector, "
+            f"not the configured {detector}: its false-match rates do not hold; measure one with `streamproc "
+            "evaluate verification --all-pairs --calibration-out FILE` under this config and set policy.calibration"
+        )
+
+
+def shipped_calibration(embedder: EmbedderIdentity, detector: str) -> tuple[Calibration, str] | None:
+    """The calibration file shipped in the package for this exact model, with its name, if any.
+
+    A shipped file for this model measured with another ``detector`` is refused (ConfigError), not skipped:
+    falling back to "no calibration" would hide why.
+    """
     import importlib.resources
 
     name = f"{embedder.kind}-v1.json"
@@ -277,4 +299,5 @@ def shipped_calibration(embedder: EmbedderIdentity) -> tuple[Calibration, str] |
         raw = load_calibration(path)
     if raw.model_sha256 != embedder.model_sha256 or raw.embedder != embedder.kind:
         return None
+    check_detector(raw, detector, f"{name} (shipped)")
     return raw, name

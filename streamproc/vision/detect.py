@@ -98,6 +98,10 @@ class RetinaFaceDetector:
         self._priors: dict[tuple[int, int], NDArray[np.float32]] = {}
 
     @property
+    def kind(self) -> str:
+        return self._config.type
+
+    @property
     def cache_key(self) -> str:
         """Identifies the model and every setting that changes the output (for result caches)."""
         # Batching and the streams' schedule change no result of detect() on a given image.

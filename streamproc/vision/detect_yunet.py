@@ -68,6 +68,10 @@ class YuNetDetector:
         self._grids: dict[tuple[int, int], list[tuple[int, NDArray[np.float32]]]] = {}
 
     @property
+    def kind(self) -> str:
+        return self._config.type
+
+    @property
     def cache_key(self) -> str:
         """Identifies the model and every setting that changes the output (for result caches)."""
         settings = self._config.model_dump(mode="json", exclude={"model", "max_batch", "schedule"})

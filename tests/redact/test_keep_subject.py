@@ -79,7 +79,7 @@ def clip(shared_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def truth(clip: Path, watchlist: Path) -> Truth:
     analyzer = build_analyzer(RecognitionConfig())
-    shipped = shipped_calibration(analyzer.embedder.identity)
+    shipped = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
     assert shipped is not None
     threshold = shipped[0].threshold_for(1e-4).distance_threshold
     subject: list[list[Box]] = []

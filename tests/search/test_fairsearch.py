@@ -55,7 +55,7 @@ def analyzer() -> FaceAnalyzer:
 
 @pytest.fixture(scope="module")
 def calibration(analyzer: FaceAnalyzer) -> Calibration:
-    shipped = shipped_calibration(analyzer.embedder.identity)
+    shipped = shipped_calibration(analyzer.embedder.identity, analyzer.detector.kind)
     assert shipped is not None and shipped[0].fair_map is not None, "the shipped SFace calibration has a fair map"
     return shipped[0]
 

@@ -22,6 +22,7 @@ class _BrokenDetector:
     """A detector with a bug: the first call raises a plain RuntimeError (not one of our error types)."""
 
     cache_key = "broken"
+    kind = "broken"
 
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
         raise RuntimeError("boom")

@@ -87,6 +87,8 @@ def test_a_growing_backlog_coarsens_even_when_frames_look_cheap() -> None:
 class _Recorder:
     """A detector that records the image sizes it was given and finds one face in the middle of each."""
 
+    kind = "recorder"
+
     @property
     def cache_key(self) -> str:
         return "recorder"
