@@ -74,8 +74,7 @@ def redact_command(
     The original is never modified. Audio is copied unchanged; resolution, frame rate and timestamps are kept.
     """
     from streamproc.records.audit import AuditLog
-    from streamproc.redact.job import Job, build_detector, check_job, default_audit_dir, run_job
-    from streamproc.redact.keep import KeepRequest
+    from streamproc.redact.job import Job, build_detectors, check_job, default_audit_dir, run_job
     from streamproc.redact.settings import load_redact_config
 
     cfg = load_redact_config(config)
@@ -92,6 +91,8 @@ def redact_command(
             raise ConfigError("--keep-subject is refused without --authorisation REF: every other face stays hidden")
         if watchlist is None:
             raise ConfigError("--keep-subject needs --watchlist DIR (where the subject is enrolled)")
+        from streamproc.redact.keep import KeepRequest
+
         keep = KeepRequest(keep_subject, watchlist, authorisation)
     clips = _inputs(inputs)
     actor = operator or getpass.getuser()
@@ -99,7 +100,7 @@ def redact_command(
     for job in jobs:
         check_job(job, cfg.render.suffix)
     audit = AuditLog.open_or_create(audit_dir or default_audit_dir(cfg.audit.dir), actor=actor)
-    detector = build_detector(cfg)
+    detectors = build_detectors(cfg)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -124,7 +125,7 @@ def redact_command(
                 elapsed = max(time.monotonic() - since, 1e-6)
                 bar.update(task, completed=done, fps=done / elapsed)
 
-            result = run_job(job, cfg, detector, audit, progress)
+            result = run_job(job, cfg, detectors, audit, progress)
             out.print(
                 f"{job.clip.name}: {result.frames} frames, {result.regions} regions hidden in {result.tracks} "
                 f"tracks, {result.interpolation_only_frames} frames held without a detection, "

@@ -7,6 +7,7 @@ embeddings. Frames are numbered in decode order, which the render pass reproduce
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,6 +31,48 @@ Progress = Callable[[int], None]
 
 class Detector(Protocol):
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]: ...
+
+
+@dataclass(frozen=True)
+class Detectors:
+    """``native``: the detector for every frame. ``upscaled``: the same network on frames upscaled to
+    ``detection.min_side``, used on the frames :class:`UpscaleSchedule` picks instead of ``native``; None: none."""
+
+    native: Detector
+    upscaled: Detector | None = None
+
+
+class UpscaleSchedule:
+    """Which frames go to the (slower) upscaled pass instead of the clip-size pass.
+
+    A frame is upscaled when the last upscaled frame is ``every_s`` old (discovery: a face only the upscaled pass
+    sees is found at most ``every_s`` after it appears, within the track pre-roll that hides it before its first
+    detection) or when, within ``every_s``, the clip-size pass may be missing a face: a tracked face went
+    undetected, or a weak detection (low_score <= score < score_threshold) belongs to no confirmed track.
+    Clips of steady, confident faces are then detected at their own size (2-4x cheaper on 270p-360p), hard
+    ones mostly upscaled. ``every_s`` 0: every frame is upscaled.
+    """
+
+    _EPS = 1e-3  # frame times are rounded (6 frames at 12 fps: 0.4999 s); gaps may exceed every_s by this
+
+    def __init__(self, every_s: float, frame_s: float) -> None:
+        self._every_s = every_s
+        self._frame_s = frame_s  # nominal frame interval: the next frame is about this much later
+        self._last_upscaled = -math.inf
+        self._last_miss = -math.inf
+
+    def upscale(self, t_s: float) -> bool:
+        """Whether the frame at ``t_s`` is upscaled (asked once per frame, in order)."""
+        # Discovery: upscale this frame if waiting for the next one would leave a gap longer than every_s.
+        late = t_s - self._last_upscaled + self._frame_s > self._every_s + self._EPS
+        due = late or t_s - self._last_miss <= self._every_s
+        if due:
+            self._last_upscaled = t_s
+        return due
+
+    def unsure(self, t_s: float) -> None:
+        """The frame at ``t_s`` suggests the clip-size pass may miss a face (see the class doc)."""
+        self._last_miss = t_s
 
 
 @dataclass(frozen=True)
@@ -61,6 +104,7 @@ class FrameFaces:
 class Analysis:
     info: ClipInfo
     frames: list[FrameFaces]
+    upscaled_frames: int = 0  # frames detected by the upscaled pass
 
 
 def probe(path: Path) -> ClipInfo:
@@ -108,7 +152,7 @@ def _one_line(err: Exception) -> str:
 
 def analyse(
     path: Path,
-    detector: Detector,
+    detectors: Detectors,
     detection: RedactDetectionConfig,
     tracking: RedactTrackingConfig,
     progress: Progress | None = None,
@@ -124,15 +168,28 @@ def analyse(
             max_lost_s=tracking.max_gap_s,
         )
     )
+    every_s = tracking.extend_s if detection.discovery_s is None else detection.discovery_s
+    schedule = UpscaleSchedule(every_s, 1.0 / info.fps if info.fps > 0 else 0.0)
     frames: list[FrameFaces] = []
     batch: list[tuple[float, ImageBGR]] = []
+    tracked: set[int] = set()  # track ids matched on the previous frame
+    upscaled_frames = 0
 
     def flush() -> None:
-        for (t_s, _), dets in zip(batch, detector.detect([img for _, img in batch]), strict=True):
+        nonlocal tracked, upscaled_frames
+        # Decided per batch, from the frames before it: a miss moves the next batch to the upscaled pass.
+        upscale = [detectors.upscaled is not None and schedule.upscale(t_s) for t_s, _ in batch]
+        upscaled_frames += sum(upscale)
+        images = [img for _, img in batch]
+        for (t_s, _), dets in zip(batch, _detect(detectors, images, upscale), strict=True):
             out = tracker.update(dets, t_s)
             ids = np.zeros(len(dets), np.int64)
-            for tracked in out.active:
-                ids[tracked.det_index] = tracked.track_id
+            for match in out.active:
+                ids[match.det_index] = match.track_id
+            weak = (dets.scores >= detection.low_score) & (dets.scores < detection.score_threshold)
+            if bool((weak & (ids == 0)).any()) or tracked - {m.track_id for m in out.active}:
+                schedule.unsure(t_s)
+            tracked = {m.track_id for m in out.active}
             frames.append(FrameFaces(t_s, dets.boxes.copy(), dets.scores.copy(), ids, dets.landmarks.copy()))
         batch.clear()
         if progress is not None:
@@ -145,4 +202,15 @@ def analyse(
                 flush()
     if batch:
         flush()
-    return Analysis(info, frames)
+    return Analysis(info, frames, upscaled_frames)
+
+
+def _detect(detectors: Detectors, images: list[ImageBGR], upscale: list[bool]) -> list[Detections]:
+    """Each image through the pass ``upscale`` picks for it, results in input order."""
+    results: list[Detections] = [Detections.empty()] * len(images)
+    for chosen, detector in ((False, detectors.native), (True, detectors.upscaled)):
+        rows = [i for i, u in enumerate(upscale) if u == chosen]
+        if rows and detector is not None:
+            for i, dets in zip(rows, detector.detect([images[i] for i in rows]), strict=True):
+                results[i] = dets
+    return results

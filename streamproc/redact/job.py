@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamproc import __version__
 from streamproc.config_recognition import RetinaFaceConfig
@@ -21,20 +21,23 @@ from streamproc.fsutil import sha256_file
 from streamproc.models.providers import create_session
 from streamproc.models.registry import RETINAFACE, ModelStore
 from streamproc.records.audit import AuditLog
-from streamproc.redact.analyse import Detector, analyse, probe
-from streamproc.redact.keep import KeepDecision, KeepRequest, find_subject_tracks, watchlist_embedder
+from streamproc.redact.analyse import Detectors, analyse, probe
 from streamproc.redact.plan import plan_regions
 from streamproc.redact.render import render
 from streamproc.redact.report import lowest_regions, write_contact_sheet, write_json
 from streamproc.redact.settings import Method, RedactConfig
 from streamproc.vision.detect import RetinaFaceDetector
 
+if TYPE_CHECKING:  # --keep-subject only: recognition (0.05 s of imports) stays out of plain redaction
+    from streamproc.redact.keep import KeepDecision, KeepRequest
+
 Progress = Callable[[str, int, int], None]
 """Called as ``(phase, frames done, frames in the clip)``; phase is ``detect`` or ``render``."""
 
 
-def build_detector(config: RedactConfig) -> RetinaFaceDetector:
-    """The project's RetinaFace, with redaction's input-size policy and its low score floor."""
+def build_detectors(config: RedactConfig) -> Detectors:
+    """The project's RetinaFace with redaction's low score floor: at the clip's own size plus, for adaptive
+    upscaling, the same session on frames upscaled to ``detection.min_side`` (upscale ``always``: that pass alone)."""
     d = config.detection
     floor = min(d.low_score, config.regions.fallback_floor) if config.regions.fallback_heads else d.low_score
     settings = RetinaFaceConfig(
@@ -46,7 +49,11 @@ def build_detector(config: RedactConfig) -> RetinaFaceDetector:
         max_batch=d.max_batch,
     )
     path, sha = ModelStore(config.models.cache_dir).path(RETINAFACE, config.models.auto_prepare)
-    return RetinaFaceDetector(create_session(path, config.runtime, "detector"), settings, sha)
+    session = create_session(path, config.runtime, "detector")
+    upscaled = RetinaFaceDetector(session, settings, sha)
+    if d.upscale == "always" or d.min_side is None:
+        return Detectors(upscaled)
+    return Detectors(RetinaFaceDetector(session, settings.model_copy(update={"min_side": None}), sha), upscaled)
 
 
 def output_paths(clip: Path, out_dir: Path, suffix: str) -> tuple[Path, Path, Path]:
@@ -94,7 +101,7 @@ def check_job(job: Job, suffix: str) -> None:
 def run_job(
     job: Job,
     config: RedactConfig,
-    detector: Detector,
+    detectors: Detectors,
     audit: AuditLog,
     progress: Progress | None = None,
 ) -> JobResult:
@@ -104,10 +111,14 @@ def run_job(
     input_sha = sha256_file(job.clip)
     total = probe(job.clip).declared_frames
     # Before the long first pass, so a watchlist that cannot be used is refused at once.
-    embedder = None if job.keep is None else watchlist_embedder(job.keep.watchlist, config.models, config.runtime)
+    embedder = None
+    if job.keep is not None:
+        from streamproc.redact.keep import watchlist_embedder
+
+        embedder = watchlist_embedder(job.keep.watchlist, config.models, config.runtime)
     analysis = analyse(
         job.clip,
-        detector,
+        detectors,
         config.detection,
         config.tracking,
         None if progress is None else lambda k: progress("detect", k, total),
@@ -115,6 +126,8 @@ def run_job(
     n = len(analysis.frames)
     decision: KeepDecision | None = None
     if job.keep is not None and embedder is not None:
+        from streamproc.redact.keep import find_subject_tracks
+
         decision = find_subject_tracks(job.clip, analysis, job.keep, embedder, config.keep_subject)
     del embedder
     plan = plan_regions(
@@ -181,6 +194,7 @@ def run_job(
                 "max_faces_in_a_frame": max(plan.faces_per_frame(), default=0),
                 "tracks": plan.tracks,
             },
+            "upscaled_frames": analysis.upscaled_frames,
             "interpolation_only_frames": {
                 "count": len(held_only),
                 "frames": held_only[:500],

@@ -42,6 +42,21 @@ class RedactDetectionConfig(_Strict):
         description="Upscale frames whose shorter side is below this before detection, so small and distant "
         "faces reach the detector's smallest anchors (a 360p clip is detected at 540p). Null: never upscale.",
     )
+    upscale: Literal["adaptive", "always"] = Field(
+        "adaptive",
+        description="adaptive: detect each frame at the clip's own size and use the min_side pass instead at least "
+        "every discovery_s and for discovery_s after a frame where a tracked face went undetected or a weak "
+        "detection belongs to no confirmed track; always: every frame at min_side (2-4x the detection time on "
+        "270p-360p clips).",
+    )
+    discovery_s: float | None = Field(
+        None,
+        ge=0.0,
+        le=10.0,
+        description="adaptive upscale: the longest gap between upscaled frames, at most tracking.extend_s so a face "
+        "only the upscaled pass sees is found within the pre-roll that hides it before its first detection. "
+        "Null: tracking.extend_s.",
+    )
     max_side: int | None = Field(
         None,
         ge=64,
@@ -157,6 +172,16 @@ class RedactConfig(_Strict):
     report: RedactReportConfig = RedactReportConfig()
     audit: RedactAuditConfig = RedactAuditConfig()
     keep_subject: KeepSubjectConfig = KeepSubjectConfig()
+
+    @model_validator(mode="after")
+    def _discovery_within_preroll(self) -> RedactConfig:
+        every = self.detection.discovery_s
+        if every is not None and every > self.tracking.extend_s:
+            raise ValueError(
+                f"detection.discovery_s ({every}) must not exceed tracking.extend_s ({self.tracking.extend_s}): "
+                "a face first found by the upscaled pass would be visible before the pre-roll that hides it"
+            )
+        return self
 
 
 def load_redact_config(path: Path | None) -> RedactConfig:

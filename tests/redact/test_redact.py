@@ -179,3 +179,10 @@ def test_no_face_data_or_temporary_files_are_left(clip: SynthClip, tmp_path: Pat
         assert b"\xff\xd8\xff" not in data and b"\x89PNG" not in data, path  # no face image anywhere
     report = json.loads((out / "synthetic.redaction.json").read_text())
     assert "embedding" not in json.dumps(report)
+
+
+def test_report_counts_upscaled_frames(clip: SynthClip, redacted: Path) -> None:
+    """Adaptive upscaling (the default) upscales some frames (at least the discovery cadence), not all."""
+    report = json.loads((redacted / "release/synthetic.redaction.json").read_text())
+    assert report["settings"]["detection"]["upscale"] == "adaptive"
+    assert 0 < report["upscaled_frames"] < len(clip.boxes)
