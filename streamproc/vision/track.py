@@ -3,7 +3,10 @@
 Why ByteTrack: body-camera faces blur and turn away for a few frames, and the detector's score drops with
 them. Low-score detections are therefore not thrown away: they may *extend* a track that is already
 confirmed (second association) but may never *start* one, so shaky frames keep the id without letting
-clutter create tracks.
+clutter create tracks. They also keep a *tentative* track alive (for at most ``max_lost_s`` after its last
+confident detection) without counting towards ``min_hits``: a small face that a native tile finds at 0.9 and
+the next frames' window sees at 0.5-0.7 is confirmed on its next confident frame instead of being dropped at
+the first unsure one, while only confident detections can start and confirm a track.
 
 Motion model: a constant-velocity Kalman filter on ``(cx, cy, w, h)`` driven by media time. The process
 noise is that of continuous white-noise acceleration plus a position random walk (body-camera shake), both
@@ -146,7 +149,8 @@ class _Track:
     cov: NDArray[np.float64]
     last_seen_s: float
     state: TrackState = TrackState.TENTATIVE
-    hits: int = 1
+    hits: int = 1  # frames matched by a confident (>= high_score) detection
+    last_high_s: float = 0.0  # media time of the last confident match
     track_id: int = 0  # 0 until confirmed: ids are only consumed by confirmed tracks
 
     def box(self) -> NDArray[np.float64]:
@@ -221,8 +225,17 @@ class FaceTracker:
             matched[r] = int(high[c])
         used_high = set(matched.values())
 
-        # Second association: unsure detections may only extend tracks that are confirmed and tracked.
-        rest = [i for i, t in enumerate(self._tracks) if i not in matched and t.state is TrackState.CONFIRMED]
+        # Second association: unsure detections may only continue tracks that are tracked (confirmed, or
+        # tentative and recently confident); they never start, confirm or revive one.
+        rest = [
+            i
+            for i, t in enumerate(self._tracks)
+            if i not in matched
+            and (
+                t.state is TrackState.CONFIRMED
+                or (t.state is TrackState.TENTATIVE and t_s - t.last_high_s <= cfg.max_lost_s)
+            )
+        ]
         for r, c in _assign(iou_matrix(pred[rest], boxes[low]), cfg.match_iou):
             matched[rest[r]] = int(low[c])
 
@@ -234,7 +247,9 @@ class FaceTracker:
             if row is not None:
                 track.mean, track.cov = kf_update(track.mean, track.cov, boxes[row])
                 track.last_seen_s = t_s
-                track.hits += 1
+                if row in used_high:
+                    track.hits += 1
+                    track.last_high_s = t_s
                 if track.state is TrackState.TENTATIVE and track.hits >= cfg.min_hits:
                     self._confirm(track)
                     started.append(track.track_id)
@@ -258,7 +273,7 @@ class FaceTracker:
             if new_row in used_high:
                 continue
             mean, cov = kf_init(boxes[new_row])
-            track = _Track(mean=mean, cov=cov, last_seen_s=t_s)
+            track = _Track(mean=mean, cov=cov, last_seen_s=t_s, last_high_s=t_s)
             if cfg.min_hits <= 1:
                 self._confirm(track)
                 started.append(track.track_id)

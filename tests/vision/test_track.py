@@ -190,6 +190,27 @@ def test_low_score_detections_extend_but_never_start() -> None:
     assert below.active == ()
 
 
+def test_low_score_detections_keep_a_tentative_track_but_never_confirm_it() -> None:
+    # A small face found at 0.9 by a native tile, then seen at 0.45 by its window: the tentative track waits
+    # for its next confident frame and is confirmed then, with no id spent before.
+    tracker = FaceTracker(TrackerConfig(high_score=0.6, low_score=0.3, min_hits=2, max_lost_s=0.2))
+    assert tracker.update(dets(face(100, 100, 48, 0.92)), 0.0) == TrackerOutput((), (), ())
+    for i in range(1, 5):  # 0.16 s of unsure frames: kept, not confirmed
+        assert tracker.update(dets(face(100 + i, 100, 48, 0.45)), i / FPS) == TrackerOutput((), (), ())
+    out = tracker.update(dets(face(105, 100, 48, 0.62)), 5 / FPS)
+    assert out.started == (1,) and ids(out) == [1]
+
+
+def test_low_score_detections_hold_a_tentative_track_only_for_max_lost() -> None:
+    tracker = FaceTracker(TrackerConfig(high_score=0.6, low_score=0.3, min_hits=2, max_lost_s=0.2))
+    tracker.update(dets(face(100, 100, 48, 0.92)), 0.0)
+    for i in range(1, 10):  # 0.36 s of unsure frames, beyond max_lost_s: the tentative track goes
+        tracker.update(dets(face(100, 100, 48, 0.45)), i / FPS)
+    out = tracker.update(dets(face(100, 100, 48, 0.9)), 10 / FPS)  # starts a fresh tentative track
+    assert out == TrackerOutput((), (), ())
+    assert tracker.update(dets(face(100, 100, 48, 0.9)), 11 / FPS).started == (1,)
+
+
 def test_low_score_detection_does_not_revive_a_lost_track() -> None:
     tracker = FaceTracker(TrackerConfig(max_lost_s=1.0))
     tracker.update(dets(face(100, 100, 50)), 0.0)
