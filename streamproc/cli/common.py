@@ -11,8 +11,6 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from streamproc.config import PipelineConfig, load_config, load_pipeline_config
-from streamproc.config_recognition import EmbedderConfig, RecognitionConfig
 from streamproc.errors import ConfigError
 
 out = Console(soft_wrap=True)
@@ -40,6 +38,8 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or wri
 WatchlistOpt = Annotated[Path, typer.Option("--watchlist", "-w", help="Watchlist directory.")]
 
 if TYPE_CHECKING:
+    from streamproc.config import PipelineConfig
+    from streamproc.config_recognition import EmbedderConfig, RecognitionConfig
     from streamproc.eval.cache import EmbeddingCache
     from streamproc.vision.faces import FaceAnalyzer
 
@@ -51,6 +51,9 @@ def recognition_config(
     device: str | None = None,
 ) -> RecognitionConfig:
     """The recognition settings with the command-line overrides, as ``evaluate verification`` applies them."""
+    from streamproc.config import load_config
+    from streamproc.config_recognition import RecognitionConfig
+
     cfg = load_config(config) if config is not None else RecognitionConfig()
     update: dict[str, Any] = {}
     if embedder is not None or embedder_model is not None:
@@ -67,6 +70,8 @@ def _embedder_override(cfg: RecognitionConfig, kind: str | None, model: Path | N
 
     The same kind keeps every other YAML setting (colour, mean, std, pinned hash...); another kind starts from
     that kind's defaults, since the YAML's settings describe a different model."""
+    from streamproc.config_recognition import RecognitionConfig
+
     current = cfg.embedder.model_dump(mode="json", exclude_none=True)
     kind = kind or current["type"]
     if kind not in EMBEDDER_KINDS:
@@ -124,6 +129,7 @@ def run_config(
 
     The overrides are validated as the YAML is: a bad one is a ConfigError naming the option and key path."""
     from streamproc.cli.preflight import with_overrides
+    from streamproc.config import load_pipeline_config
 
     values = {"--source": source, "--watchlist": watchlist, "--events": events, "--metrics-port": metrics_port}
     return with_overrides(load_pipeline_config(path), path, values)

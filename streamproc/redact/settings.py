@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamproc.config import format_validation_error, read_yaml
+from streamproc.config_io import format_validation_error, read_yaml
 from streamproc.config_recognition import ModelsConfig, RuntimeConfig
 from streamproc.errors import ConfigError
 
