@@ -156,6 +156,7 @@ def test_two_reviewers_confirm_a_real_candidate_in_a_real_browser(
             page_b.goto(f"{base}/c/{event.event_id}")
             _sign_in(page_b, "bob")
             page_b.wait_for_selector("#note")
+            page_b.wait_for_load_state("load")  # desk.js is deferred: its key handler exists only once it ran
             page_b.keyboard.press("c")  # the shortcut asks for a note first
             assert page_b.evaluate("document.activeElement.id") == "note"
             page_b.fill("#note", "Agree: same person.")
