@@ -31,6 +31,15 @@ VARIANCE_SIZE = 0.2
 BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 
 
+def detector_cache_key(config: DetectorSettings, model_sha256: str) -> str:
+    """A detector's model hash and every setting that changes its output, as one string (for result caches).
+
+    Batching and the streams' schedule change no result of detect() on a given image, so they are left out.
+    """
+    settings = config.model_dump(mode="json", exclude={"model", "max_batch", "schedule"})
+    return json.dumps({"model": model_sha256, **settings}, sort_keys=True)
+
+
 def make_priors(height: int, width: int) -> NDArray[np.float32]:
     """(A, 4) float32 anchors as (cx, cy, w, h) in pixels, in the network's output order."""
     rows = []
@@ -104,9 +113,7 @@ class RetinaFaceDetector:
     @property
     def cache_key(self) -> str:
         """Identifies the model and every setting that changes the output (for result caches)."""
-        # Batching and the streams' schedule change no result of detect() on a given image.
-        settings = self._config.model_dump(mode="json", exclude={"model", "max_batch", "schedule"})
-        return json.dumps({"model": self._model_sha256, **settings}, sort_keys=True)
+        return detector_cache_key(self._config, self._model_sha256)
 
     def _prepare(self, image: ImageBGR) -> tuple[NDArray[np.float32], float]:
         image, scale = fit_input(image, self._config)

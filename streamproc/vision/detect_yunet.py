@@ -11,7 +11,6 @@ corner, on the image's left first (the subject's right), the nose in the middle.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ from numpy.typing import NDArray
 from streamproc.config_recognition import YuNetConfig
 from streamproc.models.providers import BatchRunner
 from streamproc.types import Detections, ImageBGR
-from streamproc.vision.detect import fit_input, nms
+from streamproc.vision.detect import detector_cache_key, fit_input, nms
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -74,8 +73,7 @@ class YuNetDetector:
     @property
     def cache_key(self) -> str:
         """Identifies the model and every setting that changes the output (for result caches)."""
-        settings = self._config.model_dump(mode="json", exclude={"model", "max_batch", "schedule"})
-        return json.dumps({"model": self._model_sha256, **settings}, sort_keys=True)
+        return detector_cache_key(self._config, self._model_sha256)
 
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
         return [self._detect_one(image) for image in images]
