@@ -7,8 +7,9 @@ interpolation, and a 1080p "crowd" mosaic of the clips at native size). Steps:
 
 1. accuracy, offline and deterministic: every frame of each 1080p clip through the reference mode (the whole
    frame at native size plus downscaled to 640, every frame, merged as the product merges regions) and through
-   the schedule (``detector.schedule``
-   at its configured interval and stride); the same tracker, alignment and quality gate on the native frame.
+   the schedule (``detector.schedule`` at its configured interval and stride, with the product's detector
+   settings: ``runtime.build.pipeline_detector_config``, i.e. boxes down to ``tracker.low_score`` for the
+   tracker); the same tracker, alignment and quality gate on the native frame.
    ``track_recall``: reference tracks (>= 5 frames, with a face that passed the quality gate) that the schedule
    also tracks (box IoU >= 0.5 on at least half their frames); ``shot_ok``: of those, the share whose best-shot
    quality is within 10% of the reference's;
@@ -41,10 +42,10 @@ from bodycam_clips import compare, every_frame, prepare, run_mode, scheduled
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import PipelineConfig
-from streamproc.config_recognition import RecognitionConfig, ScheduleConfig
+from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.schema import MatchEvent
 from streamproc.feed.subscribe import EventSubscriber
-from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline
+from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline, pipeline_detector_config
 from streamproc.stream.source import to_bgr
 from streamproc.sysinfo import machine_description
 
@@ -79,11 +80,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveResult:
-    """The whole pipeline on one looped clip for ``seconds``: paced live (drop_oldest) or as fast as possible."""
+def product_config(clip: Path, watchlist: Path, paced: bool) -> PipelineConfig:
+    """The pipeline the live runs measure: one looped clip, the schedule on, everything else at its default."""
     source = {"id": "cam", "url": str(clip), "loop": True, "realtime": paced}
     source["buffer"] = "drop_oldest" if paced else "wait"
-    cfg = PipelineConfig.model_validate(
+    return PipelineConfig.model_validate(
         {
             "sources": [source],
             "watchlist": {"path": str(watchlist)},
@@ -92,6 +93,11 @@ def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveRe
             "detector": {"schedule": SCHEDULE},
         }
     )
+
+
+def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveResult:
+    """The whole pipeline on one looped clip for ``seconds``: paced live (drop_oldest) or as fast as possible."""
+    cfg = product_config(clip, watchlist, paced)
     registry = CollectorRegistry()
     pipeline = build_pipeline(cfg, registry)
     events: list[MatchEvent] = []
@@ -152,7 +158,11 @@ def accuracy(clips: dict[str, Path]) -> tuple[int, int, int]:
     base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
     detector = build_detector(base)
     det = base.detector
-    schedule = ScheduleConfig.model_validate(SCHEDULE)
+    # The fast mode is the product's: its detector reports boxes down to tracker.low_score (0.3), which the
+    # tracker uses to carry tracks; the reference stays at the detector's own threshold (0.6).
+    product = pipeline_detector_config(product_config(clips[f"{HAMILTON}_1080p"], Path("unused"), paced=True))
+    fast_detector = build_detector(product)
+    fast_det = product.detector
     totals = [0, 0, 0]
     print(
         f"{'clip (1080p)':58} {'frames':>6} {'ref fps':>7} {'sched fps':>9} {'tracks':>6} {'found':>5} {'shot ok':>7}"
@@ -161,7 +171,9 @@ def accuracy(clips: dict[str, Path]) -> tuple[int, int, int]:
         if not name.endswith("1080p"):
             continue
         ref = run_mode(path, every_frame(detector, det.nms_iou, det.min_face_px))
-        fast = run_mode(path, scheduled(detector, schedule, det.nms_iou, det.min_face_px))
+        fast = run_mode(
+            path, scheduled(fast_detector, fast_det.schedule, fast_det.nms_iou, fast_det.min_face_px), product.tracker
+        )
         c = compare(ref, fast, gated=True)
         print(
             f"{name:58} {ref.frames:6d} {ref.frames / ref.seconds:7.1f} {fast.frames / fast.seconds:9.1f} "

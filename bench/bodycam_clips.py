@@ -123,10 +123,14 @@ class ModeRun:
     seconds: float  # detection + tracking + quality, the whole loop
 
 
-def run_mode(path: Path, detect: Callable[[ImageBGR, FaceTracker, float], Detections]) -> ModeRun:
-    """Every frame of ``path`` through ``detect`` (given the tracker, for the schedule's windows), the tracker,
-    native-resolution alignment and the quality gate."""
-    tracker = FaceTracker(TrackerConfig())
+def run_mode(
+    path: Path,
+    detect: Callable[[ImageBGR, FaceTracker, float], Detections],
+    tracker_config: TrackerConfig | None = None,
+) -> ModeRun:
+    """Every frame of ``path`` through ``detect`` (given the tracker, for the schedule's windows), the tracker
+    (``tracker_config``, default settings without), native-resolution alignment and the quality gate."""
+    tracker = FaceTracker(tracker_config or TrackerConfig())
     gate = QualityGate(QualityConfig())
     tracks: dict[int, TrackLog] = {}
     frames, seconds = 0, 0.0
