@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from streamproc.config_checks import NonBlank, ZmqEndpoint
 from streamproc.config_io import format_validation_error, read_yaml
-from streamproc.config_recognition import RecognitionConfig, StrictConfig
+from streamproc.config_recognition import RecognitionConfig, StrictConfig, TrackerConfig
 from streamproc.errors import ConfigError
 
 
@@ -66,24 +66,6 @@ class SourceConfig(StrictConfig):
     hwaccel: Literal["none", "cuda"] = Field(
         "none", description="Decode on the GPU (NVDEC via PyAV's hardware acceleration); falls back to CPU."
     )
-
-
-class TrackerConfig(StrictConfig):
-    """ByteTrack-style association of detections into face tracks (per stream, own id counter)."""
-
-    high_score: float = Field(0.6, gt=0.0, lt=1.0, description="Detections at or above start and extend tracks.")
-    low_score: float = Field(
-        0.3, gt=0.0, lt=1.0, description="Detections between low and high only extend existing tracks."
-    )
-    match_iou: float = Field(0.3, gt=0.0, lt=1.0, description="Minimum IoU to associate a detection with a track.")
-    min_hits: int = Field(2, ge=1, le=100, description="Matched frames before a track is confirmed.")
-    max_lost_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unmatched this long (media time) ends.")
-
-    @model_validator(mode="after")
-    def _low_below_high(self) -> TrackerConfig:
-        if self.low_score > self.high_score:
-            raise ValueError(f"low_score ({self.low_score}) must not exceed high_score ({self.high_score})")
-        return self
 
 
 class BestShotConfig(StrictConfig):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-import yaml
 from pydantic import AfterValidator, BaseModel
+
+if TYPE_CHECKING:  # a type only: yaml is imported where a file is read (13 ms a command without --config)
+    import yaml
 
 _TCP = re.compile(r"^tcp://(?:[^;\s]+;)?(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\*|\d{1,5})$")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from streamproc.config_checks import unknown_key_message, yaml_error
@@ -55,6 +54,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read config {path}: not a text file (a YAML config is UTF-8 text)") from None
+    import yaml  # here, not at the top: commands run without a config file skip its 13 ms import
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

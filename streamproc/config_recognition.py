@@ -1,5 +1,6 @@
-"""Recognition settings as data: the model cache, the onnxruntime runtime, the detector, the embedder and the
-quality gate (the YAML sections every command that turns images into descriptors reads).
+"""Recognition settings as data: the model cache, the onnxruntime runtime, the detector, the embedder, the
+quality gate and the face tracker (the YAML sections every command that turns images or video into faces
+reads: the pipeline, enrolment, evaluation, redaction).
 
 Shared vocabulary beside :mod:`streamproc.config`, which adds the pipeline sections (sources, watchlist, events,
 ...) and reads YAML files. Every model forbids unknown keys (:class:`StrictConfig`).
@@ -68,6 +69,16 @@ class ScheduleConfig(StrictConfig):
     window_px: int = Field(96, ge=32, le=1024, description="Network size of the window around each live track.")
     window_context: float = Field(2.0, ge=1.2, le=8.0, description="Window side over the track box's longer side.")
     max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (the rest rotate).")
+    small_face_px: float = Field(
+        80.0,
+        ge=0.0,
+        le=1024.0,
+        description="Tracks whose face (longer side, frame pixels) is below this get a native-size window of "
+        "small_window_px instead of the window_px one (0: none).",
+    )
+    small_window_px: int = Field(
+        192, ge=32, le=1024, description="Side of the native-size window around a small face (frame pixels)."
+    )
     tile_px: int = Field(640, ge=64, le=4096, description="Tile width at native size (height: 9/16 of it, x32).")
     tile_overlap_px: int = Field(64, ge=0, le=1024, description="Neighbouring tiles overlap by at least this much.")
     tile_stride: int = Field(2, ge=1, le=1000, description="One native tile every this many frames (at least).")
@@ -225,3 +236,21 @@ class RecognitionConfig(StrictConfig):
     detector: DetectorConfig = RetinaFaceConfig()
     embedder: EmbedderConfig = SFaceConfig()
     quality: QualityConfig = QualityConfig()
+
+
+class TrackerConfig(StrictConfig):
+    """ByteTrack-style association of detections into face tracks (per stream, own id counter)."""
+
+    high_score: float = Field(0.6, gt=0.0, lt=1.0, description="Detections at or above start and extend tracks.")
+    low_score: float = Field(
+        0.3, gt=0.0, lt=1.0, description="Detections between low and high only extend existing tracks."
+    )
+    match_iou: float = Field(0.3, gt=0.0, lt=1.0, description="Minimum IoU to associate a detection with a track.")
+    min_hits: int = Field(2, ge=1, le=100, description="Matched frames before a track is confirmed.")
+    max_lost_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unmatched this long (media time) ends.")
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> TrackerConfig:
+        if self.low_score > self.high_score:
+            raise ValueError(f"low_score ({self.low_score}) must not exceed high_score ({self.high_score})")
+        return self

@@ -18,7 +18,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config import TrackerConfig
+from streamproc.config_recognition import TrackerConfig
 from streamproc.errors import SourceError
 from streamproc.redact.prefetch import prefetch
 from streamproc.redact.settings import RedactDetectionConfig, RedactTrackingConfig

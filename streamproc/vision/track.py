@@ -29,7 +29,7 @@ import lap
 import numpy as np
 from numpy.typing import NDArray
 
-from streamproc.config import TrackerConfig
+from streamproc.config_recognition import TrackerConfig
 from streamproc.types import Detections
 
 # Filter tuning, as fractions of the box height (faces are about square).

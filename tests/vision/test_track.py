@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.config import TrackerConfig
+from streamproc.config_recognition import TrackerConfig
 from streamproc.types import Detections
 from streamproc.vision.track import FaceTracker, TrackerOutput, iou_matrix, kf_init, kf_predict
 
