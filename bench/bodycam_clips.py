@@ -25,8 +25,7 @@ import av
 import cv2
 import numpy as np
 
-from streamproc.config import TrackerConfig
-from streamproc.config_recognition import QualityConfig, ScheduleConfig
+from streamproc.config_recognition import QualityConfig, ScheduleConfig, TrackerConfig
 from streamproc.protocols import FaceDetector
 from streamproc.stream.schedule import DetectionSchedule
 from streamproc.stream.source import to_bgr

@@ -27,7 +27,14 @@ from numpy.typing import NDArray
 from streamproc.config_recognition import ScheduleConfig
 from streamproc.protocols import FaceDetector
 from streamproc.types import Detections, ImageBGR
-from streamproc.vision.regions import Region, detect_regions, tile_grid, whole_frame, windows_around
+from streamproc.vision.regions import (
+    Region,
+    detect_regions,
+    native_windows,
+    tile_grid,
+    whole_frame,
+    windows_around,
+)
 
 
 @dataclass(frozen=True)
@@ -42,18 +49,22 @@ class Plan:
 @dataclass(frozen=True)
 class ScheduleState:
     """What the controller chose: whole-frame interval (frames), tile stride (frames), native-coverage cycle (s),
-    and the whole-frame pass's scale (network pixels per frame pixel, 1 = native)."""
+    the whole-frame pass's scale (network pixels per frame pixel, 1 = native) and the window cap."""
 
     interval: int
     tile_stride: int
     native_cycle_s: float
     full_scale: float
+    window_cap: int  # windows a frame at most (max_windows, halved under the heaviest load)
 
 
 _EWMA = 0.1  # weight of the newest frame in the load average (~10-frame memory)
 _SLACK = 0.6  # refine only when load is below budget x this
 _HOLD_FRAMES = 15  # frames between two controller moves (let the average settle)
 _FULL_SEES_PX = 40.0  # a face at least this big in the whole-frame pass's pixels is found there reliably
+# Under the heaviest load the window cap halves up to this many times: with max_windows 24 and a crowd of 24
+# tracks, each still gets a window every 8 frames (0.27 s at 30 fps), well inside tracker.max_lost_s (1 s).
+_WINDOW_HALVINGS = 3
 
 
 class DetectionSchedule:
@@ -87,42 +98,48 @@ class DetectionSchedule:
 
     @property
     def state(self) -> ScheduleState:
-        interval, stride = self._levels()
+        interval, stride, cap = self._levels()
         period = self._period or 0.0
         cycle = len(self._tiles) * stride * period
-        return ScheduleState(interval, stride, cycle, self._full.scale if self._full is not None else 1.0)
+        return ScheduleState(interval, stride, cycle, self._full.scale if self._full is not None else 1.0, cap)
 
-    def _levels(self) -> tuple[int, int]:
-        """(interval, tile stride) at the current load level."""
+    def _levels(self) -> tuple[int, int, int]:
+        """(interval, tile stride, window cap) at the current load level: the interval stretches first, then
+        the tile stride doubles, and only then (the windows keep the faces already found) the cap halves."""
         cfg = self._config
         span = max(cfg.max_interval - cfg.interval, 0)
         interval = cfg.interval + min(self._level, span)
         extra = max(self._level - span, 0)
-        stride = cfg.tile_stride * 2**extra
-        return interval, stride
+        doublings = min(extra, self._tile_doublings())
+        cap = cfg.max_windows >> (extra - doublings)
+        return interval, cfg.tile_stride * 2**doublings, max(cap, 1) if cfg.max_windows else 0
+
+    def _tile_doublings(self) -> int:
+        """How often the tile stride may double before a native sweep takes longer than ``max_tile_cycle_s``."""
+        cfg = self._config
+        if not self._tiles or self._period is None or self._period <= 0:
+            return 0
+        longest = cfg.max_tile_cycle_s / (len(self._tiles) * self._period)  # frames per tile at most
+        return max(math.floor(math.log2(max(longest / cfg.tile_stride, 1.0))), 0)
 
     def _max_level(self) -> int:
         cfg = self._config
-        span = max(cfg.max_interval - cfg.interval, 0)
-        if not self._tiles or self._period is None or self._period <= 0:
-            return span
-        longest = cfg.max_tile_cycle_s / (len(self._tiles) * self._period)  # frames per tile at most
-        doublings = max(math.floor(math.log2(max(longest / cfg.tile_stride, 1.0))), 0)
-        return span + doublings
+        halvings = min(_WINDOW_HALVINGS, max(cfg.max_windows.bit_length() - 1, 0))
+        return max(cfg.max_interval - cfg.interval, 0) + self._tile_doublings() + halvings
 
     def plan(self, height: int, width: int, tracks: NDArray[np.floating]) -> Plan:
         """The regions for the next frame of (height, width), given the tracks' (N, 4) predicted boxes."""
         if self._shape != (height, width):
             self._layout(height, width)
         assert self._full is not None
-        interval, stride = self._levels()
+        interval, stride, cap = self._levels()
         boxes = np.asarray(tracks, np.float64).reshape(-1, 4)
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         full = self._frame % interval == 0
         if full:  # faces the whole-frame pass sees at a comfortable size need no window of their own
             keep = sides * self._full.scale < _FULL_SEES_PX
             boxes, sides = boxes[keep], sides[keep]
-        regions = self._windows(boxes, sides, height, width)
+        regions = self._windows(boxes, sides, height, width, cap)
         if full:
             regions.append(self._full)
         tile: int | None = None
@@ -133,17 +150,31 @@ class DetectionSchedule:
         self._frame += 1
         return Plan(tuple(regions), full, tile)
 
-    def _windows(self, boxes: NDArray[np.float64], sides: NDArray[np.float64], height: int, width: int) -> list[Region]:
-        """A window per (N, 4) track box, at most ``max_windows``: when more are wanted, a different run of
+    def _windows(
+        self, boxes: NDArray[np.float64], sides: NDArray[np.float64], height: int, width: int, cap: int
+    ) -> list[Region]:
+        """A window per (N, 4) track box, at most ``cap``: when more are wanted, a different run of
         them (in order of face size) is left out on each frame, so no face goes without one for long. (Leaving
         out the largest every time broke up the tracks of the 150-190 px faces in a crowd of ~25 tracks: on
-        frames without the whole-frame pass nothing looked for them.)"""
+        frames without the whole-frame pass nothing looked for them.)
+
+        Faces under ``small_face_px`` get a native window of ``small_window_px`` (:func:`native_windows`,
+        shared by neighbours whose own context lies inside it), the others ``window_context`` x their size
+        seen at ``window_px``. The 96 px window shrank a soft 48 px crowd face to ~0.75x and saw it at 0-0.5
+        (nothing at all on 6 frames) where the native 640x352 tile saw 0.92; a native 192 px window sees it at
+        0.5-0.9 on every frame. Native at context 2 (116-138 px) did not: the network needs the surroundings."""
         cfg = self._config
         order = np.argsort(sides, kind="stable")
-        over = len(order) - cfg.max_windows
+        over = len(order) - cap
         if over > 0:
             order = np.delete(order, (self._frame * over + np.arange(over)) % len(order))
-        return windows_around(boxes[order], height, width, cfg.window_context, cfg.window_px)
+        chosen = boxes[order]
+        longer = np.maximum(chosen[:, 2] - chosen[:, 0], chosen[:, 3] - chosen[:, 1])
+        small = longer < cfg.small_face_px
+        regions = windows_around(chosen[~small], height, width, cfg.window_context, cfg.window_px)
+        return regions + native_windows(
+            chosen[small], height, width, cfg.small_window_px, cfg.window_context, share=True
+        )
 
     def detect(self, detector: FaceDetector, image: ImageBGR, plan: Plan) -> Detections:
         """Run a plan on one (H, W, 3) uint8 BGR frame: detections in frame pixels, overlaps merged."""

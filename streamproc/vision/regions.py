@@ -104,6 +104,34 @@ def windows_around(
     return out
 
 
+def native_windows(
+    boxes: NDArray[np.floating], height: int, width: int, side: int, context: float = 2.0, share: bool = False
+) -> list[Region]:
+    """One square window per (N, 4) x1y1x2y2 box at **native** resolution (network pixels = frame pixels):
+    ``side`` px, or ``context`` times the box's longer side where that is more, centred on the box and shifted
+    (not cut) to stay inside the frame; a frame smaller than ``side`` gives a window of its shorter side.
+
+    For small faces: a small, soft face is found at native size by a native tile with the scene around it,
+    while a tight window (:func:`windows_around`, face filling half of it) scores the same face 0-0.5 at the
+    same scale. A fixed native side gives the network the same view as a tile, only smaller: the face keeps
+    its pixels and the stride-16/32 features see the surroundings they were trained with.
+    """
+    out: list[Region] = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        reach = context * max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if share and any(
+            r.x0 <= cx - reach / 2 and r.y0 <= cy - reach / 2 and r.x1 >= cx + reach / 2 and r.y1 >= cy + reach / 2
+            for r in out
+        ):
+            continue
+        s = min(max(side, math.ceil(reach)), height, width)
+        x0 = int(min(max(round(cx - s / 2), 0), width - s))
+        y0 = int(min(max(round(cy - s / 2), 0), height - s))
+        out.append(Region(x0, y0, x0 + s, y0 + s, s, s))
+    return out
+
+
 def crop(image: ImageBGR, region: Region) -> ImageBGR:
     """The region's pixels resized to the network size: (out_h, out_w, 3) uint8 BGR."""
     part = image[region.y0 : region.y1, region.x0 : region.x1]

@@ -22,7 +22,8 @@ def _plans(schedule: DetectionSchedule, n: int, tracks: int = 0) -> list[tuple[b
 
 
 def test_whole_frame_every_interval_tiles_in_turn_and_a_window_per_track() -> None:
-    schedule = DetectionSchedule(ScheduleConfig(enabled=True, interval=3, tile_stride=1), 0.4, 12.0)
+    cfg = ScheduleConfig(enabled=True, interval=3, tile_stride=1, small_face_px=0)  # every window at window_px
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
     plans = _plans(schedule, 20, tracks=2)
     assert [p[0] for p in plans[:7]] == [True, False, False, True, False, False, True]
     tiles = [p[1] for p in plans]
@@ -36,7 +37,13 @@ def test_tracks_over_the_window_cap_take_turns_instead_of_the_largest_going_with
     """30 tracks of 20-165 px, at most 24 windows: every frame plans 24, and every track, the largest
     included, gets a window on most frames (before: the six largest never did)."""
     cfg = ScheduleConfig(
-        enabled=True, interval=100, max_interval=100, tile_stride=1000, max_windows=24, window_context=2.0
+        enabled=True,
+        interval=100,
+        max_interval=100,
+        tile_stride=1000,
+        max_windows=24,
+        window_context=2.0,
+        small_face_px=0,
     )
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     sides = 20.0 + 5.0 * np.arange(30)
@@ -69,11 +76,29 @@ def test_the_controller_coarsens_under_load_and_recovers_with_slack() -> None:
     hot = schedule.state
     assert hot.interval == 4  # the interval first, up to its maximum ...
     assert hot.tile_stride > 1 and hot.native_cycle_s <= 2.0 + 1e-9  # ... then the tiles, within their limit
+    assert hot.window_cap == 24 // 8  # ... and last the windows: the cap halves three times at most
     for _ in range(1000):  # now cheap: back to the configured schedule, never below it
         t += period
         schedule.observe(t, 0.1 * period, backlog=0.0)
     cool = schedule.state
-    assert (cool.interval, cool.tile_stride) == (2, 1)
+    assert (cool.interval, cool.tile_stride, cool.window_cap) == (2, 1, 24)
+
+
+def test_under_the_heaviest_load_tracks_take_turns_for_fewer_windows() -> None:
+    """At the window level, 20 tracks share a cap of 3 windows a frame: each is still measured every ~7
+    frames (a frame with 20 windows costs what the load controller could not shed otherwise)."""
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=0)
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
+    schedule.plan(1080, 1920, np.zeros((0, 4)))
+    schedule.pin_level(3)  # no interval span, no frame period seen yet (no tile doublings): 3 window halvings
+    boxes = np.array([[90 * i, 500, 90 * i + 60, 560] for i in range(20)], np.float64)
+    seen = np.zeros(20, int)
+    for _ in range(21):
+        windows = [r for r in schedule.plan(1080, 1920, boxes).regions if r.out_w == 96]
+        assert len(windows) == 3
+        for w in windows:
+            seen[int((w.x0 + w.x1) / 2 - 30) // 90] += 1
+    assert schedule.state.window_cap == 3 and (seen >= 3).all()
 
 
 def test_a_growing_backlog_coarsens_even_when_frames_look_cheap() -> None:
@@ -112,8 +137,44 @@ def test_detect_runs_every_region_in_one_call_and_answers_in_frame_pixels() -> N
     plan = schedule.plan(1080, 1920, track)
     recorder = _Recorder()
     dets = schedule.detect(recorder, np.zeros((1080, 1920, 3), np.uint8), plan)
-    assert sorted(recorder.sizes) == sorted([(96, 96), (360, 640), (352, 640)])
+    assert sorted(recorder.sizes) == sorted([(192, 192), (360, 640), (352, 640)])  # a 60 px face: native window
     window = plan.regions[0]
     assert isinstance(window, Region)
     centre = (dets.boxes[:, :2] + dets.boxes[:, 2:]) / 2
     assert np.isclose(centre, [930, 530], atol=2).all(axis=1).any()  # the window's face, at the track
+
+
+def _windows(schedule: DetectionSchedule, boxes: list[list[float]]) -> list[Region]:
+    """The window regions planned for ``boxes`` on a 1080p frame without the whole-frame pass or a tile."""
+    plan = schedule.plan(1080, 1920, np.array(boxes, np.float64))
+    return [r for r in plan.regions if (r.x1 - r.x0, r.y1 - r.y0) not in {(1920, 1080), (640, 352)}]
+
+
+def test_small_faces_get_a_native_window_with_a_tiles_context_and_large_faces_the_usual_one() -> None:
+    """A 60 px face: a 192x192 window seen at 192 px (native; the 96 px window shrank it to 0.8x and saw
+    it at 0-0.5 where a native tile saw 0.92); a 120 px face: the usual 240 px window seen at 96 px."""
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000)
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
+    schedule.plan(1080, 1920, np.zeros((0, 4)))  # frame 0: the whole-frame pass
+    small, large = _windows(schedule, [[400, 300, 450, 360], [1000, 500, 1120, 620]])
+    if small.out_w != 192:
+        small, large = large, small
+    assert (small.x1 - small.x0, small.out_w, small.scale) == (192, 192, 1.0)
+    assert (small.x0 + small.x1) / 2 == 425 and (small.y0 + small.y1) / 2 == 330  # centred on the face
+    assert (large.x1 - large.x0, large.out_w) == (240, 96)
+
+
+def test_a_small_face_inside_a_neighbours_native_window_shares_it_and_edges_shift_it_inside() -> None:
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000)
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
+    schedule.plan(1080, 1920, np.zeros((0, 4)))
+    # two 40 px faces 50 px apart share one window (each one's 80 px context lies inside it); a third far away,
+    # at the frame's corner, gets its own, shifted to stay inside the frame
+    windows = _windows(schedule, [[500, 500, 540, 540], [550, 500, 590, 540], [1900, 0, 1920, 30]])
+    assert len(windows) == 2 and all(w.out_w == 192 and w.scale == 1.0 for w in windows)
+    corner = max(windows, key=lambda w: w.x0)
+    assert (corner.x1, corner.y0) == (1920, 0)
+    # small_face_px 0: every face gets the window_px window, one each
+    plain = DetectionSchedule(cfg.model_copy(update={"small_face_px": 0.0}), 0.4, 12.0)
+    plain.plan(1080, 1920, np.zeros((0, 4)))
+    assert [w.out_w for w in _windows(plain, [[500, 500, 540, 540], [550, 500, 590, 540]])] == [96, 96]
