@@ -170,7 +170,9 @@ class DetectionSchedule:
             order = np.delete(order, (self._frame * over + np.arange(over)) % len(order))
         chosen = boxes[order]
         longer = np.maximum(chosen[:, 2] - chosen[:, 0], chosen[:, 3] - chosen[:, 1])
-        small = longer < cfg.small_face_px
+        # Where the whole-frame pass is native (a 640x360 stream), it searches every face with all its context
+        # every few frames, so a window's miss costs a frame or two, not a tile cycle: no native windows there.
+        small = (longer < cfg.small_face_px) & (self._full is not None and self._full.scale < 1.0)
         regions = windows_around(chosen[~small], height, width, cfg.window_context, cfg.window_px)
         return regions + native_windows(
             chosen[small], height, width, cfg.small_window_px, cfg.window_context, share=True

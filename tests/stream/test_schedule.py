@@ -178,3 +178,12 @@ def test_a_small_face_inside_a_neighbours_native_window_shares_it_and_edges_shif
     plain = DetectionSchedule(cfg.model_copy(update={"small_face_px": 0.0}), 0.4, 12.0)
     plain.plan(1080, 1920, np.zeros((0, 4)))
     assert [w.out_w for w in _windows(plain, [[500, 500, 540, 540], [550, 500, 590, 540]])] == [96, 96]
+
+
+def test_no_native_windows_where_the_whole_frame_pass_is_native() -> None:
+    """640x360: the whole-frame pass is native every few frames and sees a small face with all its context,
+    so a 60 px face keeps the ordinary window (a 192 px one would cost 16% of the frame a face)."""
+    schedule = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0)
+    schedule.plan(360, 640, np.zeros((0, 4)))
+    plan = schedule.plan(360, 640, np.array([[300.0, 150.0, 345.0, 210.0]]))
+    assert [(r.x1 - r.x0, r.out_w) for r in plan.regions] == [(120, 96)]
