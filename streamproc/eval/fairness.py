@@ -22,6 +22,7 @@ no false match); ``worst_x`` is the worst group's FMR over the nominal FMR.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +45,11 @@ NEAR_DUPLICATE_SIMILARITY = 0.85  # cosine: two files this close are one photo (
 TAR_FMRS = (1e-3, 1e-4, 1e-5)
 DEFAULT_CLUSTERS = 16  # what streamproc calibrate --fair-faces fits; see docs/models.md (Fair scores)
 DEFAULT_LOOKALIKE = 0.05
+# k-means partitions averaged and faces per person in the fit: cross-fitted over 5 seed sets, 4 partitions
+# uncapped left the worst group at 2.3-3.1x and cost 0.7-1.2 TAR points at FMR 1e-5; 8 partitions with <= 2
+# faces per person 1.9-2.2x and 0.05-0.26 points (docs/fair-scores.md, "Run 2")
+DEFAULT_MEMBERS = 8
+DEFAULT_MAX_PER_PERSON = 2
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,11 @@ def crossfit(
     lookalike: float,
     seed: int = 0,
     min_mated_pairs: int = 50,
+    members: int = DEFAULT_MEMBERS,
+    max_per_person: int | None = DEFAULT_MAX_PER_PERSON,
 ) -> FairnessResult:
-    """Two-fold cross-fitted measurement (module docstring); ``vectors`` (n, dim), one per face."""
+    """Two-fold cross-fitted measurement (module docstring); ``vectors`` (n, dim), one per face. The fit
+    caps faces per person (``max_per_person``); the reference impostors are all of the fitting fold's."""
     fold = folds(faces, vectors)
     parts = []
     for f in (0, 1):
@@ -140,7 +149,9 @@ def crossfit(
             ref,
             n_clusters=n_clusters,
             lookalike=lookalike,
+            members=members,
             seed=seed,
+            max_per_person=max_per_person,
             data=f"fold {1 - f} of the labelled faces",
         )
         parts.append(_measure(faces, vectors, np.flatnonzero(fold == f), metric, fmap, _threshold(ref, nominal_fmr)))
@@ -395,9 +406,10 @@ def fit_calibration_map(
     lookalike: float,
     seed: int,
 ) -> FairScoreMap:
-    """``streamproc calibrate --fair-faces``: the map fitted on the calibration persons plus every face in
-    ``faces_dir`` (a flat folder, each image its own person; byte duplicates once), on the scale of the
-    calibration's own impostor pairs (``reference_impostors``, similarities)."""
+    """``streamproc calibrate --fair-faces``: the map fitted on the calibration persons (at most
+    :data:`DEFAULT_MAX_PER_PERSON` faces each) plus every face in ``faces_dir`` (a flat folder, each image its
+    own person; byte duplicates once), :data:`DEFAULT_MEMBERS` partitions, on the scale of the calibration's own
+    impostor pairs (``reference_impostors``, similarities: all of them, uncapped)."""
     from streamproc.errors import ConfigError
     from streamproc.eval.openset import IMAGE_SUFFIXES
 
@@ -411,9 +423,11 @@ def fit_calibration_map(
     found = [v for v in embed_images(paths, analyzer, cache) if v is not None]
     x = np.concatenate([calib_vectors, np.asarray(found, np.float32).reshape(-1, calib_vectors.shape[1])])
     persons = [*calib_persons, *(f"fair-face:{k}" for k in range(len(found)))]
+    capped = sum(min(n, DEFAULT_MAX_PER_PERSON) for n in Counter(calib_persons).values())
     data = (
-        f"{len(calib_persons)} calibration faces and {len(found)} of {len(paths)} distinct images of {faces_dir} "
-        f"(each its own person); {n_clusters} clusters, look-alikes = nearest {lookalike:g}; seed {seed}"
+        f"{capped} of {len(calib_persons)} calibration faces (at most {DEFAULT_MAX_PER_PERSON} per person) and "
+        f"{len(found)} of {len(paths)} distinct images of {faces_dir} (each its own person); {n_clusters} clusters, "
+        f"look-alikes = nearest {lookalike:g}; {DEFAULT_MEMBERS} partitions, seeds {seed}-{seed + DEFAULT_MEMBERS - 1}"
     )
     try:
         return fit_fair_map(
@@ -423,7 +437,9 @@ def fit_calibration_map(
             np.asarray(reference_impostors),
             n_clusters=n_clusters,
             lookalike=lookalike,
+            members=DEFAULT_MEMBERS,
             seed=seed,
+            max_per_person=DEFAULT_MAX_PER_PERSON,
             data=data,
         )
     except ValueError as err:

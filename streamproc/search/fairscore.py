@@ -205,16 +205,24 @@ def fit_fair_map(
     lookalike: float = 0.05,
     members: int = 4,
     seed: int = 0,
+    max_per_person: int | None = None,
     data: str = "",
 ) -> FairScoreMap:
     """Fit the map on calibration embeddings ``(n, dim)`` with person ids (faces without one: unique ids).
 
     ``reference_impostors``: similarities (``1 - d`` or ``-d``) of the impostor pairs the thresholds were set
     on. Two faces of one person never count as an impostor pair. ``members`` partitions, seeds ``seed..``.
+    ``max_per_person``: fit on at most this many faces of each person (the first in the given order). Why: the
+    map describes how *different people's* faces fall in the embedding space, so each person should weigh about
+    alike; a person with hundreds of photos (LFW has one with 236) otherwise shapes clusters and look-alike levels
+    around themselves, and the map corrects every comparison near them too hard (measured: docs/fair-scores.md).
     """
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != len(persons):
         raise ValueError("vectors must be (n, dim) with one person id per row")
+    if max_per_person is not None:
+        keep = _first_per_person(persons, max_per_person)
+        x, persons = x[keep], [persons[int(i)] for i in keep]
     if not 0.0 < lookalike < 1.0:
         raise ValueError(f"lookalike must be a fraction in (0, 1), got {lookalike}")
     if n_clusters < 1 or members < 1 or x.shape[0] < 8 * n_clusters:
@@ -233,6 +241,19 @@ def fit_fair_map(
     partial = FairScoreMap(metric, centroids, levels, curves, flat, levels.copy(), lookalike, data)
     looks = _lookalike_levels(partial, x, ids, labels, sim, lookalike)
     return FairScoreMap(metric, centroids, levels, curves, looks, _tail_curve(ref, levels), lookalike, data)
+
+
+def _first_per_person(persons: list[str], cap: int) -> NDArray[np.int64]:
+    """Row indices keeping the first ``cap`` rows of each person id, in order."""
+    if cap < 1:
+        raise ValueError(f"max_per_person must be >= 1, got {cap}")
+    seen: dict[str, int] = {}
+    keep = []
+    for i, p in enumerate(persons):
+        seen[p] = seen.get(p, 0) + 1
+        if seen[p] <= cap:
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def _member(

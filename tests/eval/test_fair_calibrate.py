@@ -31,9 +31,14 @@ def test_calibrate_fits_a_fair_map_into_the_file(shared_dir: Path, tmp_path: Pat
     args = ["calibrate", "--images", str(images), "--target-fmr", "1e-2", "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--fair-faces", str(faces)])
     assert result.exit_code == 0, result.output
-    assert re.search(r"fair score map fitted: \d+ calibration faces and \d+ of 100 distinct images", result.output)
+    fitted = re.search(
+        r"fair score map fitted: (\d+) of (\d+) calibration faces \(at most 2 per person\) and "
+        r"\d+ of 100 distinct images.*; 8 partitions, seeds 0-7",
+        result.output,
+    )
+    assert fitted and int(fitted[1]) < int(fitted[2])  # LFW persons with more than 2 photos were capped
     cal = load_calibration(out)
-    assert cal.fair_map is not None and cal.fair_map.n_clusters == 16
+    assert cal.fair_map is not None and cal.fair_map.n_clusters == 16 and cal.fair_map.n_members == 8
     assert any(note.startswith("fair_map:") for note in cal.notes)
     missing = CliRunner().invoke(app, [*args, "--fair-faces", str(tmp_path / "nowhere")])
     assert missing.exit_code != 0 and "not a folder" in str(missing.exception or missing.output)

@@ -108,3 +108,24 @@ def test_bad_inputs_and_files_are_refused() -> None:
         fm.assign(np.zeros((3, 5), np.float32))
     with pytest.raises(ValueError, match="as assign"):
         fm.calibrate(np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros(3))
+
+
+def test_a_person_with_many_photos_weighs_as_much_as_the_cap() -> None:
+    rng = np.random.default_rng(4)
+    x = _faces(rng, 80, (0.4, 0.6))
+    many = x[0] + 0.05 * rng.standard_normal((60, x.shape[1])).astype(np.float32)  # one person, 60 photos
+    fit = np.concatenate([x, many / np.linalg.norm(many, axis=1, keepdims=True)])
+    persons = [f"f{k}" for k in range(x.shape[0])] + ["busy"] * 60
+    s = x @ x.T
+    i, j = np.triu_indices(x.shape[0], 1)
+    ref = s[i, j]
+
+    def fit_on(v: np.ndarray, who: list[str], cap: int | None = None) -> FairScoreMap:
+        return fit_fair_map(v, who, "cosine", ref, n_clusters=3, lookalike=0.1, members=2, max_per_person=cap)
+
+    capped, by_hand, uncapped = fit_on(fit, persons, 2), fit_on(fit[:162], persons[:162]), fit_on(fit, persons)
+    np.testing.assert_array_equal(capped.centroids, by_hand.centroids)
+    np.testing.assert_array_equal(capped.lookalike_levels, by_hand.lookalike_levels)
+    assert not np.array_equal(capped.pair_similarity, uncapped.pair_similarity)
+    with pytest.raises(ValueError, match="max_per_person"):
+        fit_on(fit, persons, 0)
