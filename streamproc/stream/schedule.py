@@ -5,14 +5,17 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
 
 - **windows** around every live track's Kalman-predicted box, at native resolution and resized to
   ``window_px`` (batched: one network call for all of them), so known faces keep being measured precisely;
+  a face under ``small_face_px`` gets a native window of ``small_window_px`` instead (the face keeps its pixels
+  and the network sees a tile's surroundings), where the whole-frame pass is downscaled;
 - a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
 
 It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
 with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
-it first lengthens the interval (up to ``max_interval``), then the tile stride (up to ``max_tile_cycle_s``);
-with slack again, it steps back, never below the configured interval and stride. The current interval and
+it first lengthens the interval (up to ``max_interval``), then the tile stride (up to ``max_tile_cycle_s``),
+then halves the window cap (tracks take turns); with slack again, it steps back, never below the configured
+interval, stride and cap. The current interval and
 the native-coverage cycle are exported as metrics so an operator sees what load costs.
 """
 
