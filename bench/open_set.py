@@ -17,12 +17,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.config import PolicyConfig
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.openset import (
+    BenchSplit,
     fpir_point,
     nonmated_top1,
     similarity_matrix,
@@ -39,6 +41,33 @@ from streamproc.types import Metric
 from streamproc.vision.faces import FaceAnalyzer
 
 TARGET_FPIR = 1e-3
+
+
+Embedded = list[tuple[str, NDArray[np.float32]]]
+"""(person, embedding) pairs of one set, images without a face left out."""
+
+
+def embed_split(
+    split: BenchSplit, analyzer: FaceAnalyzer, no_cache: bool, cache_dir: Path | None
+) -> tuple[Embedded, Embedded, Embedded, Embedded]:
+    """The split's calibration set, gallery, enrolled and non-enrolled probes, embedded (through the evaluation
+    cache unless ``no_cache``). An enrolled person whose gallery photo has no face is not enrolled at all, so
+    their probe is dropped, not reclassified. Shared by the open-set benches so they replay the same sets."""
+    sets = [split.calibration, split.gallery, split.enrolled_probes, split.nonenrolled_probes]
+    cache = eval_cache(analyzer, no_cache, cache_dir)
+    try:
+        vectors = embed_images([p for s in sets for _, p in s], analyzer, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+    found: list[Embedded] = []
+    start = 0
+    for s in sets:
+        found.append([(s[i][0], v) for i, v in enumerate(vectors[start : start + len(s)]) if v is not None])
+        start += len(s)
+    calib, gallery, enrolled, nonenrolled = found
+    enrolled_ids = {p for p, _ in gallery}
+    return calib, gallery, [item for item in enrolled if item[0] in enrolled_ids], nonenrolled
 
 
 def main() -> None:
@@ -63,22 +92,8 @@ def main() -> None:
         args.enrolled,
     )
     sets = [split.calibration, split.gallery, split.enrolled_probes, split.nonenrolled_probes]
-    everything = [item for s in sets for item in s]
-    cache = eval_cache(analyzer, args.no_cache, cfg.models.cache_dir)
-    try:
-        vectors = embed_images([p for _, p in everything], analyzer, cache)
-    finally:
-        if cache is not None:
-            cache.close()
-    parts, start = [], 0
-    for s in sets:
-        parts.append(vectors[start : start + len(s)])
-        start += len(s)
-    found = [[(s[i][0], v) for i, v in enumerate(vs) if v is not None] for s, vs in zip(sets, parts, strict=True)]
+    found = embed_split(split, analyzer, args.no_cache, cfg.models.cache_dir)
     calib, gallery, enrolled, nonenrolled = found
-    # An enrolled person whose gallery photo has no face is not enrolled at all: drop their probe, not reclassify it.
-    enrolled_ids = {p for p, _ in gallery}
-    enrolled = [item for item in enrolled if item[0] in enrolled_ids]
     print(f"embedder {analyzer.embedder.identity.kind} ({analyzer.embedder.identity.model_sha256[:12]}), {metric}")
     for name, s, f in zip(
         ("calibration", "gallery", "enrolled probes", "non-enrolled probes"), sets, found, strict=True
@@ -136,7 +151,7 @@ def main() -> None:
         d = similarity_to_distance(t90, metric)
         _track_level("at the 90% TAR threshold", nonenrolled, gal_emb, [p for p, _ in gallery], d, metric, args.seed)
     gallery_paths = dict(split.gallery)
-    mated_tracks = _mated_tracks(enrolled_ids, gallery_paths, analyzer, cfg.models.cache_dir, args.no_cache)
+    mated_tracks = _mated_tracks({p for p, _ in gallery}, gallery_paths, analyzer, cfg.models.cache_dir, args.no_cache)
     track_tar, n_mated = _track_tar(mated_tracks, gal_emb, [p for p, _ in gallery], distance, metric)
     print(
         f"  track TAR at the calibrated threshold (2-of-3; photos 2-4 of each enrolled LFW person with >= 4 photos, "

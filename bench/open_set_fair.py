@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from open_set import embed_split
 
-from streamproc.cli.common import eval_cache, recognition_config
-from streamproc.eval.embedding import embed_images
+from streamproc.cli.common import recognition_config
 from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.metrics import all_pairs_scores
@@ -56,19 +56,7 @@ def main() -> None:
         args.gallery_size,
         args.enrolled,
     )
-    sets = [split.calibration, split.gallery, split.enrolled_probes, split.nonenrolled_probes]
-    cache = eval_cache(analyzer, False, cfg.models.cache_dir)
-    try:
-        vectors = embed_images([p for s in sets for _, p in s], analyzer, cache)
-    finally:
-        if cache is not None:
-            cache.close()
-    found, start = [], 0
-    for s in sets:
-        found.append([(s[i][0], v) for i, v in enumerate(vectors[start : start + len(s)]) if v is not None])
-        start += len(s)
-    calib, gallery, enrolled, nonenrolled = found
-    enrolled = [item for item in enrolled if item[0] in {p for p, _ in gallery}]
+    calib, gallery, enrolled, nonenrolled = embed_split(split, analyzer, False, cfg.models.cache_dir)
     cal_emb = np.stack([v for _, v in calib]).astype(np.float32)
     cal_persons = [p for p, _ in calib]
     print(
