@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 from open_set import embed_split
 
 from streamproc.cli.common import recognition_config
-from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE
+from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, DEFAULT_MAX_PER_PERSON, DEFAULT_MEMBERS
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.metrics import all_pairs_scores
 from streamproc.eval.openset import fpir_point, split_open_set
@@ -167,7 +167,9 @@ def _one_split(
         all_pairs_scores(cal, list(cal_ids), "cosine")[1],
         n_clusters=DEFAULT_CLUSTERS,
         lookalike=DEFAULT_LOOKALIKE,
+        members=DEFAULT_MEMBERS,
         seed=0,
+        max_per_person=DEFAULT_MAX_PER_PERSON,
     )
     fair = Protocol(_drawn(_fair(fmap, cal, cal, cal_cal), picks), _fair(fmap, probes, gal, raw.replay), picks)
     halves = np.asarray([hashlib.sha256(p.encode()).digest()[0] & 1 for p in cal_ids])

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from open_set import embed_split
 
 from streamproc.cli.common import recognition_config
-from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE
+from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, DEFAULT_MAX_PER_PERSON, DEFAULT_MEMBERS
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.metrics import all_pairs_scores
 from streamproc.eval.openset import fpir_point, similarity_matrix, split_open_set
@@ -66,7 +66,15 @@ def main() -> None:
 
     impostor = all_pairs_scores(cal_emb, cal_persons, metric)[1]
     fmap = fit_fair_map(
-        cal_emb, cal_persons, metric, impostor, n_clusters=DEFAULT_CLUSTERS, lookalike=DEFAULT_LOOKALIKE, seed=0
+        cal_emb,
+        cal_persons,
+        metric,
+        impostor,
+        n_clusters=DEFAULT_CLUSTERS,
+        lookalike=DEFAULT_LOOKALIKE,
+        members=DEFAULT_MEMBERS,
+        seed=0,
+        max_per_person=DEFAULT_MAX_PER_PERSON,
     )
     print(f"fair map fitted on the calibration set only ({len(calib)} faces, no label)")
 
