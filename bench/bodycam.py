@@ -1,6 +1,7 @@
 """Body-camera resolution in real time: one 1080p30 stream on this machine, without losing faces (issue 13).
 
     python bench/bodycam.py [--data ../shared/data] [--work /tmp/streamproc-bodycam] [--seconds 60]
+                            [--schedule '{"small_face_px": 80}']
 
 Clips: see bench/bodycam_clips.py (public clips upscaled to 1920x1080 and 1280x720 with bicubic
 interpolation, and a 1080p "crowd" mosaic of the clips at native size). Steps:
@@ -27,6 +28,7 @@ Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_m
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -40,6 +42,7 @@ import av
 from bench_pipeline import build_watchlist
 from bodycam_clips import compare, every_frame, prepare, run_mode, scheduled
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
@@ -80,8 +83,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def product_config(clip: Path, watchlist: Path, paced: bool) -> PipelineConfig:
-    """The pipeline the live runs measure: one looped clip, the schedule on, everything else at its default."""
+def product_config(clip: Path, watchlist: Path, paced: bool, schedule: dict[str, object]) -> PipelineConfig:
+    """The pipeline the live runs measure: one looped clip, the schedule on (with ``schedule``'s keys),
+    everything else at its default."""
     source = {"id": "cam", "url": str(clip), "loop": True, "realtime": paced}
     source["buffer"] = "drop_oldest" if paced else "wait"
     return PipelineConfig.model_validate(
@@ -90,14 +94,16 @@ def product_config(clip: Path, watchlist: Path, paced: bool) -> PipelineConfig:
             "watchlist": {"path": str(watchlist)},
             "events": {"endpoint": "tcp://127.0.0.1:*"},
             "policy": {"cooldown_s": 0.0},
-            "detector": {"schedule": SCHEDULE},
+            "detector": {"schedule": {**SCHEDULE, **schedule}},
         }
     )
 
 
-def live_run(clip: Path, watchlist: Path, seconds: float, paced: bool) -> LiveResult:
+def live_run(
+    clip: Path, watchlist: Path, seconds: float, paced: bool, schedule: dict[str, object] | None = None
+) -> LiveResult:
     """The whole pipeline on one looped clip for ``seconds``: paced live (drop_oldest) or as fast as possible."""
-    cfg = product_config(clip, watchlist, paced)
+    cfg = product_config(clip, watchlist, paced, schedule or {})
     registry = CollectorRegistry()
     pipeline = build_pipeline(cfg, registry)
     events: list[MatchEvent] = []
@@ -153,14 +159,15 @@ def decode_fps(clip: Path, thread_type: str, threads: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def accuracy(clips: dict[str, Path]) -> tuple[int, int, int]:
+def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, int, int]:
     """(reference tracks, found, best shot within 10%) summed over the 1080p clips; prints one row per clip."""
     base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
     detector = build_detector(base)
     det = base.detector
     # The fast mode is the product's: its detector reports boxes down to tracker.low_score (0.3), which the
     # tracker uses to carry tracks; the reference stays at the detector's own threshold (0.6).
-    product = pipeline_detector_config(product_config(clips[f"{HAMILTON}_1080p"], Path("unused"), paced=True))
+    clip = clips[f"{HAMILTON}_1080p"]
+    product = pipeline_detector_config(product_config(clip, Path("unused"), paced=True, schedule=schedule))
     fast_detector = build_detector(product)
     fast_det = product.detector
     totals = [0, 0, 0]
@@ -194,11 +201,26 @@ def main() -> None:
     parser.add_argument(
         "--skip-live", action="store_true", help="Only the offline accuracy (needs no exclusive CPU: not timed)."
     )
+    parser.add_argument(
+        "--schedule", default="{}", help="JSON object of detector.schedule keys to set (defaults otherwise)."
+    )
     args = parser.parse_args()
     if not (args.data / "video").is_dir():
         print(f"error: no video folder in {args.data}", file=sys.stderr)
         raise SystemExit(2)
-    print(f"machine: {machine_description()} ({platform.machine()}); schedule: {SCHEDULE}")
+    try:
+        schedule = json.loads(args.schedule)
+        if not isinstance(schedule, dict):
+            raise ValueError("not a JSON object")
+        product_config(Path("x.mp4"), Path("unused"), True, schedule)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"error: --schedule: {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as exc:
+        print(f"error: --schedule: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"machine: {machine_description()} ({platform.machine()}); schedule: {SCHEDULE | schedule}")
     clips = prepare(args.data / "video", args.work)
     for size in ("1080p", "720p"):
         clip = clips[f"{HAMILTON}_{size}"]
@@ -206,7 +228,7 @@ def main() -> None:
             f"{tt}x{n or 'auto'} {decode_fps(clip, tt, n):.0f}" for tt in ("SLICE", "FRAME", "AUTO") for n in (0, 1)
         ]
         print(f"decode {size} fps (thread_type x threads): " + ", ".join(rates), flush=True)
-    ref_tracks, found, shot_ok = accuracy(clips) if not args.skip_accuracy else (0, 0, 0)
+    ref_tracks, found, shot_ok = accuracy(clips, schedule) if not args.skip_accuracy else (0, 0, 0)
     recall = found / ref_tracks if ref_tracks else math.nan
     shots = shot_ok / found if found else math.nan
     print(f"track_recall={recall:.3f} ({found}/{ref_tracks}) shot_within_10pct={shots:.3f} ({shot_ok}/{found})")
@@ -218,7 +240,7 @@ def main() -> None:
         watchlist = Path(tmp) / "watchlist"
         build_watchlist(analyzer, args.data, watchlist, [])
         del analyzer
-        live = live_run(clips[f"{HAMILTON}_1080p"], watchlist, args.seconds, paced=True)
+        live = live_run(clips[f"{HAMILTON}_1080p"], watchlist, args.seconds, paced=True, schedule=schedule)
         print(
             f"live 1080p29.97 {live.seconds:.0f} s: decoded {live.decoded:.0f}, processed {live.processed:.0f} "
             f"({live.fps:.1f} fps), dropped {live.dropped:.0f}, events {live.events}, decision p99 "
@@ -226,7 +248,7 @@ def main() -> None:
         )
         sources = {size: clips[f"{HAMILTON}_{size}"] for size in ("1080p", "720p")}
         sources["360p"] = args.data / "video" / f"{HAMILTON}.mp4"  # the original clip (bench_pipeline's)
-        fast = {size: live_run(path, watchlist, args.seconds / 2, paced=False) for size, path in sources.items()}
+        fast = {size: live_run(path, watchlist, args.seconds / 2, False, schedule) for size, path in sources.items()}
         for size, r in fast.items():
             print(f"unpaced {size}: {r.fps:.1f} fps over {r.seconds:.0f} s, final interval {r.interval:.0f}")
     realtime = live.dropped == 0 and live.processed >= 0.99 * live.decoded and live.fps >= 29.97 * 0.98

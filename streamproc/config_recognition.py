@@ -70,11 +70,12 @@ class ScheduleConfig(StrictConfig):
     window_context: float = Field(2.0, ge=1.2, le=8.0, description="Window side over the track box's longer side.")
     max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (the rest rotate).")
     small_face_px: float = Field(
-        80.0,
+        0.0,
         ge=0.0,
         le=1024.0,
         description="Tracks whose face (longer side, frame pixels) is below this get a native-size window of "
-        "small_window_px instead of the window_px one (0: none).",
+        "small_window_px instead of the window_px one (0: none; 80 finds small crowd faces better but adds "
+        "latency, bench/RESULTS.md issue 13 run 6).",
     )
     small_window_px: int = Field(
         192, ge=32, le=1024, description="Side of the native-size window around a small face (frame pixels)."

@@ -132,7 +132,7 @@ class _Recorder:
 
 
 def test_detect_runs_every_region_in_one_call_and_answers_in_frame_pixels() -> None:
-    schedule = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0)
+    schedule = DetectionSchedule(ScheduleConfig(enabled=True, small_face_px=80), 0.4, 12.0)
     track = np.array([[900.0, 500.0, 960.0, 560.0]])
     plan = schedule.plan(1080, 1920, track)
     recorder = _Recorder()
@@ -153,7 +153,7 @@ def _windows(schedule: DetectionSchedule, boxes: list[list[float]]) -> list[Regi
 def test_small_faces_get_a_native_window_with_a_tiles_context_and_large_faces_the_usual_one() -> None:
     """A 60 px face: a 192x192 window seen at 192 px (native; the 96 px window shrank it to 0.8x and saw
     it at 0-0.5 where a native tile saw 0.92); a 120 px face: the usual 240 px window seen at 96 px."""
-    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000)
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=80)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     schedule.plan(1080, 1920, np.zeros((0, 4)))  # frame 0: the whole-frame pass
     small, large = _windows(schedule, [[400, 300, 450, 360], [1000, 500, 1120, 620]])
@@ -165,7 +165,7 @@ def test_small_faces_get_a_native_window_with_a_tiles_context_and_large_faces_th
 
 
 def test_a_small_face_inside_a_neighbours_native_window_shares_it_and_edges_shift_it_inside() -> None:
-    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000)
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=80)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     schedule.plan(1080, 1920, np.zeros((0, 4)))
     # two 40 px faces 50 px apart share one window (each one's 80 px context lies inside it); a third far away,
@@ -183,7 +183,7 @@ def test_a_small_face_inside_a_neighbours_native_window_shares_it_and_edges_shif
 def test_no_native_windows_where_the_whole_frame_pass_is_native() -> None:
     """640x360: the whole-frame pass is native every few frames and sees a small face with all its context,
     so a 60 px face keeps the ordinary window (a 192 px one would cost 16% of the frame a face)."""
-    schedule = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0)
+    schedule = DetectionSchedule(ScheduleConfig(enabled=True, small_face_px=80), 0.4, 12.0)
     schedule.plan(360, 640, np.zeros((0, 4)))
     plan = schedule.plan(360, 640, np.array([[300.0, 150.0, 345.0, 210.0]]))
     assert [(r.x1 - r.x0, r.out_w) for r in plan.regions] == [(120, 96)]
