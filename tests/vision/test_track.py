@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from streamproc.config_recognition import TrackerConfig
 from streamproc.types import Detections
-from streamproc.vision.track import FaceTracker, TrackerOutput, iou_matrix, kf_init, kf_predict
+from streamproc.vision import track
+from streamproc.vision.track import FaceTracker, TrackerOutput, iou_matrix, kf_init, kf_predict, kf_predict_mean
 
 FPS = 25.0
 
@@ -69,6 +70,27 @@ def test_kalman_predict_is_consistent_across_step_sizes() -> None:
     np.testing.assert_allclose(one_mean, two_mean)
     assert one_mean[0] == pytest.approx(20.0 + 20.0)
     assert zero_mean is mean and zero_cov is cov
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(1e-3, 3.0))
+def test_kalman_predict_is_the_constant_velocity_model(seed: int, dt: float) -> None:
+    """x' = F x, P' = F P F^T + Q with Q the white-acceleration-plus-walk noise, each block times eye(4)."""
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(0.0, 50.0, 8)
+    mean[2:4] = np.abs(mean[2:4]) + 5.0
+    a = rng.normal(size=(8, 8))
+    cov = a @ a.T
+    f = np.eye(8)
+    f[:4, 4:] = dt * np.eye(4)
+    s = max(mean[3], 1.0)
+    q_acc, q_walk = (track._ACC_STD * s) ** 2, (track._POS_WALK_STD * s) ** 2
+    block = np.array([[q_acc * dt**3 / 3 + q_walk * dt, q_acc * dt**2 / 2], [q_acc * dt**2 / 2, q_acc * dt]])
+    want_cov = f @ cov @ f.T + np.kron(block, np.eye(4))
+    got_mean, got_cov = kf_predict(mean, cov, dt)
+    np.testing.assert_allclose(got_mean, f @ mean, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(got_cov, want_cov, rtol=1e-12, atol=1e-9 * np.abs(want_cov).max())
+    np.testing.assert_array_equal(kf_predict_mean(mean, dt), got_mean)
 
 
 def test_linear_motion_keeps_one_id() -> None:
