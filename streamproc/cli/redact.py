@@ -95,6 +95,9 @@ def redact_command(
         from streamproc.redact.keep import KeepRequest
 
         keep = KeepRequest(keep_subject, watchlist, authorisation)
+        # The subject's shots are aligned on the detector's landmarks and matched at a threshold the shipped
+        # calibration measured with RetinaFace, so a job that recognises anyone detects with it (and says so).
+        cfg = cfg.model_copy(update={"detection": cfg.detection.model_copy(update={"detector": "retinaface"})})
     clips = _inputs(inputs)
     actor = operator or getpass.getuser()
     jobs = [Job(c, out_dir, chosen, actor, reason, keep, overwrite) for c in clips]

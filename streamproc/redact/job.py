@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamproc import __version__
-from streamproc.config_recognition import RetinaFaceConfig
+from streamproc.config_recognition import RetinaFaceConfig, YuNetConfig
 from streamproc.errors import ConfigError, SourceError
 from streamproc.fsutil import sha256_file
 from streamproc.models.providers import create_session
-from streamproc.models.registry import RETINAFACE, ModelStore
+from streamproc.models.registry import RETINAFACE, YUNET, ModelStore
 from streamproc.records.audit import AuditLog
-from streamproc.redact.analyse import Detectors, analyse, probe
+from streamproc.redact.analyse import Detector, Detectors, analyse, probe
 from streamproc.redact.plan import plan_regions
 from streamproc.redact.render import render
 from streamproc.redact.report import lowest_regions, write_contact_sheet, write_json
 from streamproc.redact.settings import Method, RedactConfig
 from streamproc.vision.detect import RetinaFaceDetector
+from streamproc.vision.detect_yunet import YuNetDetector
 
 if TYPE_CHECKING:  # --keep-subject only: recognition (0.05 s of imports) stays out of plain redaction
     from streamproc.redact.keep import KeepDecision, KeepRequest
@@ -36,24 +37,36 @@ Progress = Callable[[str, int, int], None]
 
 
 def build_detectors(config: RedactConfig) -> Detectors:
-    """The project's RetinaFace with redaction's low score floor: at the clip's own size plus, for adaptive
+    """``detection.detector`` with redaction's low score floor: at the clip's own size plus, for adaptive
     upscaling, the same session on frames upscaled to ``detection.min_side`` (upscale ``always``: that pass alone)."""
     d = config.detection
     floor = min(d.low_score, config.regions.fallback_floor) if config.regions.fallback_heads else d.low_score
-    settings = RetinaFaceConfig(
-        score_threshold=floor,
-        nms_iou=d.nms_iou,
-        min_face_px=d.min_face_px,
-        max_side=d.max_side,
-        min_side=d.min_side,
-        max_batch=d.max_batch,
-    )
-    path, sha = ModelStore(config.models.cache_dir).path(RETINAFACE, config.models.auto_prepare)
-    session = create_session(path, config.runtime, "detector")
-    upscaled = RetinaFaceDetector(session, settings, sha)
+    common = {
+        "score_threshold": floor,
+        "nms_iou": d.nms_iou,
+        "min_face_px": d.min_face_px,
+        "max_side": d.max_side,
+        "min_side": d.min_side,
+        "max_batch": d.max_batch,
+    }
+    store = ModelStore(config.models.cache_dir)
+    native: Detector
+    upscaled: Detector
+    if d.detector == "yunet":
+        path, sha = store.path(YUNET, config.models.auto_prepare)
+        session = create_session(path, config.runtime, "detector")
+        yunet = YuNetConfig.model_validate(common)
+        upscaled = YuNetDetector(session, yunet, sha)
+        native = YuNetDetector(session, yunet.model_copy(update={"min_side": None}), sha)
+    else:
+        path, sha = store.path(RETINAFACE, config.models.auto_prepare)
+        session = create_session(path, config.runtime, "detector")
+        retina = RetinaFaceConfig.model_validate(common)
+        upscaled = RetinaFaceDetector(session, retina, sha)
+        native = RetinaFaceDetector(session, retina.model_copy(update={"min_side": None}), sha)
     if d.upscale == "always" or d.min_side is None:
         return Detectors(upscaled)
-    return Detectors(RetinaFaceDetector(session, settings.model_copy(update={"min_side": None}), sha), upscaled)
+    return Detectors(native, upscaled)
 
 
 def output_paths(clip: Path, out_dir: Path, suffix: str) -> tuple[Path, Path, Path]:
@@ -114,6 +127,9 @@ def run_job(
     embedder = None
     if job.keep is not None:
         from streamproc.redact.keep import watchlist_embedder
+
+        if config.detection.detector != "retinaface":  # the subject's shots need the calibrated detector
+            raise ConfigError("--keep-subject needs detection.detector: retinaface (the shipped calibration's)")
 
         embedder = watchlist_embedder(job.keep.watchlist, config.models, config.runtime)
     analysis = analyse(

@@ -67,7 +67,7 @@ def make_clip(path: Path, crops: list[NDArray[np.uint8]], audio: bool = False) -
                 y = starts[k][1] + steps[k][1] * t
                 face = crop
                 if t in BLURRED.get(k, ()):
-                    face = np.asarray(cv2.GaussianBlur(crop, (0, 0), 9), np.uint8)
+                    face = np.asarray(cv2.GaussianBlur(crop, (0, 0), 16), np.uint8)  # YuNet still saw sigma 9
                 frame[y : y + FACE_PX, x : x + FACE_PX] = face
                 m = FACE_PX // 10
                 known.append((x + m, y + m, x + FACE_PX - m, y + FACE_PX - m))

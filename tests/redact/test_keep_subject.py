@@ -167,6 +167,7 @@ def test_the_report_and_the_audit_record_name_the_decision(clip: Path, kept: Pat
     decision = report["keep_subject"]
     assert decision["subject_id"] == SUBJECT and decision["authorisation"] == AUTHORISATION
     assert decision["tracks_kept"] and decision["tracks_compared"] > len(decision["tracks_kept"])
+    assert report["settings"]["detection"]["detector"] == "retinaface"  # the calibrated detector, whatever the default
     records = [r for r in AuditLog.open(kept / "audit").records() if r.action == "redaction"]
     assert len(records) == 1
     record = records[0]

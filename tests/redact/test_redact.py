@@ -1,4 +1,5 @@
-"""`streamproc redact` end to end on real video through PyAV and the real RetinaFace model (no mocks)."""
+"""`streamproc redact` end to end on real video through PyAV and the real detectors, YuNet (the default) and
+RetinaFace (no mocks)."""
 
 from __future__ import annotations
 
@@ -49,11 +50,15 @@ def clip(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SynthCli
     return make_clip(tmp_path_factory.mktemp("synth") / "synthetic.mp4", face_crops(shared_dir), audio=True)
 
 
-@pytest.fixture(scope="module")
-def redacted(clip: SynthClip, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["yunet", "retinaface"])
+def redacted(clip: SynthClip, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     out = tmp_path_factory.mktemp("out")
+    config = out / "redact.yaml"
+    config.write_text(f"detection:\n  detector: {request.param}\n")
     done = redact(
         str(clip.path),
+        "--config",
+        str(config),
         "--out",
         str(out / "release"),
         "--method",

@@ -40,3 +40,13 @@ def test_a_typo_is_an_error_with_its_key(tmp_path: Path) -> None:
     bad.write_text("detection:\n  low_score: 0.6\n  score_threshold: 0.5\n")
     with pytest.raises(ConfigError, match="low_score"):
         load_redact_config(bad)
+    bad.write_text("detection:\n  detector: centerface\n")
+    with pytest.raises(ConfigError, match=r"detection\.detector"):
+        load_redact_config(bad)
+
+
+def test_either_detector_can_be_chosen(tmp_path: Path) -> None:
+    path = tmp_path / "redact.yaml"
+    for kind in ("yunet", "retinaface"):
+        path.write_text(f"detection:\n  detector: {kind}\n")
+        assert load_redact_config(path).detection.detector == kind
