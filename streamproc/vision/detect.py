@@ -57,17 +57,21 @@ def decode(
     priors: NDArray[np.float32], loc: NDArray[np.float32], landm: NDArray[np.float32]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Regressions -> (A, 4) x1y1x2y2 boxes and (A, 5, 2) landmarks, both in network-input pixels."""
+    # float32 throughout (the Python-float variances keep the arrays' dtype), so no copies to convert.
     centre = priors[:, :2] + loc[:, :2] * VARIANCE_CENTRE * priors[:, 2:]
     size = priors[:, 2:] * np.exp(loc[:, 2:] * VARIANCE_SIZE)
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    half = size / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
     points = priors[:, None, :2] + landm.reshape(-1, 5, 2) * VARIANCE_CENTRE * priors[:, None, 2:]
-    return boxes.astype(np.float32), points.astype(np.float32)
+    return boxes, points
 
 
 def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou: float) -> NDArray[np.intp]:
     """Indices kept by greedy non-maximum suppression, best score first."""
     if len(scores) == 0:
         return np.zeros((0,), np.intp)
+    if len(scores) == 1:  # what NMSBoxes returns for one box (kept when its score is above 0), without the lists
+        return np.zeros((1 if float(scores[0]) > 0.0 else 0,), np.intp)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou)
     return np.asarray(keep, dtype=np.intp).reshape(-1)
@@ -115,29 +119,32 @@ class RetinaFaceDetector:
         """Identifies the model and every setting that changes the output (for result caches)."""
         return detector_cache_key(self._config, self._model_sha256)
 
-    def _prepare(self, image: ImageBGR) -> tuple[NDArray[np.float32], float]:
-        image, scale = fit_input(image, self._config)
-        # Per-channel subtraction straight into planar float32: ~20x faster than astype + subtract + transpose
-        # (0.26 ms vs 5 ms at 640x360), which matters when detection itself takes ~9 ms.
-        tensor = np.empty((3, image.shape[0], image.shape[1]), np.float32)
+    @staticmethod
+    def _prepare(image: ImageBGR, out: NDArray[np.float32]) -> None:
+        """Write one (H, W, 3) uint8 BGR image into ``out``, its (3, H, W) float32 slot of the batch.
+
+        Per-channel subtraction straight into planar float32: ~20x faster than astype + subtract + transpose
+        (0.26 ms vs 5 ms at 640x360), which matters when detection itself takes ~9 ms; writing into the batch
+        saves the copy that stacking separate tensors made (~0.2 ms a 640x360 frame)."""
         for channel, plane in enumerate(cv2.split(image)):
-            np.subtract(plane, BGR_MEAN[channel], out=tensor[channel], casting="unsafe")
-        return tensor, scale
+            np.subtract(plane, BGR_MEAN[channel], out=out[channel], casting="unsafe")
 
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
-        prepared = [self._prepare(img) for img in images]
+        fitted = [fit_input(img, self._config) for img in images]
         results: list[Detections | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (tensor, _) in enumerate(prepared):
-            groups.setdefault((tensor.shape[1], tensor.shape[2]), []).append(i)
+        for i, (image, _) in enumerate(fitted):
+            groups.setdefault((image.shape[0], image.shape[1]), []).append(i)
         for (height, width), members in groups.items():
-            batch = np.stack([prepared[i][0] for i in members])
+            batch = np.empty((len(members), 3, height, width), np.float32)
+            for row, i in enumerate(members):
+                self._prepare(fitted[i][0], batch[row])
             loc, conf, landm = self._runner(batch)
             priors = self._priors.get((height, width))
             if priors is None:
                 priors = self._priors[(height, width)] = make_priors(height, width)
             for row, i in enumerate(members):
-                results[i] = self._postprocess(priors, loc[row], conf[row, :, 1], landm[row], prepared[i][1])
+                results[i] = self._postprocess(priors, loc[row], conf[row, :, 1], landm[row], fitted[i][1])
         return [r if r is not None else Detections.empty() for r in results]
 
     def _postprocess(
@@ -153,8 +160,11 @@ class RetinaFaceDetector:
         if candidates.size == 0:
             return Detections.empty()
         boxes, points = decode(priors[candidates], loc[candidates], landm[candidates])
-        kept = candidates[nms(boxes, scores[candidates], cfg.nms_iou)]
-        order = np.searchsorted(candidates, kept)
-        boxes, points = boxes[order] / scale, points[order] / scale
-        dets = Detections(boxes.astype(np.float32), scores[kept].astype(np.float32), points.astype(np.float32))
-        return dets.select(np.flatnonzero(dets.sizes >= cfg.min_face_px))
+        keep = nms(boxes, scores[candidates], cfg.nms_iou)
+        boxes, points = boxes[keep], points[keep]
+        if scale != 1.0:
+            boxes, points = boxes / scale, points / scale
+        big = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= cfg.min_face_px  # Detections.sizes
+        if not big.all():
+            keep, boxes, points = keep[big], boxes[big], points[big]
+        return Detections(boxes, scores[candidates[keep]], points)
