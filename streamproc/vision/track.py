@@ -44,6 +44,12 @@ _H = np.hstack([np.eye(4), np.zeros((4, 4))])  # measurement picks (cx, cy, w, h
 _H.setflags(write=False)
 _DIAG = np.arange(4)  # the diagonal of each 4x4 block of the state covariance
 _DIAG.setflags(write=False)
+# Where each term of the process noise sits (the diagonals of the position, cross and velocity blocks), as
+# 0/1 masks: a sum of scaled masks builds Q with the same values as indexed writes, at half the cost.
+_Q_POS, _Q_CROSS, _Q_VEL = np.zeros((3, 8, 8))
+_Q_POS[_DIAG, _DIAG] = _Q_CROSS[_DIAG, _DIAG + 4] = _Q_CROSS[_DIAG + 4, _DIAG] = _Q_VEL[_DIAG + 4, _DIAG + 4] = 1.0
+for _mask in (_Q_POS, _Q_CROSS, _Q_VEL):
+    _mask.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,16 @@ def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.f
     """(N, M) intersection over union of ``(N, 4)`` and ``(M, 4)`` x1, y1, x2, y2 boxes (0 when empty)."""
     a64 = np.asarray(a, np.float64).reshape(-1, 4)
     b64 = np.asarray(b, np.float64).reshape(-1, 4)
+    if len(a64) == 0 or len(b64) == 0:
+        return np.zeros((len(a64), len(b64)))
+    # np.maximum(x, 0.0) is np.clip(x, 0.0, None) (NaN included) at a fifth of its per-call cost.
     x1 = np.maximum(a64[:, None, 0], b64[None, :, 0])
     y1 = np.maximum(a64[:, None, 1], b64[None, :, 1])
     x2 = np.minimum(a64[:, None, 2], b64[None, :, 2])
     y2 = np.minimum(a64[:, None, 3], b64[None, :, 3])
-    inter = np.clip(x2 - x1, 0.0, None) * np.clip(y2 - y1, 0.0, None)
-    area_a = np.clip(a64[:, 2] - a64[:, 0], 0.0, None) * np.clip(a64[:, 3] - a64[:, 1], 0.0, None)
-    area_b = np.clip(b64[:, 2] - b64[:, 0], 0.0, None) * np.clip(b64[:, 3] - b64[:, 1], 0.0, None)
+    inter = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+    area_a = np.maximum(a64[:, 2] - a64[:, 0], 0.0) * np.maximum(a64[:, 3] - a64[:, 1], 0.0)
+    area_b = np.maximum(b64[:, 2] - b64[:, 0], 0.0) * np.maximum(b64[:, 3] - b64[:, 1], 0.0)
     union = area_a[:, None] + area_b[None, :] - inter
     out: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return out
@@ -113,21 +122,29 @@ def kf_init(box: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.
     return mean, np.diag(std**2)
 
 
+def kf_transition(dt: float) -> NDArray[np.float64]:
+    """The (8, 8) constant-velocity transition over ``dt`` seconds (one per frame serves every track)."""
+    f = np.eye(8)
+    f[_DIAG, _DIAG + 4] = dt
+    return f
+
+
 def kf_predict(
-    mean: NDArray[np.float64], cov: NDArray[np.float64], dt: float
+    mean: NDArray[np.float64],
+    cov: NDArray[np.float64],
+    dt: float,
+    transition: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Advance the state by ``dt`` seconds (``dt <= 0`` returns it unchanged)."""
+    """Advance the state by ``dt`` seconds (``dt <= 0`` returns it unchanged); ``transition``:
+    :func:`kf_transition` of the same ``dt`` where the caller already has it."""
     if dt <= 0:
         return mean, cov
-    f = np.eye(8)
-    f[:4, 4:] = dt * np.eye(4)
+    f = kf_transition(dt) if transition is None else transition
     s = _scale(mean)
     q_acc = (_ACC_STD * s) ** 2
     q_walk = (_POS_WALK_STD * s) ** 2
-    q = np.zeros((8, 8))  # kron([[pos, cross], [cross, vel]], eye(4)), written out (np.kron is ~10x slower)
-    q[_DIAG, _DIAG] = q_acc * dt**3 / 3 + q_walk * dt
-    q[_DIAG, _DIAG + 4] = q[_DIAG + 4, _DIAG] = q_acc * dt**2 / 2
-    q[_DIAG + 4, _DIAG + 4] = q_acc * dt
+    # kron([[pos, cross], [cross, vel]], eye(4)), written out (np.kron is ~10x slower)
+    q = (q_acc * dt**3 / 3 + q_walk * dt) * _Q_POS + (q_acc * dt**2 / 2) * _Q_CROSS + (q_acc * dt) * _Q_VEL
     new_cov = f @ cov @ f.T + q
     return kf_predict_mean(mean, dt), (new_cov + new_cov.T) / 2
 
@@ -147,10 +164,11 @@ def kf_update(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Correct the state with a measured box (xyxy)."""
     z = _xyxy_to_cxcywh(box)
-    r = np.eye(4) * (_MEAS_STD * _scale(mean)) ** 2
-    s = _H @ cov @ _H.T + r
-    gain = np.linalg.solve(s, _H @ cov).T  # (8, 4) = P H^T S^-1, S symmetric
-    new_mean = mean + gain @ (z - _H @ mean)
+    # H picks the first four state entries, so H P, H P H^T and H x are these slices (the same values).
+    hp = cov[:4]
+    s = hp[:, :4] + np.eye(4) * (_MEAS_STD * _scale(mean)) ** 2
+    gain = np.linalg.solve(s, hp).T  # (8, 4) = P H^T S^-1, S symmetric
+    new_mean = mean + gain @ (z - mean[:4])
     new_cov = cov - gain @ _H @ cov
     return new_mean, (new_cov + new_cov.T) / 2
 
@@ -217,8 +235,10 @@ class FaceTracker:
         dt = 0.0 if self._last_t is None else t_s - self._last_t
         self._last_t = t_s
 
-        for track in self._tracks:
-            track.mean, track.cov = kf_predict(track.mean, track.cov, dt)
+        if dt > 0:
+            f = kf_transition(dt)
+            for track in self._tracks:
+                track.mean, track.cov = kf_predict(track.mean, track.cov, dt, f)
 
         boxes = detections.boxes
         scores = detections.scores
