@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from streamproc.config import PipelineConfig, SourceConfig
 from streamproc.errors import StreamprocError
 from streamproc.messages import BestShot, Message, StreamOpened, TrackEnded
-from streamproc.metrics import PipelineMetrics
+from streamproc.metrics import PipelineMetrics, StreamSeries
 from streamproc.protocols import FaceDetector
 from streamproc.stream.authorisation import needs_authorisation
 from streamproc.stream.buffer import BufferClosed, FrameBuffer
@@ -88,6 +88,7 @@ class StreamFront:
         self._template = chip_template
         self._sink = sink
         self._metrics = metrics
+        self._series: StreamSeries | None = None  # created with the first frame, as labels() would
         self._stop = stop
         self._on_frame = on_frame
         self._gate = QualityGate(config.quality)
@@ -144,7 +145,8 @@ class StreamFront:
         )
         if video.buffer_policy == "drop_oldest" or self.source_config.realtime:
             self._backlog = lambda: buffer.depth / self.source_config.buffer_frames
-        reader = SourceReader(video, buffer, on_frame=lambda _f: m.frames_decoded.labels(stream=sid).inc())
+        decoded = m.frames_decoded.labels(stream=sid)
+        reader = SourceReader(video, buffer, on_frame=lambda _f: decoded.inc())
         self._send(StreamOpened(stream_id=sid, session=self._session))
         reader.start()
         error: StreamprocError | None = None
@@ -199,46 +201,47 @@ class StreamFront:
         log.error("stream %s: %s", self.stream_id, err)
 
     def _process(self, frames: list[Frame]) -> None:
+        if self._series is None:
+            self._series = StreamSeries(self._metrics, self.stream_id)
         if self._schedule is not None:
             for frame in frames:
-                self._process_scheduled(frame, self._schedule)
+                self._process_scheduled(frame, self._schedule, self._series)
             return
         # No schedule: every frame gets the whole-frame pass at detector.max_side (the same gauges, fixed values).
         height, width = frames[0].image.shape[:2]
-        m, sid = self._metrics, self.stream_id
-        m.detect_interval.labels(stream=sid).set(1)
-        m.detect_native_cycle.labels(stream=sid).set(0)
-        m.detect_scale.labels(stream=sid).set(min(1.0, (self._max_side or max(height, width)) / max(height, width)))
+        series = self._series
+        series.detect_interval.set(1)
+        series.detect_native_cycle.set(0)
+        series.detect_scale.set(min(1.0, (self._max_side or max(height, width)) / max(height, width)))
         t0 = time.perf_counter()
         detections = self._detector.detect([f.image for f in frames])
         per_frame = (time.perf_counter() - t0) / len(frames)
         for frame, dets in zip(frames, detections, strict=True):
-            self._process_frame(frame, dets, per_frame)
+            self._process_frame(frame, dets, per_frame, series)
 
-    def _process_scheduled(self, frame: Frame, schedule: DetectionSchedule) -> None:
+    def _process_scheduled(self, frame: Frame, schedule: DetectionSchedule, series: StreamSeries) -> None:
         """One frame under the detection schedule: windows around live tracks, plus the whole-frame pass or a
         native tile when due; the schedule then adapts to the time the whole frame took."""
         t0 = time.perf_counter()
         height, width = frame.image.shape[:2]
         plan = schedule.plan(height, width, self._tracker.predicted_boxes(frame.pts_s))
         dets = schedule.detect(self._detector, frame.image, plan)
-        self._process_frame(frame, dets, time.perf_counter() - t0)
+        self._process_frame(frame, dets, time.perf_counter() - t0, series)
         schedule.observe(frame.pts_s, time.perf_counter() - t0, self._backlog())
-        state, m, sid = schedule.state, self._metrics, self.stream_id
-        m.detect_interval.labels(stream=sid).set(state.interval)
-        m.detect_native_cycle.labels(stream=sid).set(state.native_cycle_s)
-        m.detect_scale.labels(stream=sid).set(state.full_scale)
+        state = schedule.state
+        series.detect_interval.set(state.interval)
+        series.detect_native_cycle.set(state.native_cycle_s)
+        series.detect_scale.set(state.full_scale)
 
-    def _process_frame(self, frame: Frame, dets: Detections, detect_s: float) -> None:
-        m, sid = self._metrics, self.stream_id
+    def _process_frame(self, frame: Frame, dets: Detections, detect_s: float, series: StreamSeries) -> None:
         t1 = time.perf_counter()
         out = self._tracker.update(dets, frame.pts_s)
         t2 = time.perf_counter()
-        m.stage_seconds.labels(stream=sid, stage="detect").observe(detect_s)
-        m.stage_seconds.labels(stream=sid, stage="track").observe(t2 - t1)
-        m.faces_detected.labels(stream=sid).inc(len(dets))
-        m.tracks_started.labels(stream=sid).inc(len(out.started))
-        m.tracks_live.labels(stream=sid).set(self._tracker.live_count)
+        series.detect_seconds.observe(detect_s)
+        series.track_seconds.observe(t2 - t1)
+        series.faces_detected.inc(len(dets))
+        series.tracks_started.inc(len(out.started))
+        series.tracks_live.set(self._tracker.live_count)
         self.stats.frames += 1
         self.stats.faces += len(dets)
         self.stats.tracks += len(out.started)
@@ -259,13 +262,13 @@ class StreamFront:
                 timings_ms=timings,
             )
             self._shots.offer(tracked.track_id, frame.pts_s, quality, pending)
-        m.stage_seconds.labels(stream=sid, stage="align").observe(time.perf_counter() - t2)
+        series.align_seconds.observe(time.perf_counter() - t2)
         self._emit(self._shots.due(frame.pts_s), frame.captured_at)
         for track_id in out.ended:
             self._end_track(track_id, frame.captured_at)
-        m.frames_processed.labels(stream=sid).inc()
+        series.frames_processed.inc()
         if self._on_frame is not None:
-            self._on_frame(sid, frame)
+            self._on_frame(self.stream_id, frame)
 
     def _finish(self) -> None:
         """End of stream (or stop): end every track so its last shots are embedded and judged."""
