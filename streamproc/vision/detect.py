@@ -143,28 +143,30 @@ class RetinaFaceDetector:
             priors = self._priors.get((height, width))
             if priors is None:
                 priors = self._priors[(height, width)] = make_priors(height, width)
+            # Threshold and decode the whole batch at once (elementwise, so each image's rows are what decoding
+            # it alone gives), then suppress per image: a batch of windows costs one set of array calls.
+            scores = conf[:, :, 1]
+            rows, anchors = np.nonzero(scores >= self._config.score_threshold)  # row-major: by image, then anchor
+            boxes, points = decode(priors[anchors], loc[rows, anchors], landm[rows, anchors])
+            bounds = np.searchsorted(rows, np.arange(len(members) + 1)).tolist()
             for row, i in enumerate(members):
-                results[i] = self._postprocess(priors, loc[row], conf[row, :, 1], landm[row], fitted[i][1])
+                lo, hi = bounds[row], bounds[row + 1]
+                if lo < hi:
+                    part = slice(lo, hi)
+                    results[i] = self._postprocess(boxes[part], points[part], scores[row, anchors[part]], fitted[i][1])
         return [r if r is not None else Detections.empty() for r in results]
 
     def _postprocess(
-        self,
-        priors: NDArray[np.float32],
-        loc: NDArray[np.float32],
-        scores: NDArray[np.float32],
-        landm: NDArray[np.float32],
-        scale: float,
+        self, boxes: NDArray[np.float32], points: NDArray[np.float32], scores: NDArray[np.float32], scale: float
     ) -> Detections:
+        """One image's decoded candidates (boxes (K, 4), points (K, 5, 2), scores (K,), all over the score
+        threshold, in anchor order) -> its detections in image pixels."""
         cfg = self._config
-        candidates = np.flatnonzero(scores >= cfg.score_threshold)
-        if candidates.size == 0:
-            return Detections.empty()
-        boxes, points = decode(priors[candidates], loc[candidates], landm[candidates])
-        keep = nms(boxes, scores[candidates], cfg.nms_iou)
+        keep = nms(boxes, scores, cfg.nms_iou)
         boxes, points = boxes[keep], points[keep]
         if scale != 1.0:
             boxes, points = boxes / scale, points / scale
         big = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= cfg.min_face_px  # Detections.sizes
         if not big.all():
             keep, boxes, points = keep[big], boxes[big], points[big]
-        return Detections(boxes, scores[candidates[keep]], points)
+        return Detections(boxes, scores[keep], points)
