@@ -160,22 +160,25 @@ def to_frame(dets: Detections, region: Region, height: int, width: int) -> Detec
     if len(dets) == 0:
         return dets
     b = dets.boxes
-    keep = np.ones(len(dets), bool)
-    if region.x0 > 0:
-        keep &= b[:, 0] > CUT_MARGIN_PX
-    if region.y0 > 0:
-        keep &= b[:, 1] > CUT_MARGIN_PX
-    if region.x1 < width:
-        keep &= b[:, 2] < region.out_w - CUT_MARGIN_PX
-    if region.y1 < height:
-        keep &= b[:, 3] < region.out_h - CUT_MARGIN_PX
-    dets = dets.select(np.flatnonzero(keep))
+    inner = (  # (column, bound, the box side must lie below the bound) for each cut edge
+        ([(0, CUT_MARGIN_PX, False)] if region.x0 > 0 else [])
+        + ([(1, CUT_MARGIN_PX, False)] if region.y0 > 0 else [])
+        + ([(2, region.out_w - CUT_MARGIN_PX, True)] if region.x1 < width else [])
+        + ([(3, region.out_h - CUT_MARGIN_PX, True)] if region.y1 < height else [])
+    )
+    if inner:
+        keep = np.logical_and.reduce([b[:, c] < v if below else b[:, c] > v for c, v, below in inner])
+        if not keep.all():
+            dets = dets.select(np.flatnonzero(keep))
+            if len(dets) == 0:
+                return dets
     sx = (region.x1 - region.x0) / region.out_w
     sy = (region.y1 - region.y0) / region.out_h
     scale = np.array([sx, sy], np.float32)
     offset = np.array([region.x0, region.y0], np.float32)
-    boxes = (dets.boxes.reshape(-1, 2, 2) * scale + offset).reshape(-1, 4).astype(np.float32)
-    points = (dets.landmarks * scale + offset).astype(np.float32)
+    # float32 in, float32 out: the arithmetic keeps the dtype, so no conversion copies.
+    boxes = (dets.boxes.reshape(-1, 2, 2) * scale + offset).reshape(-1, 4)
+    points = dets.landmarks * scale + offset
     return Detections(boxes, dets.scores, points)
 
 
