@@ -44,12 +44,22 @@ _H = np.hstack([np.eye(4), np.zeros((4, 4))])  # measurement picks (cx, cy, w, h
 _H.setflags(write=False)
 _DIAG = np.arange(4)  # the diagonal of each 4x4 block of the state covariance
 _DIAG.setflags(write=False)
-# Where each term of the process noise sits (the diagonals of the position, cross and velocity blocks), as
-# 0/1 masks: a sum of scaled masks builds Q with the same values as indexed writes, at half the cost.
-_Q_POS, _Q_CROSS, _Q_VEL = np.zeros((3, 8, 8))
-_Q_POS[_DIAG, _DIAG] = _Q_CROSS[_DIAG, _DIAG + 4] = _Q_CROSS[_DIAG + 4, _DIAG] = _Q_VEL[_DIAG + 4, _DIAG + 4] = 1.0
-for _mask in (_Q_POS, _Q_CROSS, _Q_VEL):
-    _mask.setflags(write=False)
+
+
+def _block_diagonals(*blocks: tuple[int, int]) -> NDArray[np.float64]:
+    """A read-only (8, 8) 0/1 mask with ones on the diagonals of the given 4x4 blocks (row block, column block)."""
+    mask = np.zeros((8, 8))
+    for row, col in blocks:
+        mask[_DIAG + 4 * row, _DIAG + 4 * col] = 1.0
+    mask.setflags(write=False)
+    return mask
+
+
+# Where each term of the process noise sits (the diagonals of the position, cross and velocity blocks): a sum of
+# scaled masks builds Q with the same values as indexed writes, at half the cost.
+_Q_POS = _block_diagonals((0, 0))
+_Q_CROSS = _block_diagonals((0, 1), (1, 0))
+_Q_VEL = _block_diagonals((1, 1))
 
 
 @dataclass(frozen=True)
