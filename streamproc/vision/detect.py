@@ -166,7 +166,6 @@ class RetinaFaceDetector:
         boxes, points = boxes[keep], points[keep]
         if scale != 1.0:
             boxes, points = boxes / scale, points / scale
-        big = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= cfg.min_face_px  # Detections.sizes
-        if not big.all():
-            keep, boxes, points = keep[big], boxes[big], points[big]
-        return Detections(boxes, scores[keep], points)
+        dets = Detections(boxes, scores[keep], points)
+        big = dets.sizes >= cfg.min_face_px
+        return dets if big.all() else dets.select(big)

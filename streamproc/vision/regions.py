@@ -160,18 +160,19 @@ def to_frame(dets: Detections, region: Region, height: int, width: int) -> Detec
     if len(dets) == 0:
         return dets
     b = dets.boxes
-    inner = (  # (column, bound, the box side must lie below the bound) for each cut edge
-        ([(0, CUT_MARGIN_PX, False)] if region.x0 > 0 else [])
-        + ([(1, CUT_MARGIN_PX, False)] if region.y0 > 0 else [])
-        + ([(2, region.out_w - CUT_MARGIN_PX, True)] if region.x1 < width else [])
-        + ([(3, region.out_h - CUT_MARGIN_PX, True)] if region.y1 < height else [])
-    )
-    if inner:
-        keep = np.logical_and.reduce([b[:, c] < v if below else b[:, c] > v for c, v, below in inner])
-        if not keep.all():
-            dets = dets.select(np.flatnonzero(keep))
-            if len(dets) == 0:
-                return dets
+    keep = np.ones(len(dets), bool)
+    if region.x0 > 0:
+        keep &= b[:, 0] > CUT_MARGIN_PX
+    if region.y0 > 0:
+        keep &= b[:, 1] > CUT_MARGIN_PX
+    if region.x1 < width:
+        keep &= b[:, 2] < region.out_w - CUT_MARGIN_PX
+    if region.y1 < height:
+        keep &= b[:, 3] < region.out_h - CUT_MARGIN_PX
+    if not keep.all():  # most regions lose no box: no copy then
+        dets = dets.select(keep)
+        if len(dets) == 0:
+            return dets
     sx = (region.x1 - region.x0) / region.out_w
     sy = (region.y1 - region.y0) / region.out_h
     scale = np.array([sx, sy], np.float32)

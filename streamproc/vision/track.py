@@ -40,8 +40,6 @@ _INIT_POS_STD = 0.1  # initial uncertainty of cx, cy, w, h
 _INIT_VEL_STD = 1.0  # initial uncertainty of velocities, box heights per second
 _MIN_SIDE = 1e-3  # predicted widths/heights are clamped here so IoU stays defined
 
-_H = np.hstack([np.eye(4), np.zeros((4, 4))])  # measurement picks (cx, cy, w, h) from the 8-d state
-_H.setflags(write=False)
 _DIAG = np.arange(4)  # the diagonal of each 4x4 block of the state covariance
 _DIAG.setflags(write=False)
 
@@ -174,12 +172,12 @@ def kf_update(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Correct the state with a measured box (xyxy)."""
     z = _xyxy_to_cxcywh(box)
-    # H picks the first four state entries, so H P, H P H^T and H x are these slices (the same values).
+    # The measurement is the first four state entries (H = [I 0]), so H P, H P H^T and H x are these slices.
     hp = cov[:4]
     s = hp[:, :4] + np.eye(4) * (_MEAS_STD * _scale(mean)) ** 2
     gain = np.linalg.solve(s, hp).T  # (8, 4) = P H^T S^-1, S symmetric
     new_mean = mean + gain @ (z - mean[:4])
-    new_cov = cov - gain @ _H @ cov
+    new_cov = cov - gain @ hp
     return new_mean, (new_cov + new_cov.T) / 2
 
 
