@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from open_set import TARGET_FPIR, _mated_tracks, _track_tar, embed_split
+from open_set import TARGET_FPIR, _mated_tracks, _track_level, _track_tar, embed_split
 
 from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.config_recognition import ArcFaceConfig, RecognitionConfig
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.openset import (
+    IMAGE_SUFFIXES,
     fpir_point,
     nonmated_top1,
     person_folders,
@@ -43,7 +44,6 @@ from streamproc.eval.openset import (
     sufficiency_message,
 )
 from streamproc.eval.openset_metrics import open_set_at_threshold, rank1_split
-from streamproc.eval.tracks import make_tracks, track_false_flags
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.calibration import similarity_to_distance
 
@@ -55,12 +55,9 @@ JUDGE_FMR = 1e-5
 def _images(data: Path) -> list[tuple[str, Path]]:
     """(person, image) for every LFW photo and every UTKFace image, labelled as ``split_open_set`` labels them."""
     items = [(f"lfw:{name}", f) for name, f in person_folders(data / "identity" / "lfw")]
-    items += [(f"utk:{f.name}", f) for f in _sorted(data / "demographic" / "utkface")]
+    utk = data / "demographic" / "utkface"
+    items += [(f"utk:{f.name}", f) for f in sorted(utk.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     return items
-
-
-def _sorted(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
 def _judge(models: Path, items: list[tuple[str, Path]]) -> NDArray[np.bool_]:
@@ -160,14 +157,10 @@ def main() -> None:
         f"replay: {flagged} of {at.n_nonmated} non-enrolled probes flagged (FPIR {at.fpir:.5f}, 95% upper "
         f"{upper:.5f}); {at.false_candidates - flagged} enrolled probes with the wrong person; TAR {1 - at.fnir:.4f}"
     )
-    by_person: dict[str, list[NDArray[np.float32]]] = {}
-    for person, vector in nonenrolled:
-        by_person.setdefault(person, []).append(vector)
-    tracks = make_tracks(by_person, n=3, seed=args.seed)
-    (row,) = track_false_flags(tracks, gal_emb, ids, distance, metric, 2, 3, [len(ids)], args.seed)
+    row = _track_level("at the calibrated threshold", nonenrolled, gal_emb, ids, distance, metric, args.seed)
     mated = _mated_tracks(set(ids), dict(split.gallery), analyzer, cfg.models.cache_dir, False)
     track_tar, n_mated = _track_tar(mated, gal_emb, ids, distance, metric)
-    print(f"track level: {row.flagged} of {row.tracks} non-enrolled tracks flagged; TAR {track_tar:.4f} of {n_mated}")
+    print(f"  track TAR at the calibrated threshold: {track_tar:.4f} of {n_mated} mated tracks")
     print(f"track_false_flags={row.flagged} tracks={row.tracks} track_tar={track_tar:.2f}")
     print(
         f"false_flags={at.false_candidates} nonenrolled_probes={at.n_nonmated} tar={1 - at.fnir:.2f} "
