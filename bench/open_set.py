@@ -23,10 +23,12 @@ from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.config import PolicyConfig
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.intervals import clopper_pearson
+from streamproc.eval.metrics import all_pairs_scores
 from streamproc.eval.openset import (
     BenchSplit,
-    fpir_point,
-    nonmated_top1,
+    FpirPoint,
+    calibrate_fpir,
+    merge_repeats,
     similarity_matrix,
     split_open_set,
     sufficiency_message,
@@ -102,13 +104,9 @@ def main() -> None:
 
     # Calibrate on the calibration set only, for the gallery as it actually is (faces found).
     n_gallery = len(gallery)
-    cal_emb = np.stack([v for _, v in calib])
-    top1, replaced = nonmated_top1(cal_emb, [p for p, _ in calib], n_gallery, metric, args.seed)
-    point = fpir_point(top1, TARGET_FPIR)
+    point = calibrate(calib, n_gallery, metric, args.seed)
     distance = similarity_to_distance(point.threshold, metric)
     print(f"calibration: FPIR {TARGET_FPIR:g} at gallery size {n_gallery}, {point.n_searches} searches")
-    if replaced:
-        print("  (fewer calibration persons than the gallery: impostor galleries drawn with replacement)")
     print(f"  threshold {metric} distance <= {distance:.4f}; {sufficiency_message(point)}")
 
     # Replay the probes against the real gallery at that threshold.
@@ -161,6 +159,17 @@ def main() -> None:
     print(
         f"false_flags={at.false_candidates} nonenrolled_probes={at.n_nonmated} tar={tar:.2f} threshold={distance:.4f}"
     )
+
+
+def calibrate(calib: Embedded, gallery_size: int, metric: Metric, seed: int) -> FpirPoint:
+    """The threshold ``streamproc calibrate --target-fpir`` sets on this calibration set (repeats joined)."""
+    emb, persons = np.stack([v for _, v in calib]), [p for p, _ in calib]
+    repeats = merge_repeats(emb, persons, metric, all_pairs_scores(emb, persons, metric)[0])
+    print(
+        f"  calibration: {len(repeats.pairs)} cross-label pairs at or above the median same-person similarity "
+        f"{repeats.bar:.4f}: {repeats.joined} labels joined (as `streamproc calibrate` does)"
+    )
+    return calibrate_fpir(emb, repeats.persons, gallery_size, TARGET_FPIR, metric, seed)
 
 
 def _track_level(

@@ -8,13 +8,9 @@ so SFace does not grade itself: the two embedders in ``../shared/models`` (stand
 its own FMR 1e-5 threshold measured on LFW's cross-folder pairs; a pair of images is the same person only
 when both agree, and persons joined by such pairs are one person (connected components).
 
-Then ``open_set.py``'s split for ``--seed``, with two changes: (1) images of a person who is also in the
-gallery under another label are removed from the calibration set and the non-enrolled probes (they are not
-non-enrolled); calibration labels are merged. (2) With ``--extrapolate``, the calibration gallery is every
-other calibration person (no person drawn twice) and the FPIR target is divided by ``ceil(2500 / size)``: a
-watchlist of 2,500 splits into that many galleries of that size, so by the union bound FPIR(2,500) <= parts x
-FPIR(size) (conservative), where ``open_set.py``'s bootstrap (2,500 persons drawn with replacement from ~1,300)
-is right only on average. No demographic label is used.
+Then ``open_set.py``'s split and calibration for ``--seed``, with one change: images of a person who is
+also in the gallery under another label are removed from the calibration set and the non-enrolled probes
+(they are not non-enrolled); calibration labels are merged. No demographic label is used.
 
 Last lines as ``open_set.py``'s: ``track_false_flags=… tracks=… track_tar=…`` then
 ``false_flags=… nonenrolled_probes=… tar=… threshold=…``.
@@ -23,12 +19,11 @@ Last lines as ``open_set.py``'s: ``track_false_flags=… tracks=… track_tar=�
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from open_set import TARGET_FPIR, _mated_tracks, _track_level, _track_tar, embed_split
+from open_set import _mated_tracks, _track_level, _track_tar, calibrate, embed_split
 
 from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.config_recognition import ArcFaceConfig, RecognitionConfig
@@ -36,8 +31,6 @@ from streamproc.eval.embedding import embed_images
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.openset import (
     IMAGE_SUFFIXES,
-    fpir_point,
-    nonmated_top1,
     person_folders,
     similarity_matrix,
     split_open_set,
@@ -117,7 +110,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--models", type=Path, default=Path("../shared/models"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--extrapolate", action="store_true", help="Calibrate without drawing persons twice.")
     args = parser.parse_args()
 
     same = same_person_map(args.data, args.models)
@@ -132,17 +124,12 @@ def main() -> None:
     nonenrolled = [(p, v) for p, v in nonenrolled if same[p] not in in_gallery]
     print(f"non-enrolled probes: {n_before} -> {len(nonenrolled)} (the rest are a gallery person under another label)")
 
-    size, target = len(gallery), TARGET_FPIR
     persons = len({p for p, _ in calib})
-    if args.extrapolate:
-        size = min(size, persons - 1)
-        target = TARGET_FPIR / math.ceil(len(gallery) / size)
-    top1, replaced = nonmated_top1(np.stack([v for _, v in calib]), [p for p, _ in calib], size, metric, args.seed)
-    point = fpir_point(top1, target)
+    point = calibrate(calib, len(gallery), metric, args.seed)
     distance = similarity_to_distance(point.threshold, metric)
     print(
-        f"calibration: {persons} persons, galleries of {size}{' (with replacement)' if replaced else ''}, "
-        f"FPIR target {target:.2g}; distance <= {distance:.4f}; {sufficiency_message(point)}"
+        f"calibration: {persons} persons, gallery size {len(gallery)}; distance <= "
+        f"{distance:.4f}; {sufficiency_message(point)}"
     )
 
     gal_emb = np.stack([v for _, v in gallery])

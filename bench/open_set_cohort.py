@@ -3,9 +3,9 @@
 The split, gallery, probes and calibration draws of ``bench/open_set.py`` (same seed and sizes; SFace default).
 Each method turns a probe's similarities to the gallery into one rank-1 score; the FPIR 1e-3 threshold is set
 on that score for the calibration set's simulated non-mated searches (each calibration image against a random
-gallery of the real gallery's size drawn from other calibration persons, as
-:func:`streamproc.eval.openset.nonmated_top1` draws them, seed 0; an image drawn twice counts once, so
-gallery statistics see no copies), then replayed unchanged on the held-out probes against the real gallery.
+gallery of the real gallery's size drawn from other calibration persons, or of all of them when there are
+fewer, the target carried to that size, as :func:`streamproc.eval.openset.calibrate_fpir` does, seed 0),
+then replayed unchanged on the held-out probes against the real gallery.
 No demographic label is used anywhere; persons' names only say which pairs are mated.
 
 Methods (``s1 >= s2 >= ...``: a probe's similarities to the gallery, best first):
@@ -65,8 +65,8 @@ BUDGET_FLAGS = 5  # 0.2% of ~2,500 non-enrolled probes, the issue's target
 class Protocol:
     """Similarities of one scoring (raw or fair map), as the methods need them.
 
-    ``calib``: (n_cal, G) each calibration image against its simulated gallery (a copy drawn twice is
-    ``-inf``); ``replay``: (P, G) probes (enrolled first) against the real gallery; ``picks``: (n_cal, G)
+    ``calib``: (n_cal, M) each calibration image against its simulated gallery of M; ``replay``: (P, G)
+    probes (enrolled first) against the real gallery; ``picks``: (n_cal, M)
     calibration indices of the simulated galleries' members (for the gallery side of AS-norm).
     """
 
@@ -199,18 +199,18 @@ def _unit(x: NDArray[np.floating]) -> Matrix:
 
 
 def _gallery_draws(persons: NDArray[np.str_], gallery_size: int, seed: int) -> NDArray[np.int64]:
-    """(n, gallery_size) calibration indices: for each image, one random image of each of ``gallery_size``
-    random other persons, drawn exactly as :func:`streamproc.eval.openset.nonmated_top1` draws them."""
+    """(n, m) calibration indices, m = min(gallery_size, other persons): for each image, one random image of
+    each of m random other persons, drawn exactly as :func:`streamproc.eval.openset.nonmated_top1` draws them."""
     names, codes_raw = np.unique(persons, return_inverse=True)
     codes = codes_raw.reshape(-1)
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=names.size)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    replace = names.size - 1 < gallery_size
+    searched = min(gallery_size, names.size - 1)
     rng = np.random.default_rng(seed)
-    picks = np.empty((codes.size, gallery_size), dtype=np.int64)
+    picks = np.empty((codes.size, searched), dtype=np.int64)
     for i in range(codes.size):
-        others = rng.choice(names.size - 1, size=gallery_size, replace=replace)
+        others = rng.choice(names.size - 1, size=searched, replace=False)
         others += others >= codes[i]
         picks[i] = order[starts[others] + rng.integers(0, counts[others])]
     return picks
@@ -291,7 +291,7 @@ def _evaluate(
 ) -> Row:
     calib_top, top, best = method(p)
     correct = gal_ids[best] == probe_ids
-    point = fpir_point(calib_top, TARGET_FPIR)
+    point = fpir_point(calib_top, TARGET_FPIR, gal_ids.size, p.picks.shape[1])
     t = point.threshold
     hit = top >= t
     nonmated = np.sort(top[~mated])[::-1]

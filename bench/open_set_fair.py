@@ -108,22 +108,22 @@ def _fair_matrix(
 def _nonmated_top1(
     score: Scorer, emb: NDArray[np.float32], persons: list[str], gallery_size: int, seed: int, block: int = 256
 ) -> NDArray[np.float64]:
-    """Each calibration image's top-1 score against a random gallery of ``gallery_size`` other persons (one
-    image each, without replacement when there are enough), as :func:`streamproc.eval.openset.nonmated_top1`
-    draws them, scored by ``score``."""
+    """Each calibration image's top-1 score against a random gallery of ``min(gallery_size, other persons)``
+    other persons (one image each, no person twice), as :func:`streamproc.eval.openset.nonmated_top1` draws
+    them, scored by ``score``."""
     names, codes = np.unique(np.asarray(persons), return_inverse=True)
     codes = codes.reshape(-1)
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=names.size)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    replace = names.size - 1 < gallery_size
+    searched = min(gallery_size, names.size - 1)
     rng = np.random.default_rng(seed)
     top1 = np.empty(emb.shape[0], dtype=np.float64)
     for r0 in range(0, emb.shape[0], block):
         r1 = min(r0 + block, emb.shape[0])
         sims = score(emb[r0:r1], emb)
         for row, i in enumerate(range(r0, r1)):
-            others = rng.choice(names.size - 1, size=gallery_size, replace=replace)
+            others = rng.choice(names.size - 1, size=searched, replace=False)
             others += others >= codes[i]
             top1[i] = sims[row, order[starts[others] + rng.integers(0, counts[others])]].max()
     return top1
@@ -140,7 +140,9 @@ def _replay(
     metric: Metric,
     seed: int,
 ) -> str:
-    point = fpir_point(_nonmated_top1(score, cal_emb, cal_persons, len(gallery), seed), TARGET_FPIR)
+    searched = min(len(gallery), len(set(cal_persons)) - 1)
+    top1 = _nonmated_top1(score, cal_emb, cal_persons, len(gallery), seed)
+    point = fpir_point(top1, TARGET_FPIR, len(gallery), searched)
     gal_emb = np.stack([v for _, v in gallery]).astype(np.float32)
     probes = enrolled + nonenrolled
     sims = score(np.stack([v for _, v in probes]).astype(np.float32), gal_emb)

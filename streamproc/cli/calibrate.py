@@ -36,6 +36,7 @@ from streamproc.errors import ConfigError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from streamproc.eval.openset import Repeats
     from streamproc.search.calibration import Calibration, TrackFalseFlags
     from streamproc.types import Metric
     from streamproc.vision.faces import FaceAnalyzer
@@ -132,10 +133,11 @@ def calibrate_command(
     """Calibrate a threshold for a false-alarm budget (--target-fpir with --gallery-size) or a --target-fmr.
 
     FPIR: every image is searched against a seeded random gallery of --gallery-size other persons (one photo
-    each; drawn with replacement when the set has fewer persons); the threshold lets at most
-    floor(target x searches) of those top-1 scores through, and the 95% upper bound on FPIR that count
-    supports is reported, with a plain warning when there are too few searches to show the target. FMR: all
-    impostor pairs among the images. Images without a face are left out. Prints the YAML to paste.
+    each, no person twice; when the set has fewer, all of them, with the target carried to that size as if
+    persons were independent, which errs on the strict side); the threshold lets at most floor(target x
+    searches) of those top-1 scores through, and the 95% upper bound on FPIR that count supports is reported,
+    with a plain warning when there are too few searches to show the target. FMR: all impostor pairs among
+    the images. Images without a face are left out. Prints the YAML to paste.
 
     --tracks / --tracks-only: per operating point, the share of impostor tracks (n photos of one person who is
     in no gallery) that the k-of-n rule flags against random galleries of each --track-gallery-sizes; each
@@ -144,7 +146,7 @@ def calibrate_command(
 
     from streamproc.eval.intervals import clopper_pearson
     from streamproc.eval.metrics import all_pairs_scores, threshold_at_fmr
-    from streamproc.eval.openset import fpir_point, nonmated_top1, sufficiency_message
+    from streamproc.eval.openset import calibrate_fpir, merge_repeats, sufficiency_message
     from streamproc.runtime.build import build_analyzer
     from streamproc.search.calibration import Calibration, OperatingPoint, save_calibration, similarity_to_distance
 
@@ -182,8 +184,15 @@ def calibrate_command(
     notes: list[str] = []
     if target_fpir is not None:
         assert gallery_size is not None
-        top1, replaced = nonmated_top1(emb, persons, gallery_size, metric, seed)
-        point = fpir_point(top1, target_fpir)
+        repeats = merge_repeats(emb, persons, metric, genuine)
+        if repeats.pairs:
+            typer.echo(_repeats_message(repeats, [items[i][1] for i in kept]))
+            notes.append(
+                f"{repeats.joined} labels joined to another: {len(repeats.pairs)} image pairs under different "
+                f"labels score at or above the median same-person similarity {repeats.bar:.4f} and were taken "
+                "for one person (a person under two labels would set an FPIR threshold by itself)"
+            )
+        point = calibrate_fpir(emb, repeats.persons, gallery_size, target_fpir, metric, seed)
         threshold = point.threshold
         verdict = sufficiency_message(point)
         data = (
@@ -194,16 +203,18 @@ def calibrate_command(
         notes += [
             f"threshold set for FPIR {target_fpir:g} (false alarms per non-enrolled face searched) against a "
             f"gallery of {gallery_size}; it does not hold for a larger watchlist",
-            f"fpir_target={target_fpir:g} gallery_size={gallery_size} n_searches={point.n_searches} "
-            f"false_alarms={point.false_alarms} fpir_upper95={point.fpir_upper95:.6g}",
+            f"fpir_target={target_fpir:g} gallery_size={gallery_size} searched_size={point.searched_size} "
+            f"n_searches={point.n_searches} false_alarms={point.false_alarms} "
+            f"fpir_upper95={point.fpir_upper95:.6g}",
             verdict,
             "fmr_target is the per-comparison FMR measured at this threshold (all impostor pairs), "
             "the value policy.target_fmr must name",
         ]
-        if replaced:
+        if point.extrapolated:
             notes.append(
-                f"only {len(set(persons)) - 1} other persons per search: galleries drawn with replacement "
-                "(bootstrap), so the searches share impostors and the bound is optimistic"
+                f"only {point.searched_size} other persons per search: each search held to FPIR "
+                f"{point.search_target:.6g} = 1 - (1 - {target_fpir:g})^({point.searched_size}/{gallery_size}), "
+                "which bounds the FPIR at the gallery size from above if persons are independent draws"
             )
         typer.echo(verdict)
     else:
@@ -256,6 +267,19 @@ def calibrate_command(
         calibration = replace(calibration, track_false_flags=sections)
     save_calibration(calibration, out_file)
     _print_summary(calibration, out_file)
+
+
+def _repeats_message(repeats: Repeats, paths: list[Path], show: int = 5) -> str:
+    """What was joined, with the strongest pairs' files, so the operator can fix the labels."""
+    lines = [
+        f"{len(repeats.pairs)} image pairs under different labels are more alike than half of the set's same-person "
+        f"pairs (similarity >= {repeats.bar:.4f}); {repeats.joined} labels joined and searched as one person. "
+        "Check these labels:"
+    ]
+    lines += [f"  {paths[i]}  {paths[j]}  ({sim:.4f})" for i, j, sim in repeats.pairs[:show]]
+    if len(repeats.pairs) > show:
+        lines.append(f"  ... and {len(repeats.pairs) - show} more")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

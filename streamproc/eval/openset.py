@@ -3,15 +3,22 @@
 A per-comparison FMR says little about a watchlist: a bystander is compared with every enrolled person, so
 the chance that *someone* in a gallery of N scores above the threshold (the false-positive identification
 rate, FPIR) grows with N. Here the threshold is set on simulated searches instead: each calibration image
-is searched against a seeded random gallery of N *other* persons (one image each), and its top-1 similarity
-is one non-mated top-1 score. When the calibration set has fewer than N other persons the gallery is drawn
-with replacement (a bootstrap of the impostor distribution), which keeps each draw's chance of exceeding
-the threshold right but makes the searches less independent than the bound assumes; callers say so.
+is searched against a seeded random gallery of M *other* persons (one image each, no person twice), and its
+top-1 similarity is one non-mated top-1 score.
+
+When the calibration set has fewer than N other persons, M is all of them and the target is carried from N
+to M as ``1 - (1 - target) ** (M / N)`` (:func:`scale_fpir`). If gallery persons are independent draws
+from one population, a probe's FPIR at N is ``1 - E[(1 - q) ** N]`` for its per-person exceedance q, and
+Jensen's inequality (``x ** (N / M)`` is convex) makes that at most ``scale_fpir(FPIR_M, M, N)``: the
+threshold errs on the strict side. Drawing the gallery *with* replacement instead (what this module did
+before) is biased the other way: 2,500 draws from ~1,300 persons hold only ~1,100 distinct ones, so the
+simulated FPIR is about half the real one (`bench/RESULTS.md`, issue 12).
 
 The threshold is :func:`~streamproc.eval.metrics.threshold_at_fmr` of those scores (at most
-``floor(target * n)`` reach it) and the evidence for it is the exact 95% Clopper-Pearson upper bound on
-FPIR given the count: with too few searches no count can demonstrate a small target, and that is reported
-rather than hidden. Similarities as in :mod:`streamproc.eval.metrics` (higher = alike).
+``floor(target_M * n)`` reach it) and the evidence for it is the exact 95% Clopper-Pearson upper bound on
+FPIR given the count, carried to N the same way: with too few searches no count can demonstrate a small
+target, and that is reported rather than hidden. Similarities as in :mod:`streamproc.eval.metrics` (higher =
+alike).
 """
 
 from __future__ import annotations
@@ -39,14 +46,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 @dataclass(frozen=True)
 class FpirPoint:
-    """A similarity threshold for a target FPIR and the count behind it.
+    """A similarity threshold for a target FPIR at a gallery size, and the count behind it.
 
-    ``false_alarms``: non-mated top-1 scores ``>= threshold`` among ``n_searches``; ``fpir_upper95``: the
-    upper end of the two-sided 95% Clopper-Pearson interval for that count. ``demonstrated`` is whether
-    that bound is within the target: the only honest reading of "FPIR <= target".
+    ``gallery_size`` (N) is the watchlist the threshold is for; ``searched_size`` (M <= N) the persons in
+    each simulated search. ``false_alarms``: non-mated top-1 scores ``>= threshold`` among ``n_searches``;
+    ``fpir_upper95``: the upper end of the two-sided 95% Clopper-Pearson interval for that count, carried to
+    N by :func:`scale_fpir` when M < N. ``demonstrated`` is whether that bound is within the target: the
+    only honest reading of "FPIR <= target".
     """
 
     target_fpir: float
+    gallery_size: int
+    searched_size: int
     threshold: float
     false_alarms: int
     n_searches: int
@@ -55,6 +66,31 @@ class FpirPoint:
     @property
     def demonstrated(self) -> bool:
         return self.fpir_upper95 <= self.target_fpir
+
+    @property
+    def extrapolated(self) -> bool:
+        """Whether the searches had fewer persons than the gallery (the target was carried to M)."""
+        return self.searched_size < self.gallery_size
+
+    @property
+    def search_target(self) -> float:
+        """The FPIR the searches of ``searched_size`` were held to."""
+        return scale_fpir(self.target_fpir, self.gallery_size, self.searched_size)
+
+
+def scale_fpir(rate: float, from_size: int, to_size: int) -> float:
+    """FPIR at ``to_size`` persons from ``rate`` at ``from_size`` as if persons were independent: ``1-(1-r)^(to/from)``.
+
+    From a smaller gallery to a larger one this is an upper bound (see the module docstring); the other way
+    it gives the per-search target that keeps the larger gallery within ``rate``.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+    if from_size < 1 or to_size < 1:
+        raise ValueError("gallery sizes must be at least 1")
+    if rate == 1.0:
+        return 1.0
+    return -math.expm1(to_size / from_size * math.log1p(-rate))
 
 
 def min_searches(target: float, confidence: float = 0.95) -> int:
@@ -68,28 +104,109 @@ def min_searches(target: float, confidence: float = 0.95) -> int:
     return n
 
 
-def fpir_point(nonmated_top1: FloatArray, target: float) -> FpirPoint:
-    """The most permissive threshold with at most ``floor(target * n)`` non-mated top-1 scores at or above it."""
+def fpir_point(nonmated_top1: FloatArray, target: float, gallery_size: int, searched_size: int) -> FpirPoint:
+    """The most permissive threshold for ``target`` at ``gallery_size``, from top-1 scores of ``searched_size``.
+
+    At most ``floor(search_target * n)`` of the scores reach the threshold.
+    """
+    if searched_size > gallery_size:
+        raise ValueError(f"searched {searched_size} persons for a gallery of {gallery_size}")
     scores = np.asarray(nonmated_top1)
-    t = threshold_at_fmr(scores, target)
+    t = threshold_at_fmr(scores, scale_fpir(target, gallery_size, searched_size))
     k = int(np.count_nonzero(scores >= np.float64(t)))
-    return FpirPoint(target, t, k, int(scores.size), clopper_pearson(k, int(scores.size))[1])
+    upper = scale_fpir(clopper_pearson(k, int(scores.size))[1], searched_size, gallery_size)
+    return FpirPoint(target, gallery_size, searched_size, t, k, int(scores.size), upper)
+
+
+def calibrate_fpir(
+    embeddings: NDArray[Any], persons: Sequence[str], gallery_size: int, target: float, metric: Metric, seed: int
+) -> FpirPoint:
+    """Threshold for ``target`` FPIR at ``gallery_size`` from searches among the calibration persons.
+
+    Each image is searched against ``min(gallery_size, other persons)`` others (:func:`nonmated_top1`), the
+    target carried to that size by :func:`scale_fpir`.
+    """
+    others = len(set(persons)) - 1
+    searched = min(gallery_size, others)
+    return fpir_point(nonmated_top1(embeddings, persons, searched, metric, seed), target, gallery_size, searched)
 
 
 def sufficiency_message(point: FpirPoint) -> str:
     """A plain sentence on whether the searches can support the target, with the number needed if not."""
-    need = min_searches(point.target_fpir)
+    need = min_searches(point.search_target)
     bound = f"{point.fpir_upper95:.3%}"
+    how = (
+        f"each against all {point.searched_size} other calibration persons, carried to {point.gallery_size} "
+        "as if persons were independent, which errs on the strict side"
+        if point.extrapolated
+        else f"each against {point.searched_size} other persons"
+    )
     if point.demonstrated:
         return (
             f"FPIR <= {point.target_fpir:g} is supported: {point.false_alarms} of {point.n_searches} non-mated "
-            f"searches reach the threshold; 95% upper bound {bound}"
+            f"searches ({how}) reach the threshold; 95% upper bound {bound}"
         )
     return (
-        f"NOT DEMONSTRATED: {point.n_searches} non-mated searches cannot show FPIR <= {point.target_fpir:g} "
-        f"({point.false_alarms} reach the threshold; the 95% upper bound is {bound}); even with zero false "
-        f"alarms it takes at least {need} searches"
+        f"NOT DEMONSTRATED: {point.n_searches} non-mated searches ({how}) cannot show FPIR <= "
+        f"{point.target_fpir:g} ({point.false_alarms} reach the threshold; the 95% upper bound is {bound}); even "
+        f"with zero false alarms it takes at least {need} searches"
     )
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Labels after joining persons who are, by the model's own strictest reading, one person.
+
+    ``persons``: one label per image, joined labels sharing one; ``pairs``: the cross-label image pairs
+    ``(i, j, similarity)`` at or above ``bar``, strongest first; ``joined``: labels folded into another.
+    """
+
+    persons: list[str]
+    pairs: list[tuple[int, int, float]]
+    bar: float
+    joined: int
+
+
+def merge_repeats(
+    embeddings: NDArray[Any], persons: Sequence[str], metric: Metric, genuine: FloatArray, block: int = 1024
+) -> Repeats:
+    """Join labels whose images score at or above the set's median same-person (``genuine``) similarity.
+
+    Why: an FPIR calibration at 1e-3 rests on the top one or two non-mated scores of a few thousand
+    searches, so one person filed under two labels (web-scraped sets hold such repeats, and exact copies)
+    sets the threshold by itself, near "identical", and no true match passes. A cross-label pair more alike
+    than half of the set's own same-person pairs is far beyond any calibrated impostor rate (SFace: FMR
+    1e-5 on LFW is cosine ~0.48; this bar is ~0.7), so it is taken as a labelling error, joined, and
+    reported for the operator to check. Without genuine pairs (one image per person) nothing is joined.
+    """
+    labels = [str(p) for p in persons]
+    if np.asarray(genuine).size == 0:
+        return Repeats(labels, [], float("inf"), 0)
+    bar = float(np.median(genuine))
+    emb = np.asarray(embeddings)
+    names = np.asarray(labels)
+    pairs: list[tuple[int, int, float]] = []
+    for r0 in range(0, emb.shape[0], block):
+        sims = similarity_matrix(emb[r0 : r0 + block], emb, metric)
+        rows, cols = np.nonzero(sims >= bar)
+        keep = (cols > rows + r0) & (names[rows + r0] != names[cols])
+        pairs += [(int(i) + r0, int(j), float(sims[i, j])) for i, j in zip(rows[keep], cols[keep], strict=True)]
+    pairs.sort(key=lambda t: -t[2])
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    joined = 0
+    for i, j, _ in pairs:
+        a, b = find(labels[i]), find(labels[j])
+        if a != b:
+            parent[a] = b
+            joined += 1
+    return Repeats([find(p) for p in labels], pairs, bar, joined)
 
 
 # --------------------------------------------------------------------------- simulated searches
@@ -118,12 +235,12 @@ def nonmated_top1(
     metric: Metric,
     seed: int,
     block: int = 512,
-) -> tuple[NDArray[np.float64], bool]:
+) -> NDArray[np.float64]:
     """Top-1 similarity of each image searched against its own random gallery of ``gallery_size`` others.
 
     ``embeddings`` (n, d), ``persons`` n labels. Each probe's gallery holds ``gallery_size`` persons other
-    than its own, one random image of each; drawn without replacement when there are enough other persons,
-    else with replacement (returned flag True). Seeded, so a calibration can be repeated exactly.
+    than its own, one random image of each, no person twice (so at most the number of other persons).
+    Seeded, so a calibration can be repeated exactly.
     """
     emb = np.asarray(embeddings)
     n = emb.shape[0]
@@ -134,12 +251,11 @@ def nonmated_top1(
     names, codes_raw = np.unique(np.asarray(persons), return_inverse=True)
     codes = codes_raw.reshape(-1).astype(np.int64)
     n_persons = names.size
-    if n_persons < 2:
-        raise ValueError("need at least two persons to draw impostor galleries")
+    if n_persons - 1 < gallery_size:
+        raise ValueError(f"a gallery of {gallery_size} other persons needs more than {n_persons} persons")
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=n_persons)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    replace = n_persons - 1 < gallery_size
     rng = np.random.default_rng(seed)
     top1 = np.empty(n, dtype=np.float64)
     for r0 in range(0, n, block):
@@ -147,12 +263,12 @@ def nonmated_top1(
         picks = np.empty((r1 - r0, gallery_size), dtype=np.int64)
         for row, i in enumerate(range(r0, r1)):
             # Draw among the other persons: indices 0..P-2, shifted past the probe's own code.
-            others = rng.choice(n_persons - 1, size=gallery_size, replace=replace)
+            others = rng.choice(n_persons - 1, size=gallery_size, replace=False)
             others += others >= codes[i]
             picks[row] = order[starts[others] + rng.integers(0, counts[others])]
         sims = similarity_matrix(emb[r0:r1], emb, metric)
         top1[r0:r1] = np.take_along_axis(sims, picks, axis=1).max(axis=1)
-    return top1, replace
+    return top1
 
 
 def threshold_at_tar(mated_correct: NDArray[np.bool_], mated_score: FloatArray, tar: float) -> float | None:
