@@ -188,10 +188,11 @@ def calibrate_command(
         if repeats.pairs:
             typer.echo(_repeats_message(repeats, [items[i][1] for i in kept]))
             notes.append(
-                f"{repeats.joined} labels joined to another: {len(repeats.pairs)} image pairs under different "
+                f"{repeats.joined} label(s) joined to another: {len(repeats.pairs)} image pairs under different "
                 f"labels score at or above the median same-person similarity {repeats.bar:.4f} and were taken "
                 "for one person (a person under two labels would set an FPIR threshold by itself)"
             )
+            genuine, impostor = all_pairs_scores(emb, repeats.persons, metric)  # the pair stats agree
         point = calibrate_fpir(emb, repeats.persons, gallery_size, target_fpir, metric, seed)
         threshold = point.threshold
         verdict = sufficiency_message(point)
@@ -273,7 +274,8 @@ def _repeats_message(repeats: Repeats, paths: list[Path], show: int = 5) -> str:
     """What was joined, with the strongest pairs' files, so the operator can fix the labels."""
     lines = [
         f"{len(repeats.pairs)} image pairs under different labels are more alike than half of the set's same-person "
-        f"pairs (similarity >= {repeats.bar:.4f}); {repeats.joined} labels joined and searched as one person. "
+        f"pairs (similarity >= {repeats.bar:.4f}); {repeats.joined} label(s) joined to another and searched as one "
+        "person. "
         "Check these labels:"
     ]
     lines += [f"  {paths[i]}  {paths[j]}  ({sim:.4f})" for i, j, sim in repeats.pairs[:show]]

@@ -196,6 +196,9 @@ def test_calibrate_cli_writes_a_loadable_file(shared_dir: Path, tmp_path: Path) 
     images.mkdir()
     for person in chosen:
         (images / person.name).symlink_to(person, target_is_directory=True)
+    copy = sorted(multi[0].iterdir())[0]  # one person's photo filed again under another name
+    (images / "Filed_Twice").mkdir()
+    (images / "Filed_Twice" / copy.name).symlink_to(copy)
     app = typer.Typer()
     app.command("calibrate")(calibrate_command)
     app.command("unused")(lambda: None)  # two commands: the name "calibrate" is then required, as when mounted
@@ -206,10 +209,12 @@ def test_calibrate_cli_writes_a_loadable_file(shared_dir: Path, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "NOT DEMONSTRATED" in result.output  # ~100 searches cannot show FPIR 1%
     assert "target_fmr:" in result.output
+    assert f"{copy.name}  (1.0000)" in result.output and "Check these labels" in result.output
     cal = load_calibration(out)
     (point,) = cal.points
     assert point.distance_threshold > 0 and point.n_impostor > 0
     assert any("gallery_size=50" in note for note in cal.notes)
+    assert any("joined to another" in note for note in cal.notes)
     yaml_value = next(line for line in result.output.splitlines() if "target_fmr:" in line).split(":")[1]
     assert cal.threshold_for(float(yaml_value)) == point
 
