@@ -31,6 +31,7 @@ from streamproc.eval.embedding import embed_images
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.openset import (
     IMAGE_SUFFIXES,
+    join_labels,
     person_folders,
     similarity_matrix,
     split_open_set,
@@ -86,23 +87,11 @@ def same_person_map(data: Path, models: Path) -> dict[str, str]:
     """Each label's representative: labels joined by a pair both judges call the same person share one."""
     items = _images(data)
     agree = _judge(models, items)
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     rows, cols = np.nonzero(np.triu(agree, 1))
-    joined = 0
-    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-        a, b = find(items[i][0]), find(items[j][0])
-        if a != b:
-            parent[a] = b
-            joined += 1
+    labels = [p for p, _ in items]
+    merged, joined = join_labels(labels, list(zip(rows.tolist(), cols.tolist(), strict=True)))
     print(f"same person under two labels: {joined} labels joined to another ({len(items)} images)")
-    return {p: find(p) for p, _ in items}
+    return dict(zip(labels, merged, strict=True))
 
 
 def main() -> None:

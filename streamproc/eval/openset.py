@@ -192,6 +192,15 @@ def merge_repeats(
         keep = (cols > rows + r0) & (names[rows + r0] != names[cols])
         pairs += [(int(i) + r0, int(j), float(sims[i, j])) for i, j in zip(rows[keep], cols[keep], strict=True)]
     pairs.sort(key=lambda t: -t[2])
+    merged, joined = join_labels(labels, [(i, j) for i, j, _ in pairs])
+    return Repeats(merged, pairs, bar, joined)
+
+
+def join_labels(labels: Sequence[str], pairs: Sequence[tuple[int, int]]) -> tuple[list[str], int]:
+    """Each image's label after joining the labels of every ``(i, j)`` image pair (connected components).
+
+    Returns the new labels (one existing label per component) and how many labels were folded into another.
+    """
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -201,12 +210,12 @@ def merge_repeats(
         return x
 
     joined = 0
-    for i, j, _ in pairs:
+    for i, j in pairs:
         a, b = find(labels[i]), find(labels[j])
         if a != b:
             parent[a] = b
             joined += 1
-    return Repeats([find(p) for p in labels], pairs, bar, joined)
+    return [find(p) for p in labels], joined
 
 
 # --------------------------------------------------------------------------- simulated searches
