@@ -136,8 +136,10 @@ def calibrate_command(
     each, no person twice; when the set has fewer, all of them, with the target carried to that size as if
     persons were independent, which errs on the strict side); the threshold lets at most floor(target x
     searches) of those top-1 scores through, and the 95% upper bound on FPIR that count supports is reported,
-    with a plain warning when there are too few searches to show the target. FMR: all impostor pairs among
-    the images. Images without a face are left out. Prints the YAML to paste.
+    with a plain warning when there are too few searches to show the target. Labels whose images score at or
+    above the set's median same-person similarity are searched as one person and listed (one person filed
+    twice would set the threshold alone). FMR: all impostor pairs among the images. Images without a face are
+    left out. Prints the YAML to paste.
 
     --tracks / --tracks-only: per operating point, the share of impostor tracks (n photos of one person who is
     in no gallery) that the k-of-n rule flags against random galleries of each --track-gallery-sizes; each
