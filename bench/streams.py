@@ -27,7 +27,7 @@ else's load, or this script).
 
 Last line: key=value headline.
 
-    python bench/streams.py [--duration 30] [--max-k 8] [--workers 1,2] [--clips all]
+    python bench/streams.py [--duration 30] [--max-k 8] [--workers 1,2] [--clips all] [--video DIR] [--schedule]
 """
 
 from __future__ import annotations
@@ -218,9 +218,10 @@ def free_port() -> int:
 
 
 def write_config(
-    path: Path, k: int, workers: int, clips: list[Path], watchlist: Path, window_s: float
+    path: Path, k: int, workers: int, clips: list[Path], watchlist: Path, window_s: float, schedule: bool
 ) -> tuple[int, str]:
-    """The run's YAML config; returns (metrics port, events endpoint)."""
+    """The run's YAML config; returns (metrics port, events endpoint). ``schedule``: ``detector.schedule``
+    on (regions of each frame instead of all of it, as for body cameras), else the product default (off)."""
     metrics_port, events = free_port(), f"tcp://127.0.0.1:{free_port()}"
     config = {
         "sources": [
@@ -240,6 +241,8 @@ def write_config(
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
         "scale": {"workers": workers, "embed_endpoint": f"tcp://127.0.0.1:{free_port()}"},
     }
+    if schedule:
+        config["detector"] = {"schedule": {"enabled": True}}
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return metrics_port, events
 
@@ -287,7 +290,7 @@ def run_once(
     result = RunResult(k=k, workers=workers, offered_fps=offered, window_s=args.window_s)
     with tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
         cfg = Path(tmp) / "run.yaml"
-        port, events_endpoint = write_config(cfg, k, workers, clips, watchlist, args.window_s)
+        port, events_endpoint = write_config(cfg, k, workers, clips, watchlist, args.window_s, args.schedule)
         log = (Path(tmp) / "run.log").open("wb")
         proc = subprocess.Popen([str(exe), "run", str(cfg), "--quiet"], stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -417,6 +420,10 @@ def main() -> None:
     parser.add_argument(
         "--clips", default="all", help="'all' (every clip in <data>/video, Hamilton first) or comma-separated names."
     )
+    parser.add_argument("--video", type=Path, default=None, help="Folder of the clips (default: <data>/video).")
+    parser.add_argument(
+        "--schedule", action="store_true", help="detector.schedule on (body-camera sizes); default: the product's."
+    )
     parser.add_argument(
         "--window-s",
         type=float,
@@ -436,7 +443,7 @@ def main() -> None:
         help="Limit on the decision p99 (frame->event minus the measured best-shot wait).",
     )
     args = parser.parse_args()
-    video = args.data / "video"
+    video = args.video or args.data / "video"
     if args.clips == "all":
         clips = sorted(video.glob("*.mp4"), key=lambda p: (not p.name.startswith("face_recognition"), p.name))
     else:
@@ -455,7 +462,8 @@ def main() -> None:
         analyzer = build_analyzer(RecognitionConfig())
         subjects = build_watchlist(analyzer, args.data, watchlist, clips, persons=None)
         print(
-            f"watchlist: {subjects} subjects; best_shot.window_s {args.window_s:g}; duration {args.duration:g} s "
+            f"watchlist: {subjects} subjects; best_shot.window_s {args.window_s:g}; detector.schedule "
+            f"{'on' if args.schedule else 'off'}; duration {args.duration:g} s "
             f"per run after {args.warmup:g} s warm-up; keeps up: no drops and decision p99 < {args.p99_ms:g} ms"
         )
         print(HEADER, flush=True)
