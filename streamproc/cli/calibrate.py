@@ -194,6 +194,8 @@ def calibrate_command(
                 f"labels score at or above the median same-person similarity {repeats.bar:.4f} and were taken "
                 "for one person (a person under two labels would set an FPIR threshold by itself)"
             )
+            if len(set(repeats.persons)) < 2:
+                raise ConfigError(f"{images}: every label scores as one person; need faces of two persons")
             genuine, impostor = all_pairs_scores(emb, repeats.persons, metric)  # the pair stats agree
         point = calibrate_fpir(emb, repeats.persons, gallery_size, target_fpir, metric, seed)
         threshold = point.threshold

@@ -220,6 +220,30 @@ def test_calibrate_cli_writes_a_loadable_file(shared_dir: Path, tmp_path: Path) 
 
     both = runner.invoke(app, [*args, "--target-fmr", "1e-3"])
     assert both.exit_code != 0
+
+    # Two labels, one person: nothing is left to be an impostor, said in one line.
+    one = tmp_path / "one"
+    for name in ("A_Person", "Same_Person_Again"):
+        (one / name).mkdir(parents=True)
+        for photo in sorted(multi[0].iterdir())[:2]:
+            (one / name / photo.name).symlink_to(photo)
+    alone = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--images",
+            str(one),
+            "--gallery-size",
+            "5",
+            "--target-fpir",
+            "0.01",
+            "--out",
+            str(tmp_path / "x.json"),
+        ],
+    )
+    assert alone.exit_code != 0
+    assert "every label scores as one person" in str(alone.exception) + alone.output
+    assert not (tmp_path / "x.json").exists()
     fmr = runner.invoke(app, ["calibrate", "--images", str(images), "--target-fmr", "1e-3", "--out", str(out)])
     assert fmr.exit_code == 0, fmr.output
     assert load_calibration(out).threshold_for(1e-3).impostor_accepted <= load_calibration(out).points[0].n_impostor
