@@ -23,7 +23,6 @@ from streamproc.cli.common import eval_cache, recognition_config
 from streamproc.config import PolicyConfig
 from streamproc.eval.embedding import embed_images
 from streamproc.eval.intervals import clopper_pearson
-from streamproc.eval.metrics import all_pairs_scores
 from streamproc.eval.openset import (
     BenchSplit,
     FpirPoint,
@@ -164,9 +163,9 @@ def main() -> None:
 def calibrate(calib: Embedded, gallery_size: int, metric: Metric, seed: int) -> FpirPoint:
     """The threshold ``streamproc calibrate --target-fpir`` sets on this calibration set (repeats joined)."""
     emb, persons = np.stack([v for _, v in calib]), [p for p, _ in calib]
-    repeats = merge_repeats(emb, persons, metric, all_pairs_scores(emb, persons, metric)[0])
+    repeats = merge_repeats(emb, persons, metric)
     print(
-        f"  calibration: {len(repeats.pairs)} cross-label pairs at or above the median same-person similarity "
+        f"  calibration: {len(repeats.pairs)} cross-label pairs at or above the typical same-person similarity "
         f"{repeats.bar:.4f}: {repeats.joined} labels joined (as `streamproc calibrate` does)"
     )
     return calibrate_fpir(emb, repeats.persons, gallery_size, TARGET_FPIR, metric, seed)

@@ -137,7 +137,7 @@ def calibrate_command(
     persons were independent, which errs on the strict side); the threshold lets at most floor(target x
     searches) of those top-1 scores through, and the 95% upper bound on FPIR that count supports is reported,
     with a plain warning when there are too few searches to show the target. Labels whose images score at or
-    above the set's median same-person similarity are searched as one person and listed (one person filed
+    above the set's typical same-person similarity are searched as one person and listed (one person filed
     twice would set the threshold alone). FMR: all impostor pairs among the images. Images without a face are
     left out. Prints the YAML to paste.
 
@@ -186,12 +186,12 @@ def calibrate_command(
     notes: list[str] = []
     if target_fpir is not None:
         assert gallery_size is not None
-        repeats = merge_repeats(emb, persons, metric, genuine)
+        repeats = merge_repeats(emb, persons, metric)
         if repeats.pairs:
             typer.echo(_repeats_message(repeats, [items[i][1] for i in kept]))
             notes.append(
                 f"{repeats.joined} label(s) joined to another: {len(repeats.pairs)} image pairs under different "
-                f"labels score at or above the median same-person similarity {repeats.bar:.4f} and were taken "
+                f"labels score at or above the typical same-person similarity {repeats.bar:.4f} and were taken "
                 "for one person (a person under two labels would set an FPIR threshold by itself)"
             )
             if len(set(repeats.persons)) < 2:
@@ -277,8 +277,8 @@ def calibrate_command(
 def _repeats_message(repeats: Repeats, paths: list[Path], show: int = 5) -> str:
     """What was joined, with the strongest pairs' files, so the operator can fix the labels."""
     lines = [
-        f"{len(repeats.pairs)} image pairs under different labels are more alike than half of the set's same-person "
-        f"pairs (similarity >= {repeats.bar:.4f}); {repeats.joined} label(s) joined to another and searched as one "
+        f"{len(repeats.pairs)} image pairs under different labels are more alike than a typical person's own photos "
+        f"(similarity >= {repeats.bar:.4f}); {repeats.joined} label(s) joined to another and searched as one "
         "person. "
         "Check these labels:"
     ]

@@ -167,22 +167,20 @@ class Repeats:
     joined: int
 
 
-def merge_repeats(
-    embeddings: NDArray[Any], persons: Sequence[str], metric: Metric, genuine: FloatArray, block: int = 1024
-) -> Repeats:
-    """Join labels whose images score at or above the set's median same-person (``genuine``) similarity.
+def merge_repeats(embeddings: NDArray[Any], persons: Sequence[str], metric: Metric, block: int = 1024) -> Repeats:
+    """Join labels whose images score at or above the set's typical same-person similarity (:func:`same_person_bar`).
 
     Why: an FPIR calibration at 1e-3 rests on the top one or two non-mated scores of a few thousand
     searches, so one person filed under two labels (web-scraped sets hold such repeats, and exact copies)
     sets the threshold by itself, near "identical", and no true match passes. A cross-label pair more alike
-    than half of the set's own same-person pairs is far beyond any calibrated impostor rate (SFace: FMR
-    1e-5 on LFW is cosine ~0.48; this bar is ~0.7), so it is taken as a labelling error, joined, and
-    reported for the operator to check. Without genuine pairs (one image per person) nothing is joined.
+    than a typical person's own photos are to each other is far beyond any calibrated impostor rate (SFace:
+    FMR 1e-5 on LFW is cosine ~0.48; this bar is ~0.7), so it is taken as a labelling error, joined, and
+    reported for the operator to check. Without same-person pairs (one image per person) nothing is joined.
     """
     labels = [str(p) for p in persons]
-    if np.asarray(genuine).size == 0:
-        return Repeats(labels, [], float("inf"), 0)
-    bar = float(np.median(genuine))
+    bar = same_person_bar(embeddings, labels, metric)
+    if not math.isfinite(bar):
+        return Repeats(labels, [], bar, 0)
     emb = np.asarray(embeddings)
     names = np.asarray(labels)
     pairs: list[tuple[int, int, float]] = []
@@ -194,6 +192,22 @@ def merge_repeats(
     pairs.sort(key=lambda t: -t[2])
     merged, joined = join_labels(labels, [(i, j) for i, j, _ in pairs])
     return Repeats(merged, pairs, bar, joined)
+
+
+def same_person_bar(embeddings: NDArray[Any], persons: Sequence[str], metric: Metric) -> float:
+    """Median over persons (with two or more images) of the median similarity among each one's own images.
+
+    Each person counts once, so a few persons with hundreds of photos do not set it; ``inf`` without any.
+    """
+    emb = np.asarray(embeddings)
+    names, codes = np.unique(np.asarray(persons), return_inverse=True)
+    codes = codes.reshape(-1)
+    medians = []
+    for code in np.flatnonzero(np.bincount(codes, minlength=names.size) >= 2):
+        own = emb[codes == code]
+        sims = similarity_matrix(own, own, metric)
+        medians.append(float(np.median(sims[np.triu_indices(own.shape[0], 1)])))
+    return float(np.median(medians)) if medians else math.inf
 
 
 def join_labels(labels: Sequence[str], pairs: Sequence[tuple[int, int]]) -> tuple[list[str], int]:

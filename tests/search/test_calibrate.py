@@ -19,6 +19,7 @@ from streamproc.eval.openset import (
     merge_repeats,
     min_searches,
     nonmated_top1,
+    same_person_bar,
     scale_fpir,
     similarity_matrix,
     split_open_set,
@@ -121,16 +122,31 @@ def test_merge_repeats_joins_a_person_filed_under_two_labels() -> None:
     b1, b2 = base[1], base[1] + 0.6 * rng.normal(size=16)
     emb = np.stack([a1, a2, b1, b2, a1 + 0.01 * rng.normal(size=16), base[2]])
     persons = ["a", "a", "b", "b", "a-again", "c"]
-    genuine = all_pairs_scores(emb, persons, "cosine")[0]
-    repeats = merge_repeats(emb, persons, "cosine", genuine, block=4)  # a block edge inside the set
+    genuine = all_pairs_scores(emb, persons, "cosine")[0]  # one pair each for a and b
+    repeats = merge_repeats(emb, persons, "cosine", block=4)  # a block edge inside the set
     assert repeats.bar == pytest.approx(np.median(genuine))
     assert repeats.joined == 1
     assert [(i, j) for i, j, _ in repeats.pairs] == [(0, 4), (1, 4)]  # strongest first; a2 is a's too
     assert repeats.persons[4] == repeats.persons[0] == repeats.persons[1]
     assert len(set(repeats.persons)) == 3 and repeats.persons[5] == "c"
     # One photo per person: no same-person pairs to set the bar, nothing joined.
-    alone = merge_repeats(emb[[0, 2, 4, 5]], ["a", "b", "a-again", "c"], "cosine", np.empty(0))
+    alone = merge_repeats(emb[[0, 2, 4, 5]], ["a", "b", "a-again", "c"], "cosine")
     assert alone.joined == 0 and alone.persons == ["a", "b", "a-again", "c"]
+
+
+def test_same_person_bar_counts_each_person_once() -> None:
+    # Person "many": 30 near-identical photos (435 pairs at ~1.0); "x", "y": two photos each, far apart.
+    rng = np.random.default_rng(5)
+    centre = rng.normal(size=8)
+    many = centre + 1e-3 * rng.normal(size=(30, 8))
+    x = np.array([[1.0, 0, 0, 0, 0, 0, 0, 0], [0.6, 0.8, 0, 0, 0, 0, 0, 0]])  # cosine 0.6
+    y = np.array([[0, 0, 1.0, 0, 0, 0, 0, 0], [0, 0, 0.8, 0.6, 0, 0, 0, 0]])  # cosine 0.8
+    emb = np.concatenate([many, x, y])
+    labels = ["many"] * 30 + ["x", "x", "y", "y"]
+    assert same_person_bar(emb, labels, "cosine") == pytest.approx(0.8)  # median of (~1.0, 0.6, 0.8)
+    assert np.median(all_pairs_scores(emb, labels, "cosine")[0]) > 0.99  # what a pooled median would say
+    assert same_person_bar(emb[:31], [*labels[:30], "z"], "cosine") > 0.99
+    assert same_person_bar(emb[[0, 30, 32]], ["a", "b", "c"], "cosine") == math.inf
 
 
 def test_nonmated_top1_gallery_of_one_person_each() -> None:
