@@ -47,7 +47,7 @@ from streamproc.cli.common import recognition_config
 from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, DEFAULT_MAX_PER_PERSON, DEFAULT_MEMBERS
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.metrics import all_pairs_scores
-from streamproc.eval.openset import fpir_point, split_open_set
+from streamproc.eval.openset import fpir_point, gallery_draws, split_open_set
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.fairscore import FairScoreMap, fit_fair_map
 from streamproc.vision.faces import FaceAnalyzer
@@ -157,7 +157,7 @@ def _one_split(
         f"probes {int(mated.sum())} enrolled, {int((~mated).sum())} non-enrolled"
     )
 
-    picks = _gallery_draws(cal_ids, len(gal), seed)
+    picks = np.stack(list(gallery_draws(list(cal_ids), min(len(gal), np.unique(cal_ids).size - 1), seed)))
     cal_cal = cal @ cal.T
     raw = Protocol(_drawn(cal_cal, picks), probes @ gal.T, picks)
     fmap = fit_fair_map(
@@ -196,24 +196,6 @@ def _one_split(
 def _unit(x: NDArray[np.floating]) -> Matrix:
     v = np.asarray(x, dtype=np.float64)
     return np.asarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float64)
-
-
-def _gallery_draws(persons: NDArray[np.str_], gallery_size: int, seed: int) -> NDArray[np.int64]:
-    """(n, m) calibration indices, m = min(gallery_size, other persons): for each image, one random image of
-    each of m random other persons, drawn exactly as :func:`streamproc.eval.openset.nonmated_top1` draws them."""
-    names, codes_raw = np.unique(persons, return_inverse=True)
-    codes = codes_raw.reshape(-1)
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes, minlength=names.size)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    searched = min(gallery_size, names.size - 1)
-    rng = np.random.default_rng(seed)
-    picks = np.empty((codes.size, searched), dtype=np.int64)
-    for i in range(codes.size):
-        others = rng.choice(names.size - 1, size=searched, replace=False)
-        others += others >= codes[i]
-        picks[i] = order[starts[others] + rng.integers(0, counts[others])]
-    return picks
 
 
 def _drawn(square: Matrix, picks: NDArray[np.int64]) -> Matrix:

@@ -24,8 +24,9 @@ alike).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,24 +252,10 @@ def similarity_matrix(a: NDArray[Any], b: NDArray[Any], metric: Metric) -> NDArr
     return np.asarray(-np.sqrt(np.maximum(sq, 0.0)), dtype=np.float64)
 
 
-def nonmated_top1(
-    embeddings: NDArray[Any],
-    persons: Sequence[str],
-    gallery_size: int,
-    metric: Metric,
-    seed: int,
-    block: int = 512,
-) -> NDArray[np.float64]:
-    """Top-1 similarity of each image searched against its own random gallery of ``gallery_size`` others.
-
-    ``embeddings`` (n, d), ``persons`` n labels. Each probe's gallery holds ``gallery_size`` persons other
-    than its own, one random image of each, no person twice (so at most the number of other persons).
-    Seeded, so a calibration can be repeated exactly.
-    """
-    emb = np.asarray(embeddings)
-    n = emb.shape[0]
-    if len(persons) != n:
-        raise ValueError(f"persons has {len(persons)} labels for {n} embeddings")
+def gallery_draws(persons: Sequence[str], gallery_size: int, seed: int) -> Iterator[NDArray[np.int64]]:
+    """For each image in order, the indices of its simulated gallery: one random image of each of
+    ``gallery_size`` random persons other than its own, no person twice. Seeded, so it can be repeated exactly;
+    one row at a time, so a caller holds only the block it scores."""
     if gallery_size < 1:
         raise ValueError("gallery_size must be at least 1")
     names, codes_raw = np.unique(np.asarray(persons), return_inverse=True)
@@ -280,17 +267,35 @@ def nonmated_top1(
     counts = np.bincount(codes, minlength=n_persons)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     rng = np.random.default_rng(seed)
+    for code in codes:
+        # Draw among the other persons: indices 0..P-2, shifted past the probe's own code.
+        others = rng.choice(n_persons - 1, size=gallery_size, replace=False)
+        others += others >= code
+        yield order[starts[others] + rng.integers(0, counts[others])]
+
+
+def nonmated_top1(
+    embeddings: NDArray[Any],
+    persons: Sequence[str],
+    gallery_size: int,
+    metric: Metric,
+    seed: int,
+    block: int = 512,
+) -> NDArray[np.float64]:
+    """Top-1 similarity of each image searched against its own random gallery (:func:`gallery_draws`).
+
+    ``embeddings`` (n, d), ``persons`` n labels; ``gallery_size`` at most the number of other persons.
+    """
+    emb = np.asarray(embeddings)
+    n = emb.shape[0]
+    if len(persons) != n:
+        raise ValueError(f"persons has {len(persons)} labels for {n} embeddings")
+    draws = gallery_draws(persons, gallery_size, seed)
     top1 = np.empty(n, dtype=np.float64)
     for r0 in range(0, n, block):
-        r1 = min(r0 + block, n)
-        picks = np.empty((r1 - r0, gallery_size), dtype=np.int64)
-        for row, i in enumerate(range(r0, r1)):
-            # Draw among the other persons: indices 0..P-2, shifted past the probe's own code.
-            others = rng.choice(n_persons - 1, size=gallery_size, replace=False)
-            others += others >= codes[i]
-            picks[row] = order[starts[others] + rng.integers(0, counts[others])]
-        sims = similarity_matrix(emb[r0:r1], emb, metric)
-        top1[r0:r1] = np.take_along_axis(sims, picks, axis=1).max(axis=1)
+        picks = np.stack(list(itertools.islice(draws, block)))
+        sims = similarity_matrix(emb[r0 : r0 + block], emb, metric)
+        top1[r0 : r0 + block] = np.take_along_axis(sims, picks, axis=1).max(axis=1)
     return top1
 
 
