@@ -182,7 +182,6 @@ def calibrate_command(
         f"{len(kept)} of {len(items)} images with a face, {len(set(persons))} persons "
         f"({len(items) - len(kept)} without a face left out)"
     )
-    genuine, impostor = all_pairs_scores(emb, persons, metric)
     notes: list[str] = []
     if target_fpir is not None:
         assert gallery_size is not None
@@ -196,8 +195,10 @@ def calibrate_command(
             )
             if len(set(repeats.persons)) < 2:
                 raise ConfigError(f"{images}: every label scores as one person; need faces of two persons")
-            genuine, impostor = all_pairs_scores(emb, repeats.persons, metric)  # the pair stats agree
-        point = calibrate_fpir(emb, repeats.persons, gallery_size, target_fpir, metric, seed)
+            # Joined labels are one person from here on: pair stats, the fair map's impostors and the tracks.
+            persons = list(repeats.persons)
+        genuine, impostor = all_pairs_scores(emb, persons, metric)
+        point = calibrate_fpir(emb, persons, gallery_size, target_fpir, metric, seed)
         threshold = point.threshold
         verdict = sufficiency_message(point)
         data = (
@@ -224,6 +225,7 @@ def calibrate_command(
         typer.echo(verdict)
     else:
         assert target_fmr is not None
+        genuine, impostor = all_pairs_scores(emb, persons, metric)
         threshold = threshold_at_fmr(impostor, target_fmr)
         data = f"all impostor pairs among the images of {images}"
         notes.append(
