@@ -10,7 +10,8 @@ source's own frame rate and frame count):
   the frame, which is what the downscaled pass loses and the native tiles must find.
 
 Comparison: the every-frame, full-resolution mode (detector at native size on every frame) against the
-schedule, both through the same tracker, quality gate and alignment on the native frame.
+schedule, both through the same tracker, quality gate and alignment on the native frame, and the product's
+best-shot selector (which chips would be embedded).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import av
 import cv2
 import numpy as np
 
+from streamproc.config import BestShotConfig
 from streamproc.config_recognition import QualityConfig, ScheduleConfig, TrackerConfig
 from streamproc.protocols import FaceDetector
 from streamproc.stream.schedule import DetectionSchedule
 from streamproc.stream.source import to_bgr
 from streamproc.types import Detections, ImageBGR
 from streamproc.vision.align import DLIB_150, align
+from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
 from streamproc.vision.regions import detect_regions, whole_frame
 from streamproc.vision.track import FaceTracker, iou_matrix
@@ -107,10 +110,12 @@ def prepare(video_dir: Path, work: Path) -> dict[str, Path]:
 # ---------------------------------------------------------------------------------------------- tracks
 @dataclass
 class TrackLog:
-    """One confirmed track: frame index -> box, and its best quality score and face size over the track."""
+    """One confirmed track: frame index -> box, its best quality score and face size over all its frames, and
+    the best quality among the chips the product's best-shot selector chose (the chips it would embed)."""
 
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     best_quality: float = 0.0
+    best_chosen: float = 0.0
     best_face_px: float = 0.0
     passed: bool = False  # some face of the track passed the quality gate (could be embedded)
 
@@ -122,17 +127,24 @@ class ModeRun:
     seconds: float  # detection + tracking + quality, the whole loop
 
 
-def run_mode(
-    path: Path,
-    detect: Callable[[ImageBGR, FaceTracker, float], Detections],
-    tracker_config: TrackerConfig | None = None,
-) -> ModeRun:
-    """Every frame of ``path`` through ``detect`` (given the tracker, for the schedule's windows), the tracker
-    (``tracker_config``, default settings without), native-resolution alignment and the quality gate."""
+Detect = Callable[[ImageBGR, FaceTracker, float], Detections]
+"""One frame's detections, given the tracker (for the schedule's windows) and the media time."""
+
+
+def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = None) -> ModeRun:
+    """Every frame of ``path`` through ``detect``, the tracker (``tracker_config``, default settings without),
+    native-resolution alignment, the quality gate and the product's best-shot selector (default settings)."""
     tracker = FaceTracker(tracker_config or TrackerConfig())
     gate = QualityGate(QualityConfig())
+    selector: BestShotSelector[None] = BestShotSelector(BestShotConfig())
     tracks: dict[int, TrackLog] = {}
     frames, seconds = 0, 0.0
+
+    def chosen(shots: list[Shot[None]]) -> None:
+        for shot in shots:
+            log = tracks[shot.track_id]
+            log.best_chosen = max(log.best_chosen, shot.quality.score)
+
     for index, (pts, image) in enumerate(read_frames(path)):
         t0 = time.perf_counter()
         dets = detect(image, tracker, pts)
@@ -146,14 +158,18 @@ def run_mode(
             log.passed |= q.passed
             if q.score > log.best_quality:
                 log.best_quality, log.best_face_px = q.score, q.face_px
+            selector.offer(tracked.track_id, pts, q, None)
+        chosen(selector.due(pts))
+        for track_id in out.ended:
+            chosen(selector.end(track_id))
         seconds += time.perf_counter() - t0
         frames += 1
+    for track_id in tracker.flush():
+        chosen(selector.end(track_id))
     return ModeRun(tracks, frames, seconds)
 
 
-def every_frame(
-    detector: FaceDetector, nms_iou: float, min_face_px: float, also_side: int | None = 640
-) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
+def every_frame(detector: FaceDetector, nms_iou: float, min_face_px: float, also_side: int | None = 640) -> Detect:
     """The reference: the whole frame at native size on every frame, plus (``also_side``) the whole frame
     downscaled to that long side, merged: faces larger than RetinaFace's largest anchor (512 px, common in the
     upscaled clips) come apart into fragments at native size and are only found whole when downscaled. The
@@ -170,7 +186,7 @@ def every_frame(
 
 def scheduled(
     detector: FaceDetector, config: ScheduleConfig, nms_iou: float, min_face_px: float, level: int = 0
-) -> Callable[[ImageBGR, FaceTracker, float], Detections]:
+) -> Detect:
     """The schedule with its load controller pinned at ``level`` (0: the configured interval and stride), so
     the offline comparison is deterministic; the live run reports the level it settled at."""
     schedule = DetectionSchedule(config, nms_iou, min_face_px)
@@ -187,7 +203,8 @@ def scheduled(
 class Comparison:
     reference_tracks: int  # tracks of >= min_frames frames in the reference
     found: int  # of those, found by the fast mode
-    quality_ok: int  # of those found, best shot within 10% of the reference's best
+    quality_ok: int  # of those found, best quality over all frames within 10% of the reference's best
+    chosen_ok: int  # of those found, best chip the best-shot selector chose within 10% of the reference's best
     missed_face_px: list[float]  # best face size of each missed reference track
 
 
@@ -197,12 +214,13 @@ def compare(
     """A reference track is found when one fast track overlaps it (box IoU >= ``iou``) on at least ``cover`` of
     the reference track's frames (``gated``: only reference tracks with a face that passed the quality gate,
     i.e. that could have been embedded, count); its best shot is kept when the fast track's best quality is >= 90%
-    of the reference's."""
+    of the reference's: over all frames (``quality_ok``), and among the chips each mode's best-shot selector
+    chose, the ones the product would embed (``chosen_ok``)."""
     long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
-    found = quality_ok = 0
+    found = quality_ok = chosen_ok = 0
     missed: list[float] = []
     for track in long_tracks:
-        best_cover, best_q = 0.0, 0.0
+        best_cover, best_q, best_chosen = 0.0, 0.0, 0.0
         for other in fast.tracks.values():
             common = sorted(set(track.boxes) & set(other.boxes))
             if not common:
@@ -212,10 +230,11 @@ def compare(
             hits = int((np.diag(iou_matrix(a, b)) >= iou).sum())
             share = hits / len(track.boxes)
             if share > best_cover:
-                best_cover, best_q = share, other.best_quality
+                best_cover, best_q, best_chosen = share, other.best_quality, other.best_chosen
         if best_cover >= cover:
             found += 1
             quality_ok += best_q >= 0.9 * track.best_quality
+            chosen_ok += best_chosen >= 0.9 * track.best_chosen
         else:
             missed.append(track.best_face_px)
-    return Comparison(len(long_tracks), found, quality_ok, missed)
+    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed)
