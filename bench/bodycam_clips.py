@@ -17,7 +17,7 @@ best-shot selector (which chips would be embedded).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +35,7 @@ from streamproc.types import Detections, ImageBGR
 from streamproc.vision.align import DLIB_150, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
-from streamproc.vision.regions import detect_regions, whole_frame
+from streamproc.vision.regions import Region, detect_regions, whole_frame
 from streamproc.vision.track import FaceTracker, iou_matrix
 
 SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
@@ -205,7 +205,12 @@ class Comparison:
     found: int  # of those, found by the fast mode
     quality_ok: int  # of those found, best quality over all frames within 10% of the reference's best
     chosen_ok: int  # of those found, best chip the best-shot selector chose within 10% of the reference's best
-    missed_face_px: list[float]  # best face size of each missed reference track
+    missed: list[TrackLog]  # the missed reference tracks
+
+    @property
+    def missed_face_px(self) -> list[float]:
+        """Best face size of each missed reference track."""
+        return [t.best_face_px for t in self.missed]
 
 
 def compare(
@@ -218,7 +223,7 @@ def compare(
     chose, the ones the product would embed (``chosen_ok``)."""
     long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
     found = quality_ok = chosen_ok = 0
-    missed: list[float] = []
+    missed: list[TrackLog] = []
     for track in long_tracks:
         best_cover, best_q, best_chosen = 0.0, 0.0, 0.0
         for other in fast.tracks.values():
@@ -236,5 +241,37 @@ def compare(
             quality_ok += best_q >= 0.9 * track.best_quality
             chosen_ok += best_chosen >= 0.9 * track.best_chosen
         else:
-            missed.append(track.best_face_px)
+            missed.append(track)
     return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed)
+
+
+def confirmed(
+    path: Path, tracks: Sequence[TrackLog], detector: FaceDetector, samples: int = 8, iou: float = 0.5
+) -> list[tuple[int, int]]:
+    """Per track, (frames on which ``detector`` finds a face at box IoU >= ``iou`` with the track's box, frames
+    sampled): up to ``samples`` frames spread over the track, each searched in a square of twice the box's longer
+    side (at least 192 px) at native size, downscaled to 640 px at most. With an independent detector (YuNet
+    against the RetinaFace reference) this tells a missed face from a box that is not one face (a shirt, a
+    fragment of a large face, a loose box over the background), so a reader can see what a miss was."""
+    wanted: dict[int, list[int]] = {}
+    for k, track in enumerate(tracks):
+        frames = sorted(track.boxes)
+        picks = {frames[round(i * (len(frames) - 1) / (samples - 1))] for i in range(samples)}
+        for f in picks if len(frames) > samples else frames:
+            wanted.setdefault(f, []).append(k)
+    counts = [[0, 0] for _ in tracks]
+    for index, (_pts, image) in enumerate(read_frames(path)):
+        if index > max(wanted, default=-1):
+            break
+        height, width = image.shape[:2]
+        for k in wanted.get(index, []):
+            box = tracks[k].boxes[index]
+            side = int(min(max(2 * float(max(box[2] - box[0], box[3] - box[1])), 192.0), height, width))
+            x0 = int(min(max(round((box[0] + box[2] - side) / 2), 0), width - side))
+            y0 = int(min(max(round((box[1] + box[3] - side) / 2), 0), height - side))
+            net = min(side, 640)
+            found = detect_regions(detector, image, [Region(x0, y0, x0 + side, y0 + side, net, net)], 0.3)
+            best = float(iou_matrix(box[None], found.boxes).max()) if len(found) else 0.0
+            counts[k][0] += best >= iou
+            counts[k][1] += 1
+    return [(hit, n) for hit, n in counts]
