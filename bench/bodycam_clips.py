@@ -204,7 +204,7 @@ class Comparison:
     reference_tracks: int  # tracks of >= min_frames frames in the reference
     found: int  # of those, found by the fast mode
     quality_ok: int  # of those found, best quality over all frames within 10% of the reference's best
-    chosen_ok: int  # of those found, best chip the best-shot selector chose within 10% of the reference's best
+    chosen_ok: int  # of those found, best chosen chip within 10% of the reference's best chosen chip
     missed: list[TrackLog]  # the missed reference tracks
 
     @property
