@@ -195,8 +195,7 @@ def calibrate_command(
             )
             if len(set(repeats.persons)) < 2:
                 raise ConfigError(f"{images}: every label scores as one person; need faces of two persons")
-            # Joined labels are one person from here on: pair stats, the fair map's impostors and the tracks.
-            persons = list(repeats.persons)
+            persons = list(repeats.persons)  # one person from here on: pair stats, fair map, tracks
         genuine, impostor = all_pairs_scores(emb, persons, metric)
         point = calibrate_fpir(emb, persons, gallery_size, target_fpir, metric, seed)
         threshold = point.threshold
