@@ -16,7 +16,6 @@ probes only (no track level). Printed beside the same protocol on raw scores. La
 from __future__ import annotations
 
 import argparse
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from streamproc.cli.common import recognition_config
 from streamproc.eval.fairness import DEFAULT_CLUSTERS, DEFAULT_LOOKALIKE, DEFAULT_MAX_PER_PERSON, DEFAULT_MEMBERS
 from streamproc.eval.intervals import clopper_pearson
 from streamproc.eval.metrics import all_pairs_scores
-from streamproc.eval.openset import fpir_point, gallery_draws, similarity_matrix, split_open_set
+from streamproc.eval.openset import fpir_point, nonmated_top1, similarity_matrix, split_open_set
 from streamproc.eval.openset_metrics import open_set_at_threshold, rank1_split
 from streamproc.runtime.build import build_analyzer
 from streamproc.search.calibration import similarity_to_distance
@@ -106,20 +105,6 @@ def _fair_matrix(
     return out
 
 
-def _nonmated_top1(
-    score: Scorer, emb: NDArray[np.float32], persons: list[str], gallery_size: int, seed: int, block: int = 256
-) -> NDArray[np.float64]:
-    """Each calibration image's top-1 score, by ``score``, against its simulated gallery of ``gallery_size``
-    other persons, drawn by :func:`streamproc.eval.openset.gallery_draws` as the product's calibration does."""
-    draws = gallery_draws(persons, gallery_size, seed)
-    top1 = np.empty(emb.shape[0], dtype=np.float64)
-    for r0 in range(0, emb.shape[0], block):
-        sims = score(emb[r0 : r0 + block], emb)
-        for row, picks in enumerate(itertools.islice(draws, block)):
-            top1[r0 + row] = sims[row, picks].max()
-    return top1
-
-
 def _replay(
     name: str,
     score: Scorer,
@@ -132,7 +117,7 @@ def _replay(
     seed: int,
 ) -> str:
     searched = min(len(gallery), len(set(cal_persons)) - 1)
-    top1 = _nonmated_top1(score, cal_emb, cal_persons, searched, seed)
+    top1 = nonmated_top1(cal_emb, cal_persons, searched, metric, seed, block=256, score=score)
     point = fpir_point(top1, TARGET_FPIR, len(gallery), searched)
     gal_emb = np.stack([v for _, v in gallery]).astype(np.float32)
     probes = enrolled + nonenrolled

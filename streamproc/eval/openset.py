@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,10 +281,12 @@ def nonmated_top1(
     metric: Metric,
     seed: int,
     block: int = 512,
+    score: Callable[[NDArray[Any], NDArray[Any]], NDArray[np.float64]] | None = None,
 ) -> NDArray[np.float64]:
     """Top-1 similarity of each image searched against its own random gallery (:func:`gallery_draws`).
 
-    ``embeddings`` (n, d), ``persons`` n labels; ``gallery_size`` at most the number of other persons.
+    ``embeddings`` (n, d), ``persons`` n labels; ``gallery_size`` at most the number of other persons;
+    ``score(a, b)``: an (len(a), len(b)) score matrix in place of ``metric``'s similarity (e.g. a fair map).
     """
     emb = np.asarray(embeddings)
     n = emb.shape[0]
@@ -294,7 +296,8 @@ def nonmated_top1(
     top1 = np.empty(n, dtype=np.float64)
     for r0 in range(0, n, block):
         picks = np.stack(list(itertools.islice(draws, block)))
-        sims = similarity_matrix(emb[r0 : r0 + block], emb, metric)
+        rows = emb[r0 : r0 + block]
+        sims = similarity_matrix(rows, emb, metric) if score is None else score(rows, emb)
         top1[r0 : r0 + block] = np.take_along_axis(sims, picks, axis=1).max(axis=1)
     return top1
 
