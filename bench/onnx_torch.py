@@ -1,8 +1,8 @@
-"""Run our two ONNX graphs (RetinaFace MobileNet-0.25, dlib ResNet) with PyTorch, node by node.
+"""Run our ONNX graphs (RetinaFace MobileNet-0.25, SFace, YuNet, dlib ResNet) with PyTorch, node by node.
 
 Why: the lent GPU machine has PyTorch with CUDA but only the CPU build of onnxruntime, so GPU numbers for
 our models must come from PyTorch executing the same graph with the same weights. The ONNX file is read
-with a small protobuf reader (no ``onnx`` package needed), and only the ops these two graphs use are
+with a small protobuf reader (no ``onnx`` package needed), and only the ops these graphs use are
 implemented; anything else raises, naming the op.
 
 Shape arithmetic (Shape/Gather/Slice/Concat on int64) stays on the CPU as small tensors, so the
@@ -336,11 +336,30 @@ def _gather(node: Node, x: list[Any], _: int) -> Any:
     return out.reshape((*x[0].shape[:axis], *index.shape, *x[0].shape[axis + 1 :]))
 
 
+def _batch_norm(node: Node, x: list[Any], _: int) -> Any:
+    """Inference BatchNormalization (SFace keeps 29 of them unfused), on (N, C, ...) or (N, C)."""
+    data, scale, bias, mean, var = x[:5]
+    return F.batch_norm(data, mean, var, scale, bias, training=False, eps=node.attrs.get("epsilon", 1e-5))
+
+
+def _gemm(node: Node, x: list[Any], _: int) -> Any:
+    a = node.attrs
+    left = x[0].transpose(0, 1) if a.get("transA", 0) else x[0]
+    right = x[1].transpose(0, 1) if a.get("transB", 0) else x[1]
+    out = a.get("alpha", 1.0) * torch.matmul(left, right)
+    if len(x) > 2 and x[2] is not None:
+        out = out + a.get("beta", 1.0) * x[2]
+    return out
+
+
 CAST = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
 
 OPS: dict[str, Op] = {
     "Conv": _conv,
     "Relu": lambda n, x, o: F.relu(x[0]),
+    "Sigmoid": lambda n, x, o: torch.sigmoid(x[0]),
+    "BatchNormalization": _batch_norm,
+    "Gemm": _gemm,
     "LeakyRelu": lambda n, x, o: F.leaky_relu(x[0], n.attrs.get("alpha", 0.01)),
     "Add": lambda n, x, o: x[0] + x[1],
     "Sub": lambda n, x, o: x[0] - x[1],

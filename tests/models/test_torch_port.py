@@ -13,7 +13,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from streamproc.models.registry import DLIB_RESNET, RETINAFACE, ModelStore
+from streamproc.models.registry import DLIB_RESNET, RETINAFACE, SFACE, YUNET, ModelStore
 
 pytest.importorskip("torch", reason="torch is not installed (not a project dependency); bench/onnx_torch.py untested")
 
@@ -29,13 +29,19 @@ def _onnx_torch() -> ModuleType:
 
 
 @pytest.mark.parametrize(
-    ("which", "shape"),
-    [(DLIB_RESNET, (3, 3, 150, 150)), (RETINAFACE, (2, 3, 360, 640)), (RETINAFACE, (1, 3, 333, 501))],
-    ids=["dlib", "retinaface-360p", "retinaface-odd-size"],
+    ("which", "shape", "low", "high"),
+    [
+        (DLIB_RESNET, (3, 3, 150, 150), -120, 255),
+        (RETINAFACE, (2, 3, 360, 640), -120, 255),
+        (RETINAFACE, (1, 3, 333, 501), -120, 255),
+        (SFACE, (3, 3, 112, 112), -1, 1),  # the graph takes (pixel - 127.5) / 128
+        (YUNET, (1, 3, 320, 576), 0, 255),  # raw BGR pixels, batch 1, sides multiples of 32
+    ],
+    ids=["dlib", "retinaface-360p", "retinaface-odd-size", "sface", "yunet"],
 )
-def test_torch_port_matches_onnxruntime(which: object, shape: tuple[int, ...]) -> None:
+def test_torch_port_matches_onnxruntime(which: object, shape: tuple[int, ...], low: float, high: float) -> None:
     model = ModelStore().path(which)[0]  # type: ignore[arg-type]
-    batch = np.random.default_rng(0).uniform(-120, 255, shape).astype(np.float32)
+    batch = np.random.default_rng(0).uniform(low, high, shape).astype(np.float32)
     diffs = _onnx_torch().compare_with_onnxruntime(model, batch)
     print(f"{model.name} {shape}: max abs diff per output {diffs}")
     assert max(diffs) < 1e-4
