@@ -21,7 +21,7 @@ from streamproc.errors import SourceError
 from streamproc.stream.backoff import Backoff
 from streamproc.stream.buffer import BufferClosed, FrameBuffer
 from streamproc.stream.reader import SourceReader
-from streamproc.stream.source import VideoSource, redact_url, source_kind
+from streamproc.stream.source import VideoSource, redact_url, source_kind, to_bgr
 from streamproc.stream.timing import RateSampler
 from streamproc.types import SOURCE_STATES, Frame, SourceState
 
@@ -562,6 +562,17 @@ def test_file_states_go_connecting_streaming_ended(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ hwaccel
 def _cuda_device() -> bool:
     return "cuda" in hwdevices_available() and Path("/dev/nvidiactl").exists()
+
+
+def test_nv12_frames_the_gpu_decoder_gives_become_the_same_bgr_pixels_as_planar_ones(hamilton: Path) -> None:
+    # NVDEC frames come back to host memory as NV12; they must not change what the detector sees.
+    with av.open(str(hamilton)) as container:
+        planar = next(container.decode(video=0))
+    semi = planar.reformat(format="nv12")
+    assert (planar.format.name, semi.format.name) == ("yuv420p", "nv12")
+    assert np.array_equal(to_bgr(semi), to_bgr(planar))
+    swscale = semi.to_ndarray(format="bgr24").astype(np.int16)
+    assert np.abs(to_bgr(semi).astype(np.int16) - swscale).mean() < 1.5  # the conversion, not a copy of one plane
 
 
 def test_hwaccel_cuda_decodes_the_same_frames_or_falls_back_to_the_cpu_with_one_warning(
