@@ -361,8 +361,7 @@ def run_decode(args: argparse.Namespace, bench: Bench) -> None:
         import av
 
         sys.path.insert(0, str(REPO))
-        from streamproc.config import SourceConfig
-        from streamproc.stream.source import VideoSource
+        import streamproc.stream.source  # noqa: F401 - its imports need the carried wheels
     except ImportError as err:
         print(f"decode: skipped ({err}; carry the PyAV and pydantic wheels)")
         bench.keys["nvdec"] = "unavailable"
@@ -374,11 +373,9 @@ def run_decode(args: argparse.Namespace, bench: Bench) -> None:
                 return
             fps = []
             for _ in range(3):
-                source = VideoSource(SourceConfig(id="gpu-check", url=str(args.models / name), hwaccel=hw))
                 t0 = time.perf_counter()
-                n = sum(1 for _ in source.frames())
+                n, used = _decode_count(str(args.models / name), hw)
                 fps.append(n / (time.perf_counter() - t0))
-            used = source.hwaccel
             print(f"decode VideoSource {size} hwaccel={hw}: {n} frames, {statistics.median(fps):,.1f} fps "
                   f"(median of 3), decoding on {'NVDEC' if used == 'cuda' else 'the CPU'}")  # fmt: skip
             bench.keys[f"decode_{size}_{hw}_fps"] = f"{statistics.median(fps):.1f}"
