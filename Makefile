@@ -2,13 +2,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PINS   := deploy/constraints.txt
 
-.PHONY: demo test setup lint typecheck review-screenshot
+.PHONY: demo test setup lint typecheck review-screenshot lock
 
-$(BIN)/streamproc: pyproject.toml
+$(BIN)/streamproc: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(PINS) -e '.[dev]'
 	@touch $@
 
 setup: $(BIN)/streamproc
@@ -30,3 +31,10 @@ test: lint typecheck
 # docs/review-candidate.png (shown in the README): the browser test's screenshot of the candidate page.
 review-screenshot: setup
 	STREAMPROC_SCREENSHOT=docs/review-candidate.png $(BIN)/pytest -q tests/desk/test_console_browser.py
+
+# deploy/constraints.txt anew: the newest versions pyproject.toml allows, resolved in a scratch venv.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' $(PINS); .lock-venv/bin/pip freeze --exclude-editable; } > $(PINS).new
+	mv $(PINS).new $(PINS) && rm -rf .lock-venv
