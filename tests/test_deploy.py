@@ -127,13 +127,15 @@ def test_dockerfile_contract(dockerfile: Path) -> None:
     healthcheck = _dockerfile_instruction(dockerfile, "HEALTHCHECK")
     assert f"http://127.0.0.1:{METRICS_PORT}/healthz" in healthcheck and "curl" not in healthcheck
     text = dockerfile.read_text()
-    assert "pip install --no-cache-dir ." in text
+    assert "pip install --no-cache-dir -c deploy/constraints.txt ." in text  # the versions CI tested
     assert "streamproc models prepare" in text and "STREAMPROC_CACHE_DIR=/opt/streamproc/models" in text
     # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile when the context is the repo root.
-    assert dockerfile.with_name(dockerfile.name + ".dockerignore").is_file()
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    let_in = {line[1:].rstrip("/") for line in ignore.read_text().splitlines() if line.startswith("!")}
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
         for source in copied.split():
             assert (ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
+            assert source.rstrip("/") in let_in, f"{ignore.name} keeps {source} out of the build context"
 
 
 # ------------------------------------------------------------------------------------------ Kubernetes
