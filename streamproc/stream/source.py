@@ -45,9 +45,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
-from typing import Literal, cast
+from types import MappingProxyType
+from typing import Final, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -474,7 +475,9 @@ def to_bgr(vframe: av.VideoFrame) -> ImageBGR:
     return cast(ImageBGR, vframe.to_ndarray(format="bgr24"))
 
 
-_OPENCV_420 = {"yuv420p": cv2.COLOR_YUV2BGR_I420, "nv12": cv2.COLOR_YUV2BGR_NV12}
+_OPENCV_420: Final[Mapping[str, int]] = MappingProxyType(
+    {"yuv420p": cv2.COLOR_YUV2BGR_I420, "nv12": cv2.COLOR_YUV2BGR_NV12}
+)
 """4:2:0 pixel formats whose ``to_ndarray()`` is OpenCV's (H * 3 / 2, W) layout for the conversion named."""
 
 
