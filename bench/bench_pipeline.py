@@ -18,12 +18,13 @@ Last line: key=value headline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,29 @@ class ClipResult:
     faces: int
 
 
+@contextlib.contextmanager
+def listening(endpoint: str) -> Iterator[list[MatchEvent]]:
+    """Collect match events from ``endpoint`` in a thread for the duration of the block (a real ZeroMQ
+    subscriber, as a downstream service runs one)."""
+    events: list[MatchEvent] = []
+    stop = threading.Event()
+    with EventSubscriber(endpoint) as sub:
+
+        def listen() -> None:
+            while not stop.is_set():
+                event = sub.recv(timeout_s=0.1)
+                if event is not None:
+                    events.append(event)
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        try:
+            yield events
+        finally:
+            stop.set()
+            thread.join()
+
+
 def run_clip(clip: Path, watchlist: Path, detect_batch: int, embedder: str) -> ClipResult:
     cfg = PipelineConfig.model_validate(
         {
@@ -131,25 +155,12 @@ def run_clip(clip: Path, watchlist: Path, detect_batch: int, embedder: str) -> C
         frame_latency.append(time.time() - frame.captured_at)
 
     pipeline = build_pipeline(cfg, registry, on_frame=on_frame)
-    events: list[MatchEvent] = []
-    stop = threading.Event()
-    with EventSubscriber(pipeline.publisher_endpoint) as sub:
-
-        def listen() -> None:
-            while not stop.is_set():
-                event = sub.recv(timeout_s=0.1)
-                if event is not None:
-                    events.append(event)
-
-        listener = threading.Thread(target=listen)
-        listener.start()
+    with listening(pipeline.publisher_endpoint) as events:
         time.sleep(0.3)
         start = time.perf_counter()
         stats = pipeline.run()["bench"]
         wall = time.perf_counter() - start
         time.sleep(0.3)
-        stop.set()
-        listener.join()
     pipeline.close()
     stage_ms = {}
     for stage in STAGES:

@@ -43,15 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-from bench_pipeline import build_watchlist
+from bench_pipeline import build_watchlist, listening
 from bodycam_clips import compare, confirmed, every_frame, prepare, run_mode, scheduled
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
-from streamproc.feed.schema import MatchEvent
-from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline, pipeline_detector_config
 from streamproc.stream.source import to_bgr
 from streamproc.sysinfo import machine_description
@@ -110,18 +108,7 @@ def live_run(
     cfg = product_config(clip, watchlist, paced, schedule or {})
     registry = CollectorRegistry()
     pipeline = build_pipeline(cfg, registry)
-    events: list[MatchEvent] = []
-    stop = threading.Event()
-    with EventSubscriber(pipeline.publisher_endpoint) as sub:
-
-        def listen() -> None:
-            while not stop.is_set():
-                event = sub.recv(timeout_s=0.1)
-                if event is not None:
-                    events.append(event)
-
-        listener = threading.Thread(target=listen)
-        listener.start()
+    with listening(pipeline.publisher_endpoint) as events:
         time.sleep(0.3)
         timer = threading.Timer(seconds, pipeline.stop)
         start = time.perf_counter()
@@ -130,8 +117,6 @@ def live_run(
         wall = time.perf_counter() - start
         timer.cancel()
         time.sleep(0.3)
-        stop.set()
-        listener.join()
     pipeline.close()
 
     def value(name: str, **labels: str) -> float:

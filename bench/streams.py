@@ -33,7 +33,6 @@ Last line: key=value headline.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import platform
@@ -42,21 +41,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from bench_pipeline import build_watchlist
+from bench_pipeline import build_watchlist, listening
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config_recognition import RecognitionConfig
-from streamproc.feed.schema import MatchEvent
-from streamproc.feed.subscribe import EventSubscriber
 from streamproc.runtime.build import build_analyzer
 from streamproc.sysinfo import machine_description
 
@@ -260,28 +255,6 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 120.
             pass
         time.sleep(0.2)
     raise RuntimeError(f"not ready after {timeout_s:.0f} s")
-
-
-@contextlib.contextmanager
-def listening(endpoint: str) -> Iterator[list[MatchEvent]]:
-    """Collect match events from ``endpoint`` in a thread for the duration of the block."""
-    events: list[MatchEvent] = []
-    stop = threading.Event()
-    with EventSubscriber(endpoint) as sub:
-
-        def listen() -> None:
-            while not stop.is_set():
-                event = sub.recv(timeout_s=0.1)
-                if event is not None:
-                    events.append(event)
-
-        thread = threading.Thread(target=listen, daemon=True)
-        thread.start()
-        try:
-            yield events
-        finally:
-            stop.set()
-            thread.join()
 
 
 def run_once(
