@@ -18,13 +18,11 @@ Last line: key=value headline.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
-from streamproc.feed.schema import MatchEvent
-from streamproc.feed.subscribe import EventSubscriber
+from streamproc.feed.subscribe import collecting
 from streamproc.runtime.build import build_analyzer, build_pipeline
 from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.search.templates import NewSubject, NewTemplate
@@ -115,29 +112,6 @@ class ClipResult:
     faces: int
 
 
-@contextlib.contextmanager
-def listening(endpoint: str) -> Iterator[list[MatchEvent]]:
-    """Collect match events from ``endpoint`` in a thread for the duration of the block (a real ZeroMQ
-    subscriber, as a downstream service runs one)."""
-    events: list[MatchEvent] = []
-    stop = threading.Event()
-    with EventSubscriber(endpoint) as sub:
-
-        def listen() -> None:
-            while not stop.is_set():
-                event = sub.recv(timeout_s=0.1)
-                if event is not None:
-                    events.append(event)
-
-        thread = threading.Thread(target=listen, daemon=True)
-        thread.start()
-        try:
-            yield events
-        finally:
-            stop.set()
-            thread.join()
-
-
 def run_clip(clip: Path, watchlist: Path, detect_batch: int, embedder: str) -> ClipResult:
     cfg = PipelineConfig.model_validate(
         {
@@ -155,7 +129,7 @@ def run_clip(clip: Path, watchlist: Path, detect_batch: int, embedder: str) -> C
         frame_latency.append(time.time() - frame.captured_at)
 
     pipeline = build_pipeline(cfg, registry, on_frame=on_frame)
-    with listening(pipeline.publisher_endpoint) as events:
+    with collecting(pipeline.publisher_endpoint) as events:
         time.sleep(0.3)
         start = time.perf_counter()
         stats = pipeline.run()["bench"]

@@ -43,13 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-from bench_pipeline import build_watchlist, listening
+from bench_pipeline import build_watchlist
 from bodycam_clips import compare, confirmed, every_frame, prepare, run_mode, scheduled
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
+from streamproc.feed.subscribe import collecting
 from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline, pipeline_detector_config
 from streamproc.stream.source import to_bgr
 from streamproc.sysinfo import machine_description
@@ -108,7 +109,7 @@ def live_run(
     cfg = product_config(clip, watchlist, paced, schedule or {})
     registry = CollectorRegistry()
     pipeline = build_pipeline(cfg, registry)
-    with listening(pipeline.publisher_endpoint) as events:
+    with collecting(pipeline.publisher_endpoint) as events:
         time.sleep(0.3)
         timer = threading.Timer(seconds, pipeline.stop)
         start = time.perf_counter()

@@ -48,10 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from bench_pipeline import build_watchlist, listening
+from bench_pipeline import build_watchlist
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config_recognition import RecognitionConfig
+from streamproc.feed.subscribe import collecting
 from streamproc.runtime.build import build_analyzer
 from streamproc.sysinfo import machine_description
 
@@ -267,7 +268,7 @@ def run_once(
         log = (Path(tmp) / "run.log").open("wb")
         proc = subprocess.Popen([str(exe), "run", str(cfg), "--quiet"], stdout=log, stderr=subprocess.STDOUT)
         try:
-            with listening(events_endpoint) as events:
+            with collecting(events_endpoint) as events:
                 wait_ready(port, proc)
                 time.sleep(args.warmup)
                 a, t0, cpu0, busy0 = scrape(port), time.time(), tree_cpu_s(proc.pid), machine_busy_s()

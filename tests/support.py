@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 import sys
-import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.schema import CalibrationInfo, MatchEvent, QualityInfo, make_event_id
-from streamproc.feed.subscribe import EventSubscriber
+from streamproc.feed.subscribe import collecting
 from streamproc.messages import BestShot
 from streamproc.metrics import serve
 from streamproc.models.registry import SFACE
@@ -70,30 +70,16 @@ def run_with_subscriber(config: PipelineConfig) -> tuple[dict[str, Any], list[Ma
     """
     registry = CollectorRegistry()
     pipeline = build_pipeline(config, registry)
-    received: list[MatchEvent] = []
-    done = threading.Event()
-    with EventSubscriber(pipeline.publisher_endpoint) as sub:
-
-        def listen() -> None:
-            while not done.is_set():
-                event = sub.recv(timeout_s=0.2)
-                if event is not None:
-                    received.append(event)
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        done.wait(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
-        with serve(registry, "127.0.0.1", 0) as server:
-            try:
+    with serve(registry, "127.0.0.1", 0) as server:
+        try:
+            with collecting(pipeline.publisher_endpoint, poll_s=0.2) as received:
+                time.sleep(0.5)  # PUB/SUB: let the subscription reach the publisher before frames flow
                 stats = pipeline.run()
-                threading.Event().wait(0.5)
-                done.set()
-                listener.join()
-                with urllib.request.urlopen(server.url, timeout=10) as response:
-                    scrape = response.read().decode()
-            finally:
-                done.set()
-                pipeline.close()
+                time.sleep(0.5)
+            with urllib.request.urlopen(server.url, timeout=10) as response:
+                scrape = response.read().decode()
+        finally:
+            pipeline.close()
     return dict(stats.items()), received, scrape
 
 

@@ -170,14 +170,13 @@ def demo_command(
     Makes a body-camera-like clip from images shipped with scikit-image, enrols one face, runs the pipeline
     on the clip and prints the match events a real ZeroMQ subscriber received, and the metrics endpoint."""
     import tempfile
-    import threading
+    import time
     import urllib.request
 
     from prometheus_client import CollectorRegistry
 
     from streamproc.config import load_pipeline_config
-    from streamproc.feed.schema import MatchEvent
-    from streamproc.feed.subscribe import EventSubscriber
+    from streamproc.feed.subscribe import collecting
     from streamproc.metrics import serve
     from streamproc.runtime.build import build_analyzer, build_pipeline
 
@@ -200,28 +199,15 @@ def demo_command(
         out.print(f"clip: {assets.clip}  watchlist: {assets.watchlist} (1 subject)  config: {assets.config}")
         registry = CollectorRegistry()
         pipeline = build_pipeline(cfg, registry)
-        events: list[MatchEvent] = []
-        stop = threading.Event()
         try:
-            with serve(registry, "127.0.0.1", 0) as server, EventSubscriber(pipeline.publisher_endpoint) as sub:
-
-                def listen() -> None:
-                    while not stop.is_set():
-                        event = sub.recv(timeout_s=0.1)
-                        if event is not None:
-                            events.append(event)
-
-                listener = threading.Thread(target=listen, daemon=True)
-                listener.start()
-                stop.wait(0.3)  # let the subscription reach the publisher
-                out.print(f"events: {pipeline.publisher_endpoint}   metrics: {server.url}")
-                stats = pipeline.run()["demo"]
-                stop.wait(0.5)
-                stop.set()
-                listener.join()
+            with serve(registry, "127.0.0.1", 0) as server:
+                with collecting(pipeline.publisher_endpoint) as events:
+                    time.sleep(0.3)  # let the subscription reach the publisher
+                    out.print(f"events: {pipeline.publisher_endpoint}   metrics: {server.url}")
+                    stats = pipeline.run()["demo"]
+                    time.sleep(0.5)
                 scrape = urllib.request.urlopen(server.url, timeout=10).read().decode()  # noqa: S310 - loopback
         finally:
-            stop.set()
             pipeline.close()
     for event in events:
         out.print(

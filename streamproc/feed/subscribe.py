@@ -6,9 +6,11 @@ dropped (see :mod:`streamproc.feed.publish`); the journal and the replay endpoin
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -102,3 +104,30 @@ class EventSubscriber:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def collecting(endpoint: str, poll_s: float = 0.1) -> Iterator[list[MatchEvent]]:
+    """Match events from ``endpoint``, appended to the yielded list by a background thread while the block runs.
+
+    What a demo, a bench or a test needs to watch a pipeline it runs in the same process. The subscription takes
+    a moment to reach the publisher: wait a little before frames flow, and after the pipeline ends before leaving
+    the block, or the first and last events can be missed.
+    """
+    events: list[MatchEvent] = []
+    stop = threading.Event()
+    with EventSubscriber(endpoint) as sub:
+
+        def listen() -> None:
+            while not stop.is_set():
+                event = sub.recv(timeout_s=poll_s)
+                if event is not None:
+                    events.append(event)
+
+        thread = threading.Thread(target=listen, name="event-collector", daemon=True)
+        thread.start()
+        try:
+            yield events
+        finally:
+            stop.set()
+            thread.join()
