@@ -127,7 +127,8 @@ class ModeRun:
     seconds: float  # detection + tracking + quality, the whole loop
 
 
-Detect = Callable[[ImageBGR, FaceTracker, float], Detections]
+# A mode's detection on one frame: its detections and the keys of the tracks it did not look for.
+Detect = Callable[[ImageBGR, FaceTracker, float], tuple[Detections, frozenset[int]]]
 """One frame's detections, given the tracker (for the schedule's windows) and the media time."""
 
 
@@ -147,8 +148,8 @@ def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = 
 
     for index, (pts, image) in enumerate(read_frames(path)):
         t0 = time.perf_counter()
-        dets = detect(image, tracker, pts)
-        out = tracker.update(dets, pts)
+        dets, unsearched = detect(image, tracker, pts)
+        out = tracker.update(dets, pts, unsearched)
         for tracked in out.active:
             i = tracked.det_index
             chip = align(image, dets.landmarks[i], DLIB_150)
@@ -176,10 +177,10 @@ def every_frame(detector: FaceDetector, nms_iou: float, min_face_px: float, also
     merge is the product's own (:func:`~streamproc.vision.regions.merge`: NMS, size floor, a box mostly inside
     a much larger one is one face), so the reference is what the product's slow mode would produce."""
 
-    def detect(image: ImageBGR, _tracker: FaceTracker, _pts: float) -> Detections:
+    def detect(image: ImageBGR, _tracker: FaceTracker, _pts: float) -> tuple[Detections, frozenset[int]]:
         h, w = image.shape[:2]
         regions = [whole_frame(h, w, None)] + ([whole_frame(h, w, also_side)] if also_side else [])
-        return detect_regions(detector, image, regions, nms_iou, min_face_px)
+        return detect_regions(detector, image, regions, nms_iou, min_face_px), frozenset()
 
     return detect
 
@@ -192,9 +193,9 @@ def scheduled(
     schedule = DetectionSchedule(config, nms_iou, min_face_px)
     schedule.pin_level(level)
 
-    def detect(image: ImageBGR, tracker: FaceTracker, pts: float) -> Detections:
-        plan = schedule.plan(image.shape[0], image.shape[1], tracker.predicted_boxes(pts))
-        return schedule.detect(detector, image, plan)
+    def detect(image: ImageBGR, tracker: FaceTracker, pts: float) -> tuple[Detections, frozenset[int]]:
+        plan = schedule.plan(image.shape[0], image.shape[1], tracker.predict(pts))
+        return schedule.detect(detector, image, plan), plan.unsearched
 
     return detect
 

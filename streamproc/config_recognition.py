@@ -69,6 +69,13 @@ class ScheduleConfig(StrictConfig):
     window_px: int = Field(96, ge=32, le=1024, description="Network size of the window around each live track.")
     window_context: float = Field(2.0, ge=1.2, le=8.0, description="Window side over the track box's longer side.")
     max_windows: int = Field(24, ge=0, le=256, description="At most this many track windows a frame (the rest rotate).")
+    window_stride: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="A confirmed track matched on each of the last window_stride - 1 frames gets no window on "
+        "this one (1: a window every frame); new tracks get one every frame until confirmed.",
+    )
     small_face_px: float = Field(
         0.0,
         ge=0.0,

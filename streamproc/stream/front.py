@@ -224,18 +224,25 @@ class StreamFront:
         native tile when due; the schedule then adapts to the time the whole frame took."""
         t0 = time.perf_counter()
         height, width = frame.image.shape[:2]
-        plan = schedule.plan(height, width, self._tracker.predicted_boxes(frame.pts_s))
+        plan = schedule.plan(height, width, self._tracker.predict(frame.pts_s))
         dets = schedule.detect(self._detector, frame.image, plan)
-        self._process_frame(frame, dets, time.perf_counter() - t0, series)
+        self._process_frame(frame, dets, time.perf_counter() - t0, series, plan.unsearched)
         schedule.observe(frame.pts_s, time.perf_counter() - t0, self._backlog())
         state = schedule.state
         series.detect_interval.set(state.interval)
         series.detect_native_cycle.set(state.native_cycle_s)
         series.detect_scale.set(state.full_scale)
 
-    def _process_frame(self, frame: Frame, dets: Detections, detect_s: float, series: StreamSeries) -> None:
+    def _process_frame(
+        self,
+        frame: Frame,
+        dets: Detections,
+        detect_s: float,
+        series: StreamSeries,
+        unsearched: frozenset[int] = frozenset(),
+    ) -> None:
         t1 = time.perf_counter()
-        out = self._tracker.update(dets, frame.pts_s)
+        out = self._tracker.update(dets, frame.pts_s, unsearched)
         t2 = time.perf_counter()
         series.detect_seconds.observe(detect_s)
         series.track_seconds.observe(t2 - t1)

@@ -3,10 +3,13 @@
 Full-frame, native-size detection costs ~130 ms a 1080p frame on two cores; the budget is 33 ms. Instead,
 every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
 
-- **windows** around every live track's Kalman-predicted box, at native resolution and resized to
+- **windows** around live tracks' Kalman-predicted boxes, at native resolution and resized to
   ``window_px`` (batched: one network call for all of them), so known faces keep being measured precisely;
   a face under ``small_face_px`` gets a native window of ``small_window_px`` instead (the face keeps its pixels
-  and the network sees a tile's surroundings), where the whole-frame pass is downscaled;
+  and the network sees a tile's surroundings), where the whole-frame pass is downscaled. A confirmed track
+  that was matched on the last frame skips a window (``window_stride`` 2): the prediction carries it over one
+  frame, and the tracker is told it was not looked for, so it is not counted as a miss. That halves the windows,
+  most of a 640x360 frame's cost, without losing tracks or best shots (bench/RESULTS.md, issue 13 run 13);
 - a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
@@ -38,15 +41,18 @@ from streamproc.vision.regions import (
     whole_frame,
     windows_around,
 )
+from streamproc.vision.track import Predictions
 
 
 @dataclass(frozen=True)
 class Plan:
-    """One frame's detection work: the regions, and which passes they include (for metrics and tests)."""
+    """One frame's detection work: the regions, which passes they include (for metrics and tests), and the
+    tracks it does not look for."""
 
     regions: tuple[Region, ...]
     full: bool
     tile: int | None  # index into the tile grid, or None
+    unsearched: frozenset[int]  # keys of the tracks no region looks for (FaceTracker.update carries them)
 
 
 @dataclass(frozen=True)
@@ -130,19 +136,25 @@ class DetectionSchedule:
         halvings = min(_WINDOW_HALVINGS, max(cfg.max_windows.bit_length() - 1, 0))
         return max(cfg.max_interval - cfg.interval, 0) + self._tile_doublings() + halvings
 
-    def plan(self, height: int, width: int, tracks: NDArray[np.floating]) -> Plan:
-        """The regions for the next frame of (height, width), given the tracks' (N, 4) predicted boxes."""
+    def plan(self, height: int, width: int, tracks: Predictions) -> Plan:
+        """The regions for the next frame of (height, width), given the tracks' predictions."""
         if self._shape != (height, width):
             self._layout(height, width)
         assert self._full is not None
+        cfg = self._config
         interval, stride, cap = self._levels()
-        boxes = np.asarray(tracks, np.float64).reshape(-1, 4)
+        boxes = tracks.boxes
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         full = self._frame % interval == 0
-        if full:  # faces the whole-frame pass sees at a comfortable size need no window of their own
-            keep = sides * self._full.scale < _FULL_SEES_PX
-            boxes, sides = boxes[keep], sides[keep]
-        regions = self._windows(boxes, sides, height, width, cap)
+        # Faces the whole-frame pass sees at a comfortable size need no window of their own on its frames; a
+        # confirmed track matched on each of the last window_stride - 1 frames waits for its window (the Kalman
+        # prediction carries it that long); tentative tracks are measured every frame until confirmed.
+        seen = (sides * self._full.scale >= _FULL_SEES_PX) if full else np.zeros(len(boxes), bool)
+        due = ~seen & (~tracks.confirmed | (tracks.idle >= cfg.window_stride - 1))
+        wanted = np.flatnonzero(due)
+        regions, windowed = self._windows(boxes[wanted], sides[wanted], height, width, cap)
+        searched = seen.copy()
+        searched[wanted[windowed]] = True
         if full:
             regions.append(self._full)
         tile: int | None = None
@@ -151,15 +163,15 @@ class DetectionSchedule:
             self._next_tile += 1
             regions.append(self._tiles[tile])
         self._frame += 1
-        return Plan(tuple(regions), full, tile)
+        return Plan(tuple(regions), full, tile, frozenset(tracks.keys[~searched].tolist()))
 
     def _windows(
         self, boxes: NDArray[np.float64], sides: NDArray[np.float64], height: int, width: int, cap: int
-    ) -> list[Region]:
-        """A window per (N, 4) track box, at most ``cap``: when more are wanted, a different run of
-        them (in order of face size) is left out on each frame, so no face goes without one for long. (Leaving
-        out the largest every time broke up the tracks of the 150-190 px faces in a crowd of ~25 tracks: on
-        frames without the whole-frame pass nothing looked for them.)
+    ) -> tuple[list[Region], NDArray[np.intp]]:
+        """Windows for (N, 4) track boxes, at most ``cap``, and the rows that got one: when more are wanted, a
+        different run of them (in order of face size) is left out on each frame, so no face goes without one for
+        long. (Leaving out the largest every time broke up the tracks of the 150-190 px faces in a crowd of ~25
+        tracks: on frames without the whole-frame pass nothing looked for them.)
 
         Faces under ``small_face_px`` get a native window of ``small_window_px`` (:func:`native_windows`,
         shared by neighbours whose own context lies inside it), the others ``window_context`` x their size
@@ -177,9 +189,8 @@ class DetectionSchedule:
         # every few frames, so a window's miss costs a frame or two, not a tile cycle: no native windows there.
         small = (longer < cfg.small_face_px) & (self._full is not None and self._full.scale < 1.0)
         regions = windows_around(chosen[~small], height, width, cfg.window_context, cfg.window_px)
-        return regions + native_windows(
-            chosen[small], height, width, cfg.small_window_px, cfg.window_context, share=True
-        )
+        regions += native_windows(chosen[small], height, width, cfg.small_window_px, cfg.window_context, share=True)
+        return regions, order
 
     def detect(self, detector: FaceDetector, image: ImageBGR, plan: Plan) -> Detections:
         """Run a plan on one (H, W, 3) uint8 BGR frame: detections in frame pixels, overlaps merged."""

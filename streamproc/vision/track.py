@@ -13,6 +13,10 @@ noise is that of continuous white-noise acceleration plus a position random walk
 integrated over ``dt``, so irregular sampling (``max_fps``, dropped frames) is handled and ``dt = 0`` is an
 exact no-op. Noise is proportional to the box height, so near and far faces are treated alike.
 
+A frame on which the caller did not look for a track (the detection schedule measures a steady face every
+other frame) is not a miss: :meth:`FaceTracker.update` takes the keys of such tracks, and carries them by their
+prediction with their state unchanged.
+
 Ids are consumed only when a track is confirmed (after ``min_hits`` matched frames), so the ids operators see
 are dense: 1, 2, 3, ... per tracker instance, i.e. per stream. If media time goes backwards (a folder source
 starting its next file, or a live session restarting), every track ends: positions in another clip say
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import lap
@@ -66,6 +71,31 @@ class TrackedDetection:
 
     track_id: int
     det_index: int
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Where every live track (tentative, confirmed, lost) is expected at one media time, for the detection
+    schedule to choose where to look. Row ``i`` of each array is one track:
+
+    - ``boxes``: (N, 4) float64 x1y1x2y2 frame pixels, the Kalman prediction;
+    - ``keys``: (N,) int64, the tracker's own serial for the track (stable while it lives, also before it is
+      confirmed; not the track id operators see): pass the keys of tracks not searched to
+      :meth:`FaceTracker.update`;
+    - ``idle``: (N,) int64, updates since a detection last matched the track (0: matched on the last one);
+    - ``confirmed``: (N,) bool, the track is confirmed (tracked or lost), not tentative.
+    """
+
+    boxes: NDArray[np.float64]
+    keys: NDArray[np.int64]
+    idle: NDArray[np.int64]
+    confirmed: NDArray[np.bool_]
+
+    @classmethod
+    def new(cls, boxes: NDArray[np.floating]) -> Predictions:
+        """Tracks at ``boxes`` that are all new: tentative, just matched, keys 0..N-1 (tests, offline tools)."""
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        return cls(b, np.arange(len(b), dtype=np.int64), np.zeros(len(b), np.int64), np.zeros(len(b), bool))
 
 
 @dataclass(frozen=True)
@@ -188,9 +218,11 @@ class _Track:
     mean: NDArray[np.float64]
     cov: NDArray[np.float64]
     last_seen_s: float
+    key: int  # the tracker's serial for this track (see Predictions.keys)
     state: TrackState = TrackState.TENTATIVE
     hits: int = 1  # frames matched by a confident (>= high_score) detection
     last_high_s: float = 0.0  # media time of the last confident match
+    idle: int = 0  # updates since a detection last matched this track
     track_id: int = 0  # 0 until confirmed: ids are only consumed by confirmed tracks
 
     def box(self) -> NDArray[np.float64]:
@@ -218,6 +250,7 @@ class FaceTracker:
         self._config = config
         self._tracks: list[_Track] = []
         self._next_id = 1
+        self._next_key = 0
         self._last_t: float | None = None
 
     @property
@@ -225,15 +258,26 @@ class FaceTracker:
         """Confirmed tracks (tracked or lost) not yet ended: ``sum(started) - sum(ended)`` so far."""
         return sum(1 for t in self._tracks if t.track_id)
 
-    def predicted_boxes(self, t_s: float) -> NDArray[np.float64]:
-        """(N, 4) x1y1x2y2 boxes of every track not yet ended (tentative, confirmed, lost), predicted to media
-        time ``t_s`` without changing any state: where to look for known faces before detecting."""
+    def predict(self, t_s: float) -> Predictions:
+        """Every track not yet ended, predicted to media time ``t_s`` without changing any state: where to look
+        for known faces before detecting (see :class:`Predictions`)."""
         dt = 0.0 if self._last_t is None else max(t_s - self._last_t, 0.0)
-        boxes = [_cxcywh_to_xyxy(kf_predict_mean(t.mean, dt)) for t in self._tracks]
-        return np.array(boxes, np.float64).reshape(-1, 4)
+        tracks = self._tracks
+        return Predictions(
+            boxes=np.array([_cxcywh_to_xyxy(kf_predict_mean(t.mean, dt)) for t in tracks], np.float64).reshape(-1, 4),
+            keys=np.array([t.key for t in tracks], np.int64),
+            idle=np.array([t.idle for t in tracks], np.int64),
+            confirmed=np.array([t.state is not TrackState.TENTATIVE for t in tracks], bool),
+        )
 
-    def update(self, detections: Detections, t_s: float) -> TrackerOutput:
-        """Associate this frame's detections (media time ``t_s``) with the tracks."""
+    def update(self, detections: Detections, t_s: float, unsearched: Collection[int] = frozenset()) -> TrackerOutput:
+        """Associate this frame's detections (media time ``t_s``) with the tracks.
+
+        ``unsearched``: keys (:attr:`Predictions.keys`) of tracks that this frame's detection did not look for
+        (the schedule measures a steady track every other frame). Unmatched, such a track is carried by its
+        prediction with its state unchanged, instead of counting as a miss (a confirmed track going lost may
+        no longer be extended by unsure detections; a tentative one would be dropped); ``max_lost_s`` still
+        ends it. A match is taken as usual."""
         if not math.isfinite(t_s):
             raise ValueError(f"media time must be finite, got {t_s}")
         cfg = self._config
@@ -286,6 +330,7 @@ class FaceTracker:
         survivors: list[_Track] = []
         for i, track in enumerate(self._tracks):
             row = matched.get(i)
+            track.idle = 0 if row is not None else track.idle + 1
             if row is not None:
                 track.mean, track.cov = kf_update(track.mean, track.cov, boxes[row])
                 track.last_seen_s = t_s
@@ -300,11 +345,14 @@ class FaceTracker:
                 if track.state is TrackState.CONFIRMED:
                     active.append(TrackedDetection(track.track_id, row))
                 survivors.append(track)
-            elif track.state is TrackState.TENTATIVE:
-                track.state = TrackState.REMOVED  # never confirmed: dropped silently, no id was spent
-            elif t_s - track.last_seen_s > cfg.max_lost_s:
-                track.state = TrackState.REMOVED
-                ended.append(track.track_id)
+            elif t_s - track.last_seen_s > cfg.max_lost_s or (
+                track.state is TrackState.TENTATIVE and track.key not in unsearched
+            ):
+                if track.track_id:
+                    ended.append(track.track_id)
+                track.state = TrackState.REMOVED  # a tentative one is dropped silently: no id was spent
+            elif track.key in unsearched:
+                survivors.append(track)  # not looked for: carried by the prediction, state unchanged
             else:
                 if track.state is TrackState.CONFIRMED:
                     track.state = TrackState.LOST
@@ -315,7 +363,8 @@ class FaceTracker:
             if new_row in used_high:
                 continue
             mean, cov = kf_init(boxes[new_row])
-            track = _Track(mean=mean, cov=cov, last_seen_s=t_s, last_high_s=t_s)
+            track = _Track(mean=mean, cov=cov, last_seen_s=t_s, key=self._next_key, last_high_s=t_s)
+            self._next_key += 1
             if cfg.min_hits <= 1:
                 self._confirm(track)
                 started.append(track.track_id)

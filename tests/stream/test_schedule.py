@@ -10,13 +10,14 @@ from streamproc.config_recognition import ScheduleConfig
 from streamproc.stream.schedule import DetectionSchedule
 from streamproc.types import Detections, ImageBGR
 from streamproc.vision.regions import Region
+from streamproc.vision.track import Predictions
 
 
 def _plans(schedule: DetectionSchedule, n: int, tracks: int = 0) -> list[tuple[bool, int | None, int]]:
     boxes = np.array([[100 + 60 * i, 100, 140 + 60 * i, 150] for i in range(tracks)], np.float64)
     out = []
     for _ in range(n):
-        plan = schedule.plan(1080, 1920, boxes)
+        plan = schedule.plan(1080, 1920, Predictions.new(boxes))
         out.append((plan.full, plan.tile, sum(1 for r in plan.regions if r.out_w == 96)))
     return out
 
@@ -48,10 +49,12 @@ def test_tracks_over_the_window_cap_take_turns_instead_of_the_largest_going_with
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     sides = 20.0 + 5.0 * np.arange(30)
     boxes = np.array([[60 * i, 500, 60 * i + s, 500 + s] for i, s in enumerate(sides)], np.float64)
-    schedule.plan(1080, 1920, boxes)  # frame 0: the whole-frame pass (large faces need no window there)
+    schedule.plan(
+        1080, 1920, Predictions.new(boxes)
+    )  # frame 0: the whole-frame pass (large faces need no window there)
     seen = np.zeros(30, int)
     for _ in range(30):
-        windows = [r for r in schedule.plan(1080, 1920, boxes).regions if r.out_w == 96]
+        windows = [r for r in schedule.plan(1080, 1920, Predictions.new(boxes)).regions if r.out_w == 96]
         assert len(windows) == 24
         for w in windows:  # a window's side is twice its face's (context 2): distinct for every track
             seen[np.flatnonzero(2 * sides == w.x1 - w.x0)] += 1
@@ -60,14 +63,14 @@ def test_tracks_over_the_window_cap_take_turns_instead_of_the_largest_going_with
 
 def test_a_small_frame_gets_no_tiles_when_the_whole_frame_pass_is_native() -> None:
     schedule = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0)
-    plan = schedule.plan(360, 640, np.zeros((0, 4)))
+    plan = schedule.plan(360, 640, Predictions.new(np.zeros((0, 4))))
     assert plan.full and plan.tile is None and plan.regions[0].scale == 1.0
 
 
 def test_the_controller_coarsens_under_load_and_recovers_with_slack() -> None:
     cfg = ScheduleConfig(enabled=True, interval=2, max_interval=4, tile_stride=1, max_tile_cycle_s=2.0)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
-    schedule.plan(1080, 1920, np.zeros((0, 4)))
+    schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
     period = 1 / 30
     t = 0.0
     for _ in range(400):  # every frame takes twice its period: the schedule must give ground
@@ -89,12 +92,12 @@ def test_under_the_heaviest_load_tracks_take_turns_for_fewer_windows() -> None:
     frames (a frame with 20 windows costs what the load controller could not shed otherwise)."""
     cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=0)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
-    schedule.plan(1080, 1920, np.zeros((0, 4)))
+    schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
     schedule.pin_level(3)  # no interval span, no frame period seen yet (no tile doublings): 3 window halvings
     boxes = np.array([[90 * i, 500, 90 * i + 60, 560] for i in range(20)], np.float64)
     seen = np.zeros(20, int)
     for _ in range(21):
-        windows = [r for r in schedule.plan(1080, 1920, boxes).regions if r.out_w == 96]
+        windows = [r for r in schedule.plan(1080, 1920, Predictions.new(boxes)).regions if r.out_w == 96]
         assert len(windows) == 3
         for w in windows:
             seen[int((w.x0 + w.x1) / 2 - 30) // 90] += 1
@@ -103,7 +106,7 @@ def test_under_the_heaviest_load_tracks_take_turns_for_fewer_windows() -> None:
 
 def test_a_growing_backlog_coarsens_even_when_frames_look_cheap() -> None:
     schedule = DetectionSchedule(ScheduleConfig(enabled=True, interval=1), 0.4, 12.0)
-    schedule.plan(1080, 1920, np.zeros((0, 4)))
+    schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
     for i in range(60):
         schedule.observe(i / 30, 0.001, backlog=0.75)
     assert schedule.state.interval > 1
@@ -134,7 +137,7 @@ class _Recorder:
 def test_detect_runs_every_region_in_one_call_and_answers_in_frame_pixels() -> None:
     schedule = DetectionSchedule(ScheduleConfig(enabled=True, small_face_px=80), 0.4, 12.0)
     track = np.array([[900.0, 500.0, 960.0, 560.0]])
-    plan = schedule.plan(1080, 1920, track)
+    plan = schedule.plan(1080, 1920, Predictions.new(track))
     recorder = _Recorder()
     dets = schedule.detect(recorder, np.zeros((1080, 1920, 3), np.uint8), plan)
     assert sorted(recorder.sizes) == sorted([(192, 192), (360, 640), (352, 640)])  # a 60 px face: native window
@@ -146,7 +149,7 @@ def test_detect_runs_every_region_in_one_call_and_answers_in_frame_pixels() -> N
 
 def _windows(schedule: DetectionSchedule, boxes: list[list[float]]) -> list[Region]:
     """The window regions planned for ``boxes`` on a 1080p frame without the whole-frame pass or a tile."""
-    plan = schedule.plan(1080, 1920, np.array(boxes, np.float64))
+    plan = schedule.plan(1080, 1920, Predictions.new(np.array(boxes, np.float64)))
     return [r for r in plan.regions if (r.x1 - r.x0, r.y1 - r.y0) not in {(1920, 1080), (640, 352)}]
 
 
@@ -155,7 +158,7 @@ def test_small_faces_get_a_native_window_with_a_tiles_context_and_large_faces_th
     it at 0-0.5 where a native tile saw 0.92); a 120 px face: the usual 240 px window seen at 96 px."""
     cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=80)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
-    schedule.plan(1080, 1920, np.zeros((0, 4)))  # frame 0: the whole-frame pass
+    schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))  # frame 0: the whole-frame pass
     small, large = _windows(schedule, [[400, 300, 450, 360], [1000, 500, 1120, 620]])
     if small.out_w != 192:
         small, large = large, small
@@ -167,7 +170,7 @@ def test_small_faces_get_a_native_window_with_a_tiles_context_and_large_faces_th
 def test_a_small_face_inside_a_neighbours_native_window_shares_it_and_edges_shift_it_inside() -> None:
     cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=80)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
-    schedule.plan(1080, 1920, np.zeros((0, 4)))
+    schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
     # two 40 px faces 50 px apart share one window (each one's 80 px context lies inside it); a third far away,
     # at the frame's corner, gets its own, shifted to stay inside the frame
     windows = _windows(schedule, [[500, 500, 540, 540], [550, 500, 590, 540], [1900, 0, 1920, 30]])
@@ -176,7 +179,7 @@ def test_a_small_face_inside_a_neighbours_native_window_shares_it_and_edges_shif
     assert (corner.x1, corner.y0) == (1920, 0)
     # small_face_px 0: every face gets the window_px window, one each
     plain = DetectionSchedule(cfg.model_copy(update={"small_face_px": 0.0}), 0.4, 12.0)
-    plain.plan(1080, 1920, np.zeros((0, 4)))
+    plain.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
     assert [w.out_w for w in _windows(plain, [[500, 500, 540, 540], [550, 500, 590, 540]])] == [96, 96]
 
 
@@ -184,6 +187,39 @@ def test_no_native_windows_where_the_whole_frame_pass_is_native() -> None:
     """640x360: the whole-frame pass is native every few frames and sees a small face with all its context,
     so a 60 px face keeps the ordinary window (a 192 px one would cost 16% of the frame a face)."""
     schedule = DetectionSchedule(ScheduleConfig(enabled=True, small_face_px=80), 0.4, 12.0)
-    schedule.plan(360, 640, np.zeros((0, 4)))
-    plan = schedule.plan(360, 640, np.array([[300.0, 150.0, 345.0, 210.0]]))
+    schedule.plan(360, 640, Predictions.new(np.zeros((0, 4))))
+    plan = schedule.plan(360, 640, Predictions.new(np.array([[300.0, 150.0, 345.0, 210.0]])))
     assert [(r.x1 - r.x0, r.out_w) for r in plan.regions] == [(120, 96)]
+
+
+def _tracks(sides: Sequence[float], idle: Sequence[int], confirmed: Sequence[bool]) -> Predictions:
+    boxes = np.array([[100 + 300 * i, 500, 100 + 300 * i + s, 500 + s] for i, s in enumerate(sides)], np.float64)
+    n = len(sides)
+    return Predictions(boxes, np.arange(10, 10 + n), np.array(idle, np.int64), np.array(confirmed, bool))
+
+
+def test_a_steady_track_is_measured_every_other_frame_and_new_or_missed_ones_every_frame() -> None:
+    """window_stride 2: a confirmed track matched on the last frame skips its window and is reported as not
+    searched (the tracker then carries it); a tentative track, or one missed last frame, gets a window."""
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, window_stride=2)
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
+    schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))  # frame 0: the whole-frame pass
+    plan = schedule.plan(1080, 1920, _tracks([60, 60, 60, 60], [0, 1, 0, 3], [True, True, False, True]))
+    assert sorted(r.x0 for r in plan.regions) == [370, 670, 970]  # the windows of tracks 11, 12 and 13
+    assert plan.unsearched == {10}
+    every = DetectionSchedule(cfg.model_copy(update={"window_stride": 1}), 0.4, 12.0)
+    every.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
+    plan = every.plan(1080, 1920, _tracks([60, 60, 60, 60], [0, 1, 0, 3], [True, True, False, True]))
+    assert len(plan.regions) == 4 and plan.unsearched == frozenset()
+
+
+def test_the_whole_frame_pass_searches_the_faces_it_sees_and_windows_over_the_cap_are_not_searched() -> None:
+    cfg = ScheduleConfig(enabled=True, interval=3, tile_stride=1000, max_windows=1, window_stride=2)
+    schedule = DetectionSchedule(cfg, 0.4, 12.0)
+    # frame 0 has the whole-frame pass (1/3 scale): the 200 px face is seen there, the 60 px ones are not
+    plan = schedule.plan(1080, 1920, _tracks([200, 60, 60], [1, 1, 0], [True, True, True]))
+    assert plan.full and [r.x0 for r in plan.regions if r.out_w == 96] == [370]  # track 11's window
+    assert plan.unsearched == {12}  # 10 is seen by the whole-frame pass; 12 waits (matched last frame)
+    plan = schedule.plan(1080, 1920, _tracks([200, 60, 60], [1, 1, 1], [True, True, True]))
+    windows = [r for r in plan.regions if r.out_w == 96]
+    assert not plan.full and len(windows) == 1 and len(plan.unsearched) == 2  # the cap: one of three

@@ -242,6 +242,43 @@ def test_low_score_detection_does_not_revive_a_lost_track() -> None:
     assert ids(tracker.update(dets(face(100, 100, 50, 0.9)), 0.16)) == [1]
 
 
+def test_predict_reports_each_track_s_key_idle_frames_and_state() -> None:
+    tracker = FaceTracker(TrackerConfig(min_hits=2, max_lost_s=1.0))
+    tracker.update(dets(face(100, 100, 50)), 0.0)
+    tracker.update(dets(face(100, 100, 50), face(400, 100, 50)), 0.04)  # the first is confirmed, a second starts
+    tracker.update(dets(face(400, 100, 50)), 0.08)  # the first misses a frame, the second is confirmed
+    p = tracker.predict(0.12)
+    assert p.boxes.shape == (2, 4) and p.keys.tolist() == [0, 1]
+    assert p.idle.tolist() == [1, 0] and p.confirmed.tolist() == [True, True]
+    assert tracker.predict(0.12).keys.tolist() == [0, 1]  # looking changes nothing
+
+
+def test_a_track_not_searched_is_carried_unchanged_instead_of_lost() -> None:
+    """The schedule skips a steady track's window on every other frame: that frame is no miss, so the track
+    stays confirmed and an unsure detection on the next frame still extends it (a lost one may not: above)."""
+    tracker = FaceTracker(TrackerConfig(max_lost_s=1.0))
+    tracker.update(dets(face(100, 100, 50)), 0.0)
+    tracker.update(dets(face(100, 100, 50)), 0.04)
+    key = int(tracker.predict(0.08).keys[0])
+    assert tracker.update(Detections.empty(), 0.08, unsearched={key}) == TrackerOutput((), (), ())
+    assert tracker.predict(0.12).idle.tolist() == [1]
+    assert ids(tracker.update(dets(face(100, 100, 50, 0.4)), 0.12)) == [1]
+    # a tentative track that is not looked for waits too, where a searched miss drops it
+    tracker.update(dets(face(400, 100, 50)), 0.16)
+    new = int(tracker.predict(0.2).keys[-1])
+    tracker.update(dets(face(100, 100, 50)), 0.2, unsearched={new})
+    assert tracker.update(dets(face(100, 100, 50), face(400, 100, 50)), 0.24).started == (2,)
+
+
+def test_max_lost_ends_a_track_even_when_it_was_not_searched() -> None:
+    tracker = FaceTracker(TrackerConfig(max_lost_s=0.2))
+    tracker.update(dets(face(100, 100, 50)), 0.0)
+    tracker.update(dets(face(100, 100, 50)), 0.04)
+    key = int(tracker.predict(0.08).keys[0])
+    ended = [tracker.update(Detections.empty(), i / FPS, unsearched={key}).ended for i in range(2, 9)]
+    assert ended == [(), (), (), (), (), (1,), ()]
+
+
 def test_time_going_backwards_ends_tracks() -> None:
     tracker = FaceTracker(TrackerConfig())
     tracker.update(dets(face(100, 100, 50)), 5.0)
