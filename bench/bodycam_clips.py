@@ -114,6 +114,9 @@ class TrackLog:
     the best quality among the chips the product's best-shot selector chose (the chips it would embed)."""
 
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
+    # frame index -> predicted box, on frames where the mode did not look for this live track (the schedule
+    # measures a steady face every other frame): the track is there, carried by its prediction
+    carried: dict[int, np.ndarray] = field(default_factory=dict)
     best_quality: float = 0.0
     best_chosen: float = 0.0
     best_face_px: float = 0.0
@@ -149,7 +152,13 @@ def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = 
     for index, (pts, image) in enumerate(read_frames(path)):
         t0 = time.perf_counter()
         dets, unsearched = detect(image, tracker, pts)
+        expected = tracker.predict(pts) if unsearched else None
         out = tracker.update(dets, pts, unsearched)
+        if expected is not None:
+            matched = {a.track_id for a in out.active} | set(out.ended)
+            for key, track_id, box in zip(expected.keys, expected.ids, expected.boxes, strict=True):
+                if track_id and key in unsearched and track_id not in matched:
+                    tracks.setdefault(int(track_id), TrackLog()).carried[index] = box.copy()
         for tracked in out.active:
             i = tracked.det_index
             chip = align(image, dets.landmarks[i], DLIB_150)
@@ -218,8 +227,10 @@ def compare(
     ref: ModeRun, fast: ModeRun, gated: bool, min_frames: int = 5, iou: float = 0.5, cover: float = 0.5
 ) -> Comparison:
     """A reference track is found when one fast track overlaps it (box IoU >= ``iou``) on at least ``cover`` of
-    the reference track's frames (``gated``: only reference tracks with a face that passed the quality gate,
-    i.e. that could have been embedded, count); its best shot is kept when the fast track's best quality is >= 90%
+    the reference track's frames; on a frame where the fast mode did not look for its track (the schedule
+    measures a steady face every other frame by design), with the box the track was carried at. ``gated``: only
+    reference tracks with a face that passed the quality gate, i.e. that could have been embedded, count. Its
+    best shot is kept when the fast track's best quality is >= 90%
     of the reference's: over all frames (``quality_ok``), and among the chips each mode's best-shot selector
     chose, the ones the product would embed (``chosen_ok``)."""
     long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
@@ -228,11 +239,12 @@ def compare(
     for track in long_tracks:
         best_cover, best_q, best_chosen = 0.0, 0.0, 0.0
         for other in fast.tracks.values():
-            common = sorted(set(track.boxes) & set(other.boxes))
+            present = {**other.carried, **other.boxes}
+            common = sorted(set(track.boxes) & set(present))
             if not common:
                 continue
             a = np.array([track.boxes[i] for i in common])
-            b = np.array([other.boxes[i] for i in common])
+            b = np.array([present[i] for i in common])
             hits = int((np.diag(iou_matrix(a, b)) >= iou).sum())
             share = hits / len(track.boxes)
             if share > best_cover:

@@ -83,19 +83,24 @@ class Predictions:
       confirmed; not the track id operators see): pass the keys of tracks not searched to
       :meth:`FaceTracker.update`;
     - ``idle``: (N,) int64, updates since a detection last matched the track (0: matched on the last one);
-    - ``confirmed``: (N,) bool, the track is confirmed (tracked or lost), not tentative.
+    - ``ids``: (N,) int64, the track id, 0 while the track is tentative (not yet confirmed).
     """
 
     boxes: NDArray[np.float64]
     keys: NDArray[np.int64]
     idle: NDArray[np.int64]
-    confirmed: NDArray[np.bool_]
+    ids: NDArray[np.int64]
+
+    @property
+    def confirmed(self) -> NDArray[np.bool_]:
+        """(N,) bool: the track is confirmed (tracked or lost), not tentative."""
+        return self.ids > 0
 
     @classmethod
     def new(cls, boxes: NDArray[np.floating]) -> Predictions:
         """Tracks at ``boxes`` that are all new: tentative, just matched, keys 0..N-1 (tests, offline tools)."""
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
-        return cls(b, np.arange(len(b), dtype=np.int64), np.zeros(len(b), np.int64), np.zeros(len(b), bool))
+        return cls(b, np.arange(len(b), dtype=np.int64), np.zeros(len(b), np.int64), np.zeros(len(b), np.int64))
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,7 @@ class FaceTracker:
             boxes=np.array([_cxcywh_to_xyxy(kf_predict_mean(t.mean, dt)) for t in tracks], np.float64).reshape(-1, 4),
             keys=np.array([t.key for t in tracks], np.int64),
             idle=np.array([t.idle for t in tracks], np.int64),
-            confirmed=np.array([t.state is not TrackState.TENTATIVE for t in tracks], bool),
+            ids=np.array([t.track_id for t in tracks], np.int64),
         )
 
     def update(self, detections: Detections, t_s: float, unsearched: Collection[int] = frozenset()) -> TrackerOutput:

@@ -195,7 +195,8 @@ def test_no_native_windows_where_the_whole_frame_pass_is_native() -> None:
 def _tracks(sides: Sequence[float], idle: Sequence[int], confirmed: Sequence[bool]) -> Predictions:
     boxes = np.array([[100 + 300 * i, 500, 100 + 300 * i + s, 500 + s] for i, s in enumerate(sides)], np.float64)
     n = len(sides)
-    return Predictions(boxes, np.arange(10, 10 + n), np.array(idle, np.int64), np.array(confirmed, bool))
+    ids = np.where(confirmed, np.arange(1, n + 1), 0)
+    return Predictions(boxes, np.arange(10, 10 + n), np.array(idle, np.int64), ids)
 
 
 def test_a_steady_track_is_measured_every_other_frame_and_new_or_missed_ones_every_frame() -> None:

@@ -249,7 +249,7 @@ def test_predict_reports_each_track_s_key_idle_frames_and_state() -> None:
     tracker.update(dets(face(400, 100, 50)), 0.08)  # the first misses a frame, the second is confirmed
     p = tracker.predict(0.12)
     assert p.boxes.shape == (2, 4) and p.keys.tolist() == [0, 1]
-    assert p.idle.tolist() == [1, 0] and p.confirmed.tolist() == [True, True]
+    assert p.idle.tolist() == [1, 0] and p.ids.tolist() == [1, 2] and p.confirmed.tolist() == [True, True]
     assert tracker.predict(0.12).keys.tolist() == [0, 1]  # looking changes nothing
 
 
