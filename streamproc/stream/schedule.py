@@ -8,8 +8,9 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
   a face under ``small_face_px`` gets a native window of ``small_window_px`` instead (the face keeps its pixels
   and the network sees a tile's surroundings), where the whole-frame pass is downscaled. A confirmed track
   that was matched on the last frame skips a window (``window_stride`` 2): the prediction carries it over one
-  frame, and the tracker is told it was not looked for, so it is not counted as a miss. That halves the windows,
-  most of a 640x360 frame's cost, without losing tracks or best shots (bench/RESULTS.md, issue 13 run 13);
+  frame, and the tracker is told it was not looked for, so it is not counted as a miss. That cuts the windows
+  by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same tracks are found (bench/RESULTS.md,
+  issue 13 run 13);
 - a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
