@@ -36,7 +36,7 @@ from streamproc.vision.align import DLIB_150, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
 from streamproc.vision.regions import Region, detect_regions, whole_frame
-from streamproc.vision.track import FaceTracker, iou_matrix
+from streamproc.vision.track import FaceTracker, Predictions, iou_matrix
 
 SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
 CROWD_FRAMES = 275
@@ -130,9 +130,9 @@ class ModeRun:
     seconds: float  # detection + tracking + quality, the whole loop
 
 
-# A mode's detection on one frame: its detections and the keys of the tracks it did not look for.
-Detect = Callable[[ImageBGR, FaceTracker, float], tuple[Detections, frozenset[int]]]
-"""One frame's detections, given the tracker (for the schedule's windows) and the media time."""
+Detect = Callable[[ImageBGR, Predictions], tuple[Detections, frozenset[int]]]
+"""A mode's detection on one frame, given where the tracks are expected (for the schedule's windows): its
+detections, and the keys of the tracks it did not look for."""
 
 
 def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = None) -> ModeRun:
@@ -151,10 +151,10 @@ def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = 
 
     for index, (pts, image) in enumerate(read_frames(path)):
         t0 = time.perf_counter()
-        dets, unsearched = detect(image, tracker, pts)
-        expected = tracker.predict(pts) if unsearched else None
+        expected = tracker.predict(pts)
+        dets, unsearched = detect(image, expected)
         out = tracker.update(dets, pts, unsearched)
-        if expected is not None:
+        if unsearched:
             matched = {a.track_id for a in out.active} | set(out.ended)
             for key, track_id, box in zip(expected.keys, expected.ids, expected.boxes, strict=True):
                 if track_id and key in unsearched and track_id not in matched:
@@ -186,7 +186,7 @@ def every_frame(detector: FaceDetector, nms_iou: float, min_face_px: float, also
     merge is the product's own (:func:`~streamproc.vision.regions.merge`: NMS, size floor, a box mostly inside
     a much larger one is one face), so the reference is what the product's slow mode would produce."""
 
-    def detect(image: ImageBGR, _tracker: FaceTracker, _pts: float) -> tuple[Detections, frozenset[int]]:
+    def detect(image: ImageBGR, _tracks: Predictions) -> tuple[Detections, frozenset[int]]:
         h, w = image.shape[:2]
         regions = [whole_frame(h, w, None)] + ([whole_frame(h, w, also_side)] if also_side else [])
         return detect_regions(detector, image, regions, nms_iou, min_face_px), frozenset()
@@ -202,8 +202,8 @@ def scheduled(
     schedule = DetectionSchedule(config, nms_iou, min_face_px)
     schedule.pin_level(level)
 
-    def detect(image: ImageBGR, tracker: FaceTracker, pts: float) -> tuple[Detections, frozenset[int]]:
-        plan = schedule.plan(image.shape[0], image.shape[1], tracker.predict(pts))
+    def detect(image: ImageBGR, tracks: Predictions) -> tuple[Detections, frozenset[int]]:
+        plan = schedule.plan(image.shape[0], image.shape[1], tracks)
         return schedule.detect(detector, image, plan), plan.unsearched
 
     return detect

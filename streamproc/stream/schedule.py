@@ -154,7 +154,7 @@ class DetectionSchedule:
         due = ~seen & (~tracks.confirmed | (tracks.idle >= cfg.window_stride - 1))
         wanted = np.flatnonzero(due)
         regions, windowed = self._windows(boxes[wanted], sides[wanted], height, width, cap)
-        searched = seen.copy()
+        searched = seen  # a fresh array: the faces the whole-frame pass sees, plus those given a window
         searched[wanted[windowed]] = True
         if full:
             regions.append(self._full)
