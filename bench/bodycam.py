@@ -172,7 +172,15 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
             continue
         ref = run_mode(path, every_frame(detector, det.nms_iou, det.min_face_px))
         fast = run_mode(
-            path, scheduled(fast_detector, fast_det.schedule, fast_det.nms_iou, fast_det.min_face_px), product.tracker
+            path,
+            scheduled(
+                fast_detector,
+                fast_det.schedule,
+                fast_det.nms_iou,
+                fast_det.min_face_px,
+                product.quality.min_face_px,
+            ),
+            product.tracker,
         )
         c = compare(ref, fast, gated=True)
         print(

@@ -195,11 +195,17 @@ def every_frame(detector: FaceDetector, nms_iou: float, min_face_px: float, also
 
 
 def scheduled(
-    detector: FaceDetector, config: ScheduleConfig, nms_iou: float, min_face_px: float, level: int = 0
+    detector: FaceDetector,
+    config: ScheduleConfig,
+    nms_iou: float,
+    min_face_px: float,
+    gate_face_px: float,
+    level: int = 0,
 ) -> Detect:
     """The schedule with its load controller pinned at ``level`` (0: the configured interval and stride), so
-    the offline comparison is deterministic; the live run reports the level it settled at."""
-    schedule = DetectionSchedule(config, nms_iou, min_face_px)
+    the offline comparison is deterministic; the live run reports the level it settled at. ``gate_face_px``:
+    the quality gate's smallest face, as the stream front passes it."""
+    schedule = DetectionSchedule(config, nms_iou, min_face_px, gate_face_px)
     schedule.pin_level(level)
 
     def detect(image: ImageBGR, tracks: Predictions) -> tuple[Detections, frozenset[int]]:

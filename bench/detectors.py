@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from bodycam_clips import ModeRun, TrackLog, compare, every_frame, prepare, read_frames, run_mode, scheduled
 
-from streamproc.config_recognition import RecognitionConfig, ScheduleConfig
+from streamproc.config_recognition import QualityConfig, RecognitionConfig, ScheduleConfig
 from streamproc.protocols import FaceDetector
 from streamproc.runtime.build import build_detector
 from streamproc.sysinfo import machine_description
@@ -148,7 +148,7 @@ def main() -> None:
             runs = {
                 name: run_mode(
                     clips[name],
-                    scheduled(detector, schedule, iou, min_px)
+                    scheduled(detector, schedule, iou, min_px, QualityConfig().min_face_px)
                     if mode == "sched"
                     else every_frame(detector, iou, min_px),
                 )

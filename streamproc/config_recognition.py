@@ -64,6 +64,14 @@ class ScheduleConfig(StrictConfig):
         "every frame at detector.max_side.",
     )
     full_side: int = Field(640, ge=64, le=8192, description="Longer side of the downscaled whole-frame pass.")
+    full_face_px: float = Field(
+        24.0,
+        ge=0.0,
+        le=1024.0,
+        description="Downscale the whole-frame pass further while a face of quality.min_face_px still spans this "
+        "many network pixels (RetinaFace finds 96% of faces from 24 px up); no native tiles where it does. "
+        "0: only full_side bounds it.",
+    )
     interval: int = Field(3, ge=1, le=100, description="Whole-frame pass every this many frames (at least).")
     max_interval: int = Field(8, ge=1, le=100, description="Longest interval the load controller may stretch to.")
     window_px: int = Field(96, ge=32, le=1024, description="Network size of the window around each live track.")

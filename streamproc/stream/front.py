@@ -94,7 +94,11 @@ class StreamFront:
         self._gate = QualityGate(config.quality)
         self._tracker = FaceTracker(config.tracker)
         det = config.detector
-        self._schedule = DetectionSchedule(det.schedule, det.nms_iou, det.min_face_px) if det.schedule.enabled else None
+        self._schedule = (
+            DetectionSchedule(det.schedule, det.nms_iou, det.min_face_px, config.quality.min_face_px)
+            if det.schedule.enabled
+            else None
+        )
         self._max_side = det.max_side
         self._backlog: Callable[[], float | None] = lambda: None
         self._shots: BestShotSelector[_Pending] = BestShotSelector(config.best_shot)

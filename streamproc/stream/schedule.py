@@ -11,9 +11,14 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
   frame, and the tracker is told it was not looked for, so it is not counted as a miss. That cuts the windows
   by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same tracks are found (bench/RESULTS.md,
   issue 13 run 13);
-- a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
+- a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces. It is
+  downscaled further where that still shows a face of the quality gate's smallest size (the smallest face the
+  stream ever embeds) at ``full_face_px``: RetinaFace finds 96% of faces at 24-31 network px, 97-98% at 32-63
+  px, but 82% at 20-23 px and 62% at 16-19 px (bench/face_sizes.py). A 640x360 stream's pass then runs at 384x216, half the
+  network time, where it used to be native;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
+  Where the pass already shows a gate-size face at ``full_face_px`` there is nothing for them to add: no tiles.
 
 It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
 with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
@@ -80,10 +85,13 @@ _WINDOW_HALVINGS = 3
 class DetectionSchedule:
     """Plans and runs a stream's detection frame by frame; see the module docstring. One per stream."""
 
-    def __init__(self, config: ScheduleConfig, nms_iou: float, min_face_px: float) -> None:
+    def __init__(self, config: ScheduleConfig, nms_iou: float, min_face_px: float, gate_face_px: float = 0.0) -> None:
+        """``min_face_px``: the detector's floor (frame pixels); ``gate_face_px``: the quality gate's smallest face
+        (shorter side, frame pixels; 0: unknown, the whole-frame pass is then only bounded by ``full_side``)."""
         self._config = config
         self._nms_iou = nms_iou
         self._min_face_px = min_face_px
+        self._gate_face_px = gate_face_px
         self._shape: tuple[int, int] | None = None
         self._full: Region | None = None
         self._tiles: list[Region] = []
@@ -100,11 +108,18 @@ class DetectionSchedule:
     def _layout(self, height: int, width: int) -> None:
         cfg = self._config
         self._shape = (height, width)
-        self._full = whole_frame(height, width, cfg.full_side)
+        longer = max(height, width)
+        side = min(cfg.full_side, longer)
+        bounded = cfg.full_face_px > 0 and self._gate_face_px > 0
+        if bounded:
+            side = min(side, math.ceil(longer * cfg.full_face_px / self._gate_face_px))
+        self._full = whole_frame(height, width, side)
         tile_h = max(32, round(cfg.tile_px * 9 / 16 / 32) * 32)
         tiles = tile_grid(height, width, cfg.tile_px, tile_h, cfg.tile_overlap_px)
-        # A native whole-frame pass already sees everything the tiles would: no tiles then.
-        self._tiles = [] if self._full.scale >= 1.0 else tiles
+        # Tiles find faces the pass shows too small to detect; where it shows every face the stream would embed
+        # (or is native) there are none to find.
+        sees_all = self._full.scale >= 1.0 or (bounded and self._full.scale * self._gate_face_px >= cfg.full_face_px)
+        self._tiles = [] if sees_all else tiles
 
     @property
     def state(self) -> ScheduleState:

@@ -42,9 +42,10 @@ def test_hamilton_events_are_unchanged_under_the_schedule(shared_dir: Path, enro
     for event in events:
         frame = round(event.frame_pts_s * windows["fps"])
         assert any(a - 1 <= frame <= b + 1 for a, b in windows["on_screen"][event.subject_id]), event.subject_id
-    # a 640x360 clip: the whole-frame pass is at native size, so there are no tiles; the interval is the
-    # configured 3 or what the load controller chose on this machine, within its limit
-    assert metric(scrape, "streamproc_detect_scale", "ham") == 1.0
+    # a 640x360 clip: the whole-frame pass shows a 40 px (gate-size) face at 24 px at 0.6x, so it runs at
+    # 384x216 with no tiles; the interval is the configured 3 or what the load controller chose on this
+    # machine, within its limit
+    assert metric(scrape, "streamproc_detect_scale", "ham") == pytest.approx(0.6)
     assert metric(scrape, "streamproc_detect_native_cycle_seconds", "ham") == 0.0
     assert 3 <= metric(scrape, "streamproc_detect_interval", "ham") <= 8
 

@@ -67,6 +67,24 @@ def test_a_small_frame_gets_no_tiles_when_the_whole_frame_pass_is_native() -> No
     assert plan.full and plan.tile is None and plan.regions[0].scale == 1.0
 
 
+def test_the_whole_frame_pass_shrinks_while_a_gate_size_face_keeps_full_face_px() -> None:
+    """With the quality gate at 40 px and full_face_px 24, a 640x360 stream's pass runs at 0.6x (384x216)
+    with no tiles; 720p and 1080p keep full_side's scale (a 40 px face is under 24 px there already) and their
+    native tiles; without the gate's size the pass stays bounded by full_side only."""
+    cfg = ScheduleConfig(enabled=True, full_face_px=24.0)
+    none = Predictions.new(np.zeros((0, 4)))
+    small = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0).plan(360, 640, none)
+    assert small.tile is None and [(r.out_w, r.out_h) for r in small.regions] == [(384, 216)]
+    for height, width in ((720, 1280), (1080, 1920)):
+        schedule = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
+        plan = schedule.plan(height, width, none)
+        assert plan.tile == 0 and schedule.state.full_scale == 640 / width
+    ungated = DetectionSchedule(cfg, 0.4, 12.0).plan(360, 640, none)
+    assert ungated.regions[0].scale == 1.0 and ungated.tile is None
+    off = DetectionSchedule(cfg.model_copy(update={"full_face_px": 0.0}), 0.4, 12.0, gate_face_px=40.0)
+    assert off.plan(360, 640, none).regions[0].scale == 1.0
+
+
 def test_the_controller_coarsens_under_load_and_recovers_with_slack() -> None:
     cfg = ScheduleConfig(enabled=True, interval=2, max_interval=4, tile_stride=1, max_tile_cycle_s=2.0)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
