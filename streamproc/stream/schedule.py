@@ -11,14 +11,16 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
   frame, and the tracker is told it was not looked for, so it is not counted as a miss. That cuts the windows
   by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same tracks are found (bench/RESULTS.md,
   issue 13 run 13);
-- a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces. It is
-  downscaled further where that still shows a face of the quality gate's smallest size (the smallest face the
-  stream ever embeds) at ``full_face_px``: RetinaFace finds 96% of faces at 24-31 network px, 97-98% at 32-63
-  px, but 82% at 20-23 px and 62% at 16-19 px (bench/face_sizes.py). A 640x360 stream's pass then runs at 384x216, half the
-  network time, where it used to be native;
+- a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
-  Where the pass already shows a gate-size face at ``full_face_px`` there is nothing for them to add: no tiles.
+
+A pass that shows a face of the quality gate's smallest size (the smallest face the stream ever embeds) at
+``full_face_px`` network pixels finds every face worth finding by itself: RetinaFace finds 96% of faces at 24-31
+network px, 97-98% at 32-63 px, but 82% at 20-23 px and 62% at 16-19 px (bench/face_sizes.py). Where such a
+pass costs no more network pixels a frame than the ``full_side`` pass and the tiles, it replaces both: 640x360
+runs a 384x216 pass (half the native one's time), 1280x720 a 768x432 pass and no tiles; 1920x1080 keeps the 640
+px pass and its tiles (a 1152x648 pass every 3rd frame would cost more).
 
 It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
 with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
@@ -82,6 +84,11 @@ _FULL_SEES_PX = 40.0  # a face at least this big in the whole-frame pass's pixel
 _WINDOW_HALVINGS = 3
 
 
+def _pixels(region: Region) -> int:
+    """Network pixels of a region: what a detector call on it costs, roughly."""
+    return region.out_w * region.out_h
+
+
 class DetectionSchedule:
     """Plans and runs a stream's detection frame by frame; see the module docstring. One per stream."""
 
@@ -106,20 +113,24 @@ class DetectionSchedule:
 
     # ------------------------------------------------------------------------------------------ planning
     def _layout(self, height: int, width: int) -> None:
+        """The whole-frame pass and the tiles for frames of (height, width); see the module docstring."""
         cfg = self._config
         self._shape = (height, width)
-        longer = max(height, width)
-        side = min(cfg.full_side, longer)
-        bounded = cfg.full_face_px > 0 and self._gate_face_px > 0
-        if bounded:
-            side = min(side, math.ceil(longer * cfg.full_face_px / self._gate_face_px))
-        self._full = whole_frame(height, width, side)
+        self._full = whole_frame(height, width, cfg.full_side)
         tile_h = max(32, round(cfg.tile_px * 9 / 16 / 32) * 32)
-        tiles = tile_grid(height, width, cfg.tile_px, tile_h, cfg.tile_overlap_px)
-        # Tiles find faces the pass shows too small to detect; where it shows every face the stream would embed
-        # (or is native) there are none to find.
-        sees_all = self._full.scale >= 1.0 or (bounded and self._full.scale * self._gate_face_px >= cfg.full_face_px)
-        self._tiles = [] if sees_all else tiles
+        # A native pass already sees everything the tiles would: no tiles then.
+        self._tiles = (
+            [] if self._full.scale >= 1.0 else tile_grid(height, width, cfg.tile_px, tile_h, cfg.tile_overlap_px)
+        )
+        if cfg.full_face_px <= 0 or self._gate_face_px <= 0:
+            return
+        # The pass that shows the smallest face the stream embeds at full_face_px finds every face worth finding
+        # on its own. Use it where it costs no more network pixels a frame than full_side's pass and the tiles.
+        longer = max(height, width)
+        gate = whole_frame(height, width, math.ceil(longer * cfg.full_face_px / self._gate_face_px))
+        tiles_cost = _pixels(self._tiles[0]) / cfg.tile_stride if self._tiles else 0.0
+        if _pixels(gate) / cfg.interval <= _pixels(self._full) / cfg.interval + tiles_cost:
+            self._full, self._tiles = gate, []
 
     @property
     def state(self) -> ScheduleState:

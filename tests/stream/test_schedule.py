@@ -67,20 +67,25 @@ def test_a_small_frame_gets_no_tiles_when_the_whole_frame_pass_is_native() -> No
     assert plan.full and plan.tile is None and plan.regions[0].scale == 1.0
 
 
-def test_the_whole_frame_pass_shrinks_while_a_gate_size_face_keeps_full_face_px() -> None:
-    """With the quality gate at 40 px and full_face_px 24, a 640x360 stream's pass runs at 0.6x (384x216)
-    with no tiles; 720p and 1080p keep full_side's scale (a 40 px face is under 24 px there already) and their
-    native tiles; without the gate's size the pass stays bounded by full_side only."""
-    cfg = ScheduleConfig(enabled=True, full_face_px=24.0)
+def test_a_pass_showing_gate_size_faces_at_full_face_px_replaces_the_pass_and_tiles_where_it_costs_less() -> None:
+    """Quality gate 40 px, full_face_px 24: a pass at 0.6x finds every face the stream would embed. 640x360 runs
+    it at 384x216 (cheaper than native); 1280x720 at 768x432 with no tiles (110,592 network px a frame against
+    76,800 + 112,640 for the 640 px pass and a tile every other frame); 1920x1080 keeps the 640 px pass and its
+    native tiles (a 1152x648 pass every 3rd frame would cost 248,832). Without the gate's size, or with
+    full_face_px 0, full_side alone decides."""
+    cfg = ScheduleConfig(enabled=True, full_face_px=24.0, full_side=640, interval=3, tile_stride=2)
     none = Predictions.new(np.zeros((0, 4)))
-    small = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0).plan(360, 640, none)
-    assert small.tile is None and [(r.out_w, r.out_h) for r in small.regions] == [(384, 216)]
-    for height, width in ((720, 1280), (1080, 1920)):
+    for (height, width), network, tiles in (
+        ((360, 640), (384, 216), False),
+        ((720, 1280), (768, 432), False),
+        ((1080, 1920), (640, 360), True),
+    ):
         schedule = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
         plan = schedule.plan(height, width, none)
-        assert plan.tile == 0 and schedule.state.full_scale == 640 / width
-    ungated = DetectionSchedule(cfg, 0.4, 12.0).plan(360, 640, none)
-    assert ungated.regions[0].scale == 1.0 and ungated.tile is None
+        assert plan.full and (plan.regions[0].out_w, plan.regions[0].out_h) == network
+        assert (plan.tile == 0) is tiles
+    ungated = DetectionSchedule(cfg, 0.4, 12.0).plan(720, 1280, none)
+    assert ungated.regions[0].out_w == 640 and ungated.tile == 0
     off = DetectionSchedule(cfg.model_copy(update={"full_face_px": 0.0}), 0.4, 12.0, gate_face_px=40.0)
     assert off.plan(360, 640, none).regions[0].scale == 1.0
 
