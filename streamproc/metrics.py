@@ -137,7 +137,8 @@ class PipelineMetrics:
         )
         self.detect_native_cycle = gauge(
             "detect_native_cycle_seconds",
-            "Detection schedule: time for the native-size tiles to cover the whole frame once (0: no tiles).",
+            "Detection schedule: time for the native-size tiles to cover the whole frame once (0: no tiles, the "
+            "whole-frame pass alone shows every face the quality gate could pass).",
         )
         self.detect_scale = gauge(
             "detect_scale", "Detection schedule: effective resolution of the whole-frame pass (1 = native size)."
