@@ -35,7 +35,7 @@ from streamproc.types import Detections, ImageBGR
 from streamproc.vision.align import DLIB_150, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
-from streamproc.vision.regions import Region, detect_regions, whole_frame
+from streamproc.vision.regions import Region, detect_regions, drop_straddling, whole_frame
 from streamproc.vision.track import FaceTracker, Predictions, iou_matrix
 
 SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
@@ -153,6 +153,7 @@ def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = 
         t0 = time.perf_counter()
         expected = tracker.predict(pts)
         dets, unsearched = detect(image, expected)
+        dets = drop_straddling(dets)  # as the stream front does
         out = tracker.update(dets, pts, unsearched)
         if unsearched:
             matched = {a.track_id for a in out.active} | set(out.ended)

@@ -31,6 +31,7 @@ from streamproc.types import SOURCE_STATES, Detections, Frame, SourceState
 from streamproc.vision.align import ChipTemplate, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
+from streamproc.vision.regions import drop_straddling
 from streamproc.vision.track import FaceTracker
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ class StreamFront:
         series: StreamSeries,
         unsearched: frozenset[int] = frozenset(),
     ) -> None:
+        dets = drop_straddling(dets)  # a box between two faces is no one's face (vision/regions.py)
         t1 = time.perf_counter()
         out = self._tracker.update(dets, frame.pts_s, unsearched)
         t2 = time.perf_counter()

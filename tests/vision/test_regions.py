@@ -17,6 +17,7 @@ from streamproc.vision.regions import (
     Region,
     detect_regions,
     drop_contained,
+    drop_straddling,
     merge,
     shrink,
     tile_grid,
@@ -119,6 +120,18 @@ def test_neighbouring_faces_of_similar_size_both_stay() -> None:
     assert len(merge([_dets([a, b], [0.99, 0.91])], iou=0.4)) == 2
     # the same overlap with a much larger outer box, but only 45% inside: still two
     assert len(drop_contained(_dets([[0, 0, 100, 100], [55, 0, 135, 80]], [0.9, 0.8]))) == 2
+
+
+def test_a_box_between_two_faces_goes_and_the_faces_stay() -> None:
+    """Hamilton clip, frame 250 at native size: two people side by side (0.94, 0.99) and a box made of half of
+    each (0.81, above the quality gate's 0.8), covered 29% and 49% by them: the box goes. A middle face that
+    outscores its neighbours, or that each neighbour covers by under a fifth, stays."""
+    left, right, between = [322, 31, 396, 143], [393, 85, 459, 187], [365, 63, 436, 182]
+    out = drop_straddling(_dets([left, right, between], [0.94, 0.99, 0.81]))
+    assert sorted(out.boxes.tolist()) == sorted([left, right])
+    assert len(drop_straddling(_dets([left, right, between], [0.94, 0.80, 0.95]))) == 3
+    row = [[0, 0, 100, 100], [90, 0, 190, 100], [180, 0, 280, 100]]  # 10% overlaps: three faces in a row
+    assert len(drop_straddling(_dets(row, [0.9, 0.8, 0.9]))) == 3
 
 
 @pytest.mark.shared
