@@ -242,6 +242,13 @@ class QualityConfig(StrictConfig):
         0.6, gt=0.0, description="Nose offset from the eye midline over inter-ocular distance (0 = frontal)."
     )
     max_roll_deg: float = Field(45.0, gt=0.0, le=180.0, description="Eye-line tilt in degrees.")
+    min_eye_span: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Inter-ocular distance over eye-to-mouth height, as a share of a frontal face's (about "
+        "cos yaw; 0.5 ~ 60 degrees): rejects full profiles, where the nose offset is unreliable. 0: off.",
+    )
     min_detector_score: float = Field(0.8, ge=0.0, le=1.0, description="Detector confidence.")
 
 

@@ -5,7 +5,9 @@ Each component is cheap and explainable, so a refusal names its reason:
 - ``blurry``: variance of the Laplacian of the grey chip, resized to 112 px so the measure does not depend
   on the embedder's chip size (motion blur on body cameras is the common failure);
 - ``off_pose``: |yaw| proxy = horizontal offset of the nose from the eye midpoint, over the inter-ocular
-  distance (0 frontal, ~0.5 at roughly 45 degrees), or a roll beyond ``max_roll_deg``;
+  distance (0 frontal, ~0.5 at roughly 45 degrees), or a roll beyond ``max_roll_deg``, or an eye line
+  foreshortened below ``min_eye_span`` (:func:`eye_span`: a full profile, whose eye landmarks collapse onto
+  each other, so the nose proxy reads anything);
 - ``low_detector_score``: the detector itself is unsure this is a face.
 The score in [0, 1] ranks best shots: it rises with size and sharpness and falls with pose.
 """
@@ -20,8 +22,19 @@ from numpy.typing import NDArray
 
 from streamproc.config_recognition import QualityConfig
 from streamproc.types import ChipRGB, Quality
+from streamproc.vision.align import ARCFACE_112
 
 SHARPNESS_SIZE = 112
+
+
+def _span(landmarks: NDArray[np.float32]) -> float:
+    """Inter-ocular distance over the distance from the eye midpoint to the mouth midpoint (five landmarks)."""
+    eyes, mouth = landmarks[0:2], landmarks[3:5]
+    height = float(np.hypot(*(mouth.mean(axis=0) - eyes.mean(axis=0))))
+    return float(np.hypot(*(eyes[1] - eyes[0]))) / height if height > 1e-6 else 0.0
+
+
+FRONTAL_SPAN = _span(ARCFACE_112.array())  # 0.865: a frontal face's eye line over its eye-to-mouth height
 
 
 def sharpness(chip: ChipRGB) -> float:
@@ -46,6 +59,18 @@ def pose(landmarks: NDArray[np.float32]) -> tuple[float, float]:
     return yaw, roll
 
 
+def eye_span(landmarks: NDArray[np.float32]) -> float:
+    """How much of a frontal face's eye line the five landmarks (5, 2) show: the inter-ocular distance over the
+    eye-to-mouth height, divided by a frontal face's (the ArcFace template's). About cos(yaw): 1 frontal, 0.5
+    at ~60 degrees, near 0 in full profile; roll does not change it and pitch only raises it.
+
+    Why beside the nose proxy: in full profile RetinaFace puts both eyes on the visible one, the inter-ocular
+    distance collapses, and the proxy divides by it, so it reads anything (|yaw| 0.1-0.55 on profiles in the
+    Hamilton and crowd clips, which passed the gate with quality scores up to 0.52). The eye span read 0.06-0.44
+    there, and at least 0.65 on every face that passes the gate among 2,500 LFW and 2,500 UTKFace stills."""
+    return _span(landmarks) / FRONTAL_SPAN
+
+
 class QualityGate:
     """Scores faces and names the gates they fail."""
 
@@ -68,7 +93,7 @@ class QualityGate:
             reasons.append("too_small")
         if sharp < cfg.min_sharpness:
             reasons.append("blurry")
-        if abs(yaw) > cfg.max_yaw or abs(roll) > cfg.max_roll_deg:
+        if abs(yaw) > cfg.max_yaw or abs(roll) > cfg.max_roll_deg or eye_span(landmarks) < cfg.min_eye_span:
             reasons.append("off_pose")
         if detector_score < cfg.min_detector_score:
             reasons.append("low_detector_score")
