@@ -86,12 +86,13 @@ class ScheduleConfig(StrictConfig):
         "this one (1: a window every frame); new tracks get one every frame until confirmed.",
     )
     small_face_px: float = Field(
-        0.0,
+        80.0,
         ge=0.0,
         le=1024.0,
-        description="Tracks whose face (longer side, frame pixels) is below this get a native-size window of "
-        "small_window_px instead of the window_px one (0: none; 80 finds small crowd faces better but adds "
-        "latency, bench/RESULTS.md issue 13 run 6).",
+        description="Tracks whose face (longer side, frame pixels) is below this, and whose shorter side is at "
+        "least 3/4 of quality.min_face_px, get a native-size window of small_window_px instead of the "
+        "window_px one, in layouts with native tiles (1080p and up): a soft small face the downscaled window "
+        "misses stays tracked between tile visits (0: none).",
     )
     small_window_px: int = Field(
         192, ge=32, le=1024, description="Side of the native-size window around a small face (frame pixels)."

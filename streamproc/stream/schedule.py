@@ -6,7 +6,8 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
 - **windows** around live tracks' Kalman-predicted boxes, at native resolution and resized to
   ``window_px`` (batched: one network call for all of them), so known faces keep being measured precisely;
   a face under ``small_face_px`` gets a native window of ``small_window_px`` instead (the face keeps its pixels
-  and the network sees a tile's surroundings), where the whole-frame pass is downscaled. A confirmed track
+  and the network sees a tile's surroundings), where the layout has tiles and the face is near the quality
+  gate's size. A confirmed track
   that was matched on the last frame skips a window (``window_stride`` 2): the prediction carries it over one
   frame, and the tracker is told it was not looked for, so it is not counted as a miss. That cuts the windows
   by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same tracks are found (bench/RESULTS.md,
@@ -24,10 +25,10 @@ px pass and its tiles (a 1152x648 pass every 3rd frame would cost more).
 
 It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
 with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
-it first lengthens the interval (up to ``max_interval``), then the tile stride (up to ``max_tile_cycle_s``),
-then halves the window cap (tracks take turns); with slack again, it steps back, never below the configured
-interval, stride and cap. The current interval and
-the native-coverage cycle are exported as metrics so an operator sees what load costs.
+it first gives small faces the ordinary window instead of the native one, then lengthens the interval (up to
+``max_interval``), then the tile stride (up to ``max_tile_cycle_s``), then halves the window cap (tracks take
+turns); with slack again, it steps back, never below the configured interval, stride and cap. The current
+interval and the native-coverage cycle are exported as metrics so an operator sees what load costs.
 """
 
 from __future__ import annotations
@@ -66,15 +67,18 @@ class Plan:
 @dataclass(frozen=True)
 class ScheduleState:
     """What the controller chose: whole-frame interval (frames), tile stride (frames), native-coverage cycle (s),
-    the whole-frame pass's scale (network pixels per frame pixel, 1 = native) and the window cap."""
+    the whole-frame pass's scale (network pixels per frame pixel, 1 = native), the window cap and whether small
+    faces get native windows."""
 
     interval: int
     tile_stride: int
     native_cycle_s: float
     full_scale: float
     window_cap: int  # windows a frame at most (max_windows, halved under the heaviest load)
+    native_windows: bool = False  # small faces get native windows (small_face_px; the first thing load takes)
 
 
+_NATIVE_GATE_SHARE = 0.75  # a small face gets a native window from this share of the gate's face size up
 _EWMA = 0.1  # weight of the newest frame in the load average (~10-frame memory)
 _SLACK = 0.6  # refine only when load is below budget x this
 _HOLD_FRAMES = 15  # frames between two controller moves (let the average settle)
@@ -134,21 +138,30 @@ class DetectionSchedule:
 
     @property
     def state(self) -> ScheduleState:
-        interval, stride, cap = self._levels()
+        interval, stride, cap, native = self._levels()
         period = self._period or 0.0
         cycle = len(self._tiles) * stride * period
-        return ScheduleState(interval, stride, cycle, self._full.scale if self._full is not None else 1.0, cap)
+        scale = self._full.scale if self._full is not None else 1.0
+        return ScheduleState(interval, stride, cycle, scale, cap, native)
 
-    def _levels(self) -> tuple[int, int, int]:
-        """(interval, tile stride, window cap) at the current load level: the interval stretches first, then
-        the tile stride doubles, and only then (the windows keep the faces already found) the cap halves."""
+    def _native_levels(self) -> int:
+        """1 where small faces may get native windows (``small_face_px`` set, a layout with tiles), else 0."""
+        return int(self._config.small_face_px > 0 and bool(self._tiles))
+
+    def _levels(self) -> tuple[int, int, int, bool]:
+        """(interval, tile stride, window cap, native windows) at the current load level: the native windows
+        go first (they refine faces already tracked, at ~20% of a 1080p crowd frame's time), then the interval
+        stretches, then the tile stride doubles, and only then (the windows keep the faces already found) the
+        cap halves."""
         cfg = self._config
+        native = self._native_levels()
+        level = max(self._level - native, 0)
         span = max(cfg.max_interval - cfg.interval, 0)
-        interval = cfg.interval + min(self._level, span)
-        extra = max(self._level - span, 0)
+        interval = cfg.interval + min(level, span)
+        extra = max(level - span, 0)
         doublings = min(extra, self._tile_doublings())
         cap = cfg.max_windows >> (extra - doublings)
-        return interval, cfg.tile_stride * 2**doublings, max(cap, 1) if cfg.max_windows else 0
+        return interval, cfg.tile_stride * 2**doublings, max(cap, 1) if cfg.max_windows else 0, self._level < native
 
     def _tile_doublings(self) -> int:
         """How often the tile stride may double before a native sweep takes longer than ``max_tile_cycle_s``."""
@@ -161,7 +174,7 @@ class DetectionSchedule:
     def _max_level(self) -> int:
         cfg = self._config
         halvings = min(_WINDOW_HALVINGS, max(cfg.max_windows.bit_length() - 1, 0))
-        return max(cfg.max_interval - cfg.interval, 0) + self._tile_doublings() + halvings
+        return self._native_levels() + max(cfg.max_interval - cfg.interval, 0) + self._tile_doublings() + halvings
 
     def plan(self, height: int, width: int, tracks: Predictions) -> Plan:
         """The regions for the next frame of (height, width), given the tracks' predictions."""
@@ -169,7 +182,7 @@ class DetectionSchedule:
             self._layout(height, width)
         assert self._full is not None
         cfg = self._config
-        interval, stride, cap = self._levels()
+        interval, stride, cap, native = self._levels()
         boxes = tracks.boxes
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         full = self._frame % interval == 0
@@ -179,7 +192,7 @@ class DetectionSchedule:
         seen = (sides * self._full.scale >= _FULL_SEES_PX) if full else np.zeros(len(boxes), bool)
         due = ~seen & (~tracks.confirmed | (tracks.idle >= cfg.window_stride - 1))
         wanted = np.flatnonzero(due)
-        regions, windowed = self._windows(boxes[wanted], sides[wanted], height, width, cap)
+        regions, windowed = self._windows(boxes[wanted], sides[wanted], height, width, cap, native)
         searched = seen  # a fresh array: the faces the whole-frame pass sees, plus those given a window
         searched[wanted[windowed]] = True
         if full:
@@ -193,7 +206,13 @@ class DetectionSchedule:
         return Plan(tuple(regions), full, tile, frozenset(tracks.keys[~searched].tolist()))
 
     def _windows(
-        self, boxes: NDArray[np.float64], sides: NDArray[np.float64], height: int, width: int, cap: int
+        self,
+        boxes: NDArray[np.float64],
+        sides: NDArray[np.float64],
+        height: int,
+        width: int,
+        cap: int,
+        native: bool,
     ) -> tuple[list[Region], NDArray[np.intp]]:
         """Windows for (N, 4) track boxes, at most ``cap``, and the rows that got one: when more are wanted, a
         different run of them (in order of face size) is left out on each frame, so no face goes without one for
@@ -204,17 +223,25 @@ class DetectionSchedule:
         shared by neighbours whose own context lies inside it), the others ``window_context`` x their size
         seen at ``window_px``. The 96 px window shrank a soft 48 px crowd face to ~0.75x and saw it at 0-0.5
         (nothing at all on 6 frames) where the native 640x352 tile saw 0.92; a native 192 px window sees it at
-        0.5-0.9 on every frame. Native at context 2 (116-138 px) did not: the network needs the surroundings."""
+        0.5-0.9 on every frame. Native at context 2 (116-138 px) did not: the network needs the surroundings.
+        Limited to layouts with tiles and faces near the gate's size, they cost a 1080p crowd frame ~21% more
+        time (all faces under 80 px: ~30%) and 640x360 or 720p nothing (bench/RESULTS.md, issue 13 run 15)."""
         cfg = self._config
         order = np.argsort(sides, kind="stable")
         over = len(order) - cap
         if over > 0:
             order = np.delete(order, (self._frame * over + np.arange(over)) % len(order))
         chosen = boxes[order]
-        longer = np.maximum(chosen[:, 2] - chosen[:, 0], chosen[:, 3] - chosen[:, 1])
-        # Where the whole-frame pass is native (a 640x360 stream), it searches every face with all its context
-        # every few frames, so a window's miss costs a frame or two, not a tile cycle: no native windows there.
-        small = (longer < cfg.small_face_px) & (self._full is not None and self._full.scale < 1.0)
+        width_px, height_px = chosen[:, 2] - chosen[:, 0], chosen[:, 3] - chosen[:, 1]
+        # Native windows only where the layout has tiles (``native``, and not under load): elsewhere the
+        # whole-frame pass shows every face the gate could pass with all its context every few frames (640x360,
+        # 720p), so a window's miss costs a frame or two, not a tile cycle. And only for faces that may grow to
+        # the gate (shorter side >= 3/4 of it): a smaller one is never embedded, and the tiles still find it.
+        small = (
+            native
+            & (np.maximum(width_px, height_px) < cfg.small_face_px)
+            & (np.minimum(width_px, height_px) >= _NATIVE_GATE_SHARE * self._gate_face_px)
+        )
         regions = windows_around(chosen[~small], height, width, cfg.window_context, cfg.window_px)
         regions += native_windows(chosen[small], height, width, cfg.small_window_px, cfg.window_context, share=True)
         return regions, order

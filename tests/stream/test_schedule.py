@@ -110,6 +110,27 @@ def test_the_controller_coarsens_under_load_and_recovers_with_slack() -> None:
     assert (cool.interval, cool.tile_stride, cool.window_cap) == (2, 1, 24)
 
 
+def test_under_load_small_faces_lose_their_native_window_first() -> None:
+    """A 1080p layout (tiles) with small_face_px: level 1 gives the 60 px face the ordinary window and leaves
+    the interval alone; level 2 stretches the interval. 720p (no tiles) has no such level to give up."""
+    cfg = ScheduleConfig(enabled=True, interval=3, max_interval=8)
+    face = Predictions.new(np.array([[400.0, 300.0, 460.0, 360.0]]))
+    widths = []
+    for level in (0, 1, 2):
+        schedule = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
+        schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))  # frame 0: lays out the tiles
+        schedule.pin_level(level)
+        state = schedule.state
+        plan = schedule.plan(1080, 1920, face)
+        widths.append([r.out_w for r in plan.regions if r.out_w in (96, 192)])
+        assert (state.native_windows, state.interval) == ((True, 3), (False, 3), (False, 4))[level]
+    assert widths == [[192], [96], [96]]
+    hd720 = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
+    hd720.plan(720, 1280, Predictions.new(np.zeros((0, 4))))
+    hd720.pin_level(1)
+    assert (hd720.state.native_windows, hd720.state.interval) == (False, 4)
+
+
 def test_under_the_heaviest_load_tracks_take_turns_for_fewer_windows() -> None:
     """At the window level, 20 tracks share a cap of 3 windows a frame: each is still measured every ~7
     frames (a frame with 20 windows costs what the load controller could not shed otherwise)."""
@@ -215,6 +236,21 @@ def test_no_native_windows_where_the_whole_frame_pass_is_native() -> None:
     assert [(r.x1 - r.x0, r.out_w) for r in plan.regions] == [(120, 96)]
 
 
+def test_native_windows_only_with_tiles_and_for_faces_near_the_gate() -> None:
+    """1080p (tiles): a 50 px face gets the native window, a 24 px one (under 3/4 of the 40 px gate, never
+    embedded) the usual one; 720p (one whole-frame pass shows a gate-size face at 24 px, no tiles): neither."""
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000)
+    assert cfg.small_face_px == 80  # the default
+    hd = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
+    hd.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
+    tiny, near = sorted(_windows(hd, [[400, 300, 450, 360], [1000, 500, 1024, 524]]), key=lambda r: -r.x0)
+    assert (near.out_w, near.scale, tiny.out_w) == (192, 1.0, 96)
+    hd720 = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0, gate_face_px=40.0)  # interval 3
+    hd720.plan(720, 1280, Predictions.new(np.zeros((0, 4))))
+    plan = hd720.plan(720, 1280, Predictions.new(np.array([[400.0, 300.0, 450.0, 360.0]])))
+    assert [(r.x1 - r.x0, r.out_w) for r in plan.regions] == [(120, 96)]
+
+
 def _tracks(sides: Sequence[float], idle: Sequence[int], confirmed: Sequence[bool]) -> Predictions:
     boxes = np.array([[100 + 300 * i, 500, 100 + 300 * i + s, 500 + s] for i, s in enumerate(sides)], np.float64)
     n = len(sides)
@@ -225,7 +261,9 @@ def _tracks(sides: Sequence[float], idle: Sequence[int], confirmed: Sequence[boo
 def test_a_steady_track_is_measured_every_other_frame_and_new_or_missed_ones_every_frame() -> None:
     """window_stride 2: a confirmed track matched on the last frame skips its window and is reported as not
     searched (the tracker then carries it); a tentative track, or one missed last frame, gets a window."""
-    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, window_stride=2)
+    cfg = ScheduleConfig(
+        enabled=True, interval=100, max_interval=100, tile_stride=1000, window_stride=2, small_face_px=0
+    )
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))  # frame 0: the whole-frame pass
     plan = schedule.plan(1080, 1920, _tracks([60, 60, 60, 60], [0, 1, 0, 3], [True, True, False, True]))
@@ -238,7 +276,7 @@ def test_a_steady_track_is_measured_every_other_frame_and_new_or_missed_ones_eve
 
 
 def test_the_whole_frame_pass_searches_the_faces_it_sees_and_windows_over_the_cap_are_not_searched() -> None:
-    cfg = ScheduleConfig(enabled=True, interval=3, tile_stride=1000, max_windows=1, window_stride=2)
+    cfg = ScheduleConfig(enabled=True, interval=3, tile_stride=1000, max_windows=1, window_stride=2, small_face_px=0)
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     # frame 0 has the whole-frame pass (1/3 scale): the 200 px face is seen there, the 60 px ones are not
     plan = schedule.plan(1080, 1920, _tracks([200, 60, 60], [1, 1, 0], [True, True, True]))
