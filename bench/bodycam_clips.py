@@ -16,6 +16,7 @@ best-shot selector (which chips would be embedded).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +121,12 @@ class TrackLog:
     best_quality: float = 0.0
     best_chosen: float = 0.0
     best_face_px: float = 0.0
-    passed: bool = False  # some face of the track passed the quality gate (could be embedded)
+    passed_frames: set[int] = field(default_factory=set)  # frames whose face passed the quality gate
+
+    @property
+    def passed(self) -> bool:
+        """Some face of the track passed the quality gate (it could have been embedded)."""
+        return bool(self.passed_frames)
 
 
 @dataclass
@@ -166,7 +172,8 @@ def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = 
             q = gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
             log = tracks.setdefault(tracked.track_id, TrackLog())
             log.boxes[index] = dets.boxes[i].copy()
-            log.passed |= q.passed
+            if q.passed:
+                log.passed_frames.add(index)
             if q.score > log.best_quality:
                 log.best_quality, log.best_face_px = q.score, q.face_px
             selector.offer(tracked.track_id, pts, q, None)
@@ -216,6 +223,29 @@ def scheduled(
     return detect
 
 
+NotFaces = Sequence[tuple[int, Sequence[float]]]
+"""Reference boxes judged by eye not to be a face: (frame index, x1y1x2y2 box) in the clip's pixels."""
+
+
+def load_not_faces(path: Path, clip: str) -> list[tuple[int, list[float]]]:
+    """The by-eye judgements of ``path`` (bench/bodycam_not_faces.json) for one clip (file stem)."""
+    entries = json.loads(path.read_text())["clips"].get(clip, [])
+    return [(int(e["frame"]), [float(v) for v in e["box"]]) for e in entries]
+
+
+def judged_not_face(track: TrackLog, not_faces: NotFaces, iou: float = 0.5) -> bool:
+    """Every frame on which the track passed the quality gate shows a box judged by eye not to be a face (box
+    IoU >= ``iou`` on the same frame): the reference would have embedded no face from it."""
+    judged: dict[int, list[Sequence[float]]] = {}
+    for frame, box in not_faces:
+        judged.setdefault(frame, []).append(box)
+    return bool(track.passed_frames) and all(
+        frame in judged
+        and float(iou_matrix(track.boxes[frame][None], np.asarray(judged[frame], np.float64)).max()) >= iou
+        for frame in track.passed_frames
+    )
+
+
 @dataclass(frozen=True)
 class Comparison:
     reference_tracks: int  # tracks of >= min_frames frames in the reference
@@ -223,6 +253,8 @@ class Comparison:
     quality_ok: int  # of those found, best quality over all frames within 10% of the reference's best
     chosen_ok: int  # of those found, best chosen chip within 10% of the reference's best chosen chip
     missed: list[TrackLog]  # the missed reference tracks
+    not_faces: int = 0  # reference tracks judged by eye not to be a face (counted in reference_tracks)
+    not_faces_found: int = 0  # of those, found by the fast mode (counted in found)
 
     @property
     def missed_face_px(self) -> list[float]:
@@ -231,7 +263,13 @@ class Comparison:
 
 
 def compare(
-    ref: ModeRun, fast: ModeRun, gated: bool, min_frames: int = 5, iou: float = 0.5, cover: float = 0.5
+    ref: ModeRun,
+    fast: ModeRun,
+    gated: bool,
+    min_frames: int = 5,
+    iou: float = 0.5,
+    cover: float = 0.5,
+    not_faces: NotFaces = (),
 ) -> Comparison:
     """A reference track is found when one fast track overlaps it (box IoU >= ``iou``) on at least ``cover`` of
     the reference track's frames; on a frame where the fast mode did not look for its track (the schedule
@@ -239,11 +277,14 @@ def compare(
     reference tracks with a face that passed the quality gate, i.e. that could have been embedded, count. Its
     best shot is kept when the fast track's best quality is >= 90%
     of the reference's: over all frames (``quality_ok``), and among the chips each mode's best-shot selector
-    chose, the ones the product would embed (``chosen_ok``)."""
+    chose, the ones the product would embed (``chosen_ok``). ``not_faces``: reference boxes judged by eye not to
+    be a face; gated tracks made only of such boxes are counted apart (:func:`judged_not_face`), never removed."""
     long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
-    found = quality_ok = chosen_ok = 0
+    found = quality_ok = chosen_ok = judged = judged_found = 0
     missed: list[TrackLog] = []
     for track in long_tracks:
+        not_face = gated and judged_not_face(track, not_faces)
+        judged += not_face
         best_cover, best_q, best_chosen = 0.0, 0.0, 0.0
         for other in fast.tracks.values():
             present = {**other.carried, **other.boxes}
@@ -258,11 +299,12 @@ def compare(
                 best_cover, best_q, best_chosen = share, other.best_quality, other.best_chosen
         if best_cover >= cover:
             found += 1
+            judged_found += not_face
             quality_ok += best_q >= 0.9 * track.best_quality
             chosen_ok += best_chosen >= 0.9 * track.best_chosen
         else:
             missed.append(track)
-    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed)
+    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed, judged, judged_found)
 
 
 def confirmed(
