@@ -67,7 +67,8 @@ def eye_span(landmarks: NDArray[np.float32]) -> float:
     Why beside the nose proxy: in full profile RetinaFace puts both eyes on the visible one, the inter-ocular
     distance collapses, and the proxy divides by it, so it reads anything (|yaw| 0.1-0.55 on profiles in the
     Hamilton and crowd clips, which passed the gate with quality scores up to 0.52). The eye span read 0.06-0.44
-    there, and at least 0.65 on every face that passes the gate among 2,500 LFW and 2,500 UTKFace stills."""
+    there, and at least 0.64 on the central face of every ../shared still that passes the rest of the gate
+    (6,177 identity photos, 2,491 UTKFace), so enrolment refuses none of them."""
     return _span(landmarks) / FRONTAL_SPAN
 
 
