@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from streamproc.config_recognition import QualityConfig
+from streamproc.stream.source import to_bgr
 from streamproc.vision.align import ARCFACE_112, align
 from streamproc.vision.faces import FaceAnalyzer
 from streamproc.vision.quality import QualityGate, eye_span, pose, sharpness
@@ -95,7 +96,7 @@ def test_a_full_profile_in_the_hamilton_clip_fails_the_gate(shared_dir: Path, an
     """Frame 38 of the 640x360 clip: Lin-Manuel Miranda in full profile, scored 0.52 and passed before the eye
     span was checked (both eye landmarks on his one visible eye)."""
     with av.open(str(shared_dir / "data/video/face_recognition_short_hamilton_clip.mp4")) as container:
-        frame = next(f for i, f in enumerate(container.decode(video=0)) if i == 38).to_ndarray(format="bgr24")
+        frame = to_bgr(next(f for i, f in enumerate(container.decode(video=0)) if i == 38))
     faces = analyzer.faces(frame)
     boxes = np.array([f.box for f in faces], np.float32)
     profile = faces[int(iou_matrix(np.array([[312, 96, 492, 390]], np.float32), boxes)[0].argmax())]
