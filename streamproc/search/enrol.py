@@ -16,6 +16,7 @@ from streamproc.search.templates import NewTemplate
 from streamproc.types import Face
 from streamproc.vision.faces import FaceAnalyzer
 from streamproc.vision.imageio import read_image
+from streamproc.vision.quality import eye_span
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def templates_from_images(
             q = face.quality
             refusals.append(
                 f"{path}: face below the quality gate ({', '.join(q.reasons)}; size {q.face_px:.0f}px, "
-                f"sharpness {q.sharpness:.0f}, yaw {q.yaw:.2f}, detector {q.detector_score:.2f})"
+                f"sharpness {q.sharpness:.0f}, yaw {q.yaw:.2f}, eye span {eye_span(face.landmarks):.2f}, "
+                f"detector {q.detector_score:.2f})"
             )
         else:
             chosen.append((path, face))

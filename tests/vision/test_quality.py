@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from streamproc.config_recognition import QualityConfig
+from streamproc.errors import EnrolmentError
+from streamproc.search.enrol import FaceChoice, templates_from_images
 from streamproc.stream.source import to_bgr
 from streamproc.vision.align import ARCFACE_112, align
 from streamproc.vision.faces import FaceAnalyzer
@@ -92,9 +94,11 @@ def test_a_profile_whose_eyes_collapse_is_off_pose_though_the_nose_proxy_is_smal
 
 
 @pytest.mark.shared
-def test_a_full_profile_in_the_hamilton_clip_fails_the_gate(shared_dir: Path, analyzer: FaceAnalyzer) -> None:
+def test_a_full_profile_in_the_hamilton_clip_fails_the_gate_and_enrolment_says_why(
+    shared_dir: Path, analyzer: FaceAnalyzer, tmp_path: Path
+) -> None:
     """Frame 38 of the 640x360 clip: Lin-Manuel Miranda in full profile, scored 0.52 and passed before the eye
-    span was checked (both eye landmarks on his one visible eye)."""
+    span was checked (both eye landmarks on his one visible eye). Enrolling it is refused with the measure."""
     with av.open(str(shared_dir / "data/video/face_recognition_short_hamilton_clip.mp4")) as container:
         frame = to_bgr(next(f for i, f in enumerate(container.decode(video=0)) if i == 38))
     faces = analyzer.faces(frame)
@@ -102,3 +106,7 @@ def test_a_full_profile_in_the_hamilton_clip_fails_the_gate(shared_dir: Path, an
     profile = faces[int(iou_matrix(np.array([[312, 96, 492, 390]], np.float32), boxes)[0].argmax())]
     assert "off_pose" in profile.quality.reasons
     assert abs(profile.quality.yaw) <= QualityConfig().max_yaw  # the nose proxy alone let it through
+    photo = tmp_path / "profile.png"
+    assert cv2.imwrite(str(photo), frame)
+    with pytest.raises(EnrolmentError, match=r"off_pose.*eye span 0\.[0-4]"):
+        templates_from_images([photo], analyzer, FaceChoice(largest=True))
