@@ -34,7 +34,6 @@ Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_m
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -47,7 +46,17 @@ from pathlib import Path
 
 import av
 from bench_pipeline import build_watchlist
-from bodycam_clips import compare, confirmed, every_frame, load_not_faces, prepare, run_mode, scheduled
+from bodycam_clips import (
+    clip_parser,
+    compare,
+    confirmed,
+    every_frame,
+    load_not_faces,
+    prepare,
+    require_videos,
+    run_mode,
+    scheduled,
+)
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -209,9 +218,7 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "streamproc-bodycam")
+    parser = clip_parser(__doc__.splitlines()[0], Path(tempfile.gettempdir()) / "streamproc-bodycam")
     parser.add_argument("--seconds", type=float, default=60.0, help="Length of the live run (looped clip).")
     parser.add_argument("--skip-accuracy", action="store_true", help="Only the live and throughput runs.")
     parser.add_argument(
@@ -221,9 +228,7 @@ def main() -> None:
         "--schedule", default="{}", help="JSON object of detector.schedule keys to set (defaults otherwise)."
     )
     args = parser.parse_args()
-    if not (args.data / "video").is_dir():
-        print(f"error: no video folder in {args.data}", file=sys.stderr)
-        raise SystemExit(2)
+    require_videos(args.data)
     try:
         schedule = json.loads(args.schedule)
         if not isinstance(schedule, dict):

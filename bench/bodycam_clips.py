@@ -16,7 +16,9 @@ best-shot selector (which chips would be embedded).
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,22 @@ def _write(path: Path, frames: Iterator[ImageBGR], rate: Fraction, width: int, h
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
         out.mux(stream.encode())
     tmp.rename(path)
+
+
+def clip_parser(description: str, work: Path) -> argparse.ArgumentParser:
+    """The clip benches' command line: ``--data`` (the shared data folder, ../shared/data beside the project)
+    and ``--work`` (where :func:`prepare` writes the derived clips, default ``work``); add the bench's own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=work)
+    return parser
+
+
+def require_videos(data: Path) -> None:
+    """Exit 2 with one line when ``data`` has no video folder (a user mistake, not a traceback)."""
+    if not (data / "video").is_dir():
+        print(f"error: no video folder in {data}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def read_frames(path: Path) -> Iterator[tuple[float, ImageBGR]]:

@@ -23,16 +23,25 @@ Time it under ``flock -x /tmp/cpu.lock``.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from bodycam_clips import ModeRun, TrackLog, compare, every_frame, prepare, read_frames, run_mode, scheduled
+from bodycam_clips import (
+    ModeRun,
+    TrackLog,
+    clip_parser,
+    compare,
+    every_frame,
+    prepare,
+    read_frames,
+    require_videos,
+    run_mode,
+    scheduled,
+)
 
 from streamproc.config_recognition import QualityConfig, RecognitionConfig, ScheduleConfig
 from streamproc.protocols import FaceDetector
@@ -118,14 +127,10 @@ def score(ref: dict[str, ModeRun], runs: dict[str, ModeRun]) -> Score:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bodycam/clips"))
+    parser = clip_parser(__doc__.splitlines()[0], Path("/tmp/bodycam/clips"))
     parser.add_argument("--frames", type=int, default=40, help="Frames timed per detector and size.")
     args = parser.parse_args()
-    if not (args.data / "video").is_dir():
-        print(f"error: no video folder in {args.data}", file=sys.stderr)
-        raise SystemExit(2)
+    require_videos(args.data)
     print(f"machine: {machine_description()} ({platform.machine()})", flush=True)
     clips = prepare(args.data / "video", args.work)
     detectors = {kind: detector_for(kind) for kind in KINDS}

@@ -20,15 +20,13 @@ that size up; nothing here is timed).
 
 from __future__ import annotations
 
-import argparse
 import platform
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import cv2
 import numpy as np
-from bodycam_clips import prepare, read_frames
+from bodycam_clips import clip_parser, prepare, read_frames, require_videos
 
 from streamproc.config_recognition import RecognitionConfig
 from streamproc.runtime.build import build_detector
@@ -44,15 +42,11 @@ HEADLINE = (16, 20, 24, 32, 40)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bodycam/clips"))
+    parser = clip_parser(__doc__.splitlines()[0], Path("/tmp/bodycam/clips"))
     parser.add_argument("--detector", choices=("retinaface", "yunet"), default="retinaface")
     parser.add_argument("--every", type=int, default=7, help="Use every this many-th frame of each clip.")
     args = parser.parse_args()
-    if not (args.data / "video").is_dir():
-        print(f"error: no video folder in {args.data}", file=sys.stderr)
-        raise SystemExit(2)
+    require_videos(args.data)
     print(f"machine: {machine_description()} ({platform.machine()}); detector {args.detector}", flush=True)
     config = RecognitionConfig.model_validate({"detector": {"type": args.detector, "max_side": None}})
     detector = build_detector(config)
