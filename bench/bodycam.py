@@ -4,7 +4,8 @@
                             [--schedule '{"small_face_px": 80}']
 
 Clips: see bench/bodycam_clips.py (public clips upscaled to 1920x1080 and 1280x720 with bicubic
-interpolation, and a 1080p "crowd" mosaic of the clips at native size). Steps:
+interpolation, a 1080p "crowd" mosaic of the clips at native size, and a synthetic 1080p street of LFW faces
+walking). Steps:
 
 1. accuracy, offline and deterministic: every frame of each 1080p clip through the reference mode (the whole
    frame at native size plus downscaled to 640, every frame, merged as the product merges regions) and through
@@ -242,7 +243,7 @@ def main() -> None:
         print(f"error: --schedule: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"machine: {machine_description()} ({platform.machine()}); schedule: {SCHEDULE | schedule}")
-    clips = prepare(args.data / "video", args.work)
+    clips = prepare(args.data / "video", args.work, args.data / "identity" / "lfw")
     for size in ("1080p", "720p"):
         clip = clips[f"{HAMILTON}_{size}"]
         rates = [
