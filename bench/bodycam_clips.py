@@ -180,14 +180,20 @@ def _street_background(rng: np.random.Generator, height: int, width: int) -> Ima
 _STREET_PAD = 64  # the camera's sway shows different parts of a canvas this much larger on each side
 
 
+def _street_photos(lfw: Path) -> list[Path]:
+    """Each LFW person's first photo (``lfw``: a folder of person folders of .jpg photos)."""
+    return [min(jpgs) for p in sorted(lfw.iterdir()) if p.is_dir() and (jpgs := list(p.glob("*.jpg")))]
+
+
 def _street_scene(lfw: Path) -> tuple[ImageBGR, list[_Walker], NDArray[np.float64]]:
-    """The street's canvas, its walkers (farthest first) and the camera's (frames, 2) x, y offsets."""
+    """The street's canvas, its walkers (farthest first) and the camera's (frames, 2) x, y offsets. With
+    fewer persons than walkers (a small held-out set), persons walk more than once."""
     rng = np.random.default_rng(STREET_SEED)
     pad = _STREET_PAD
     width, height = 1920 + 2 * pad, 1080 + 2 * pad
     background = _street_background(rng, height, width)
-    photos = [min(jpgs) for p in sorted(lfw.iterdir()) if (jpgs := list(p.glob("*.jpg")))]  # a person's first
-    chosen = rng.choice(len(photos), size=STREET_WALKERS, replace=False)
+    photos = _street_photos(lfw)
+    chosen = rng.choice(len(photos), size=STREET_WALKERS, replace=len(photos) < STREET_WALKERS)
     walkers = []
     for k in chosen:
         photo = photos[int(k)]
@@ -257,7 +263,7 @@ def _street(lfw: Path) -> Iterator[ImageBGR]:
 
 def prepare(video_dir: Path, work: Path, lfw: Path | None = None) -> dict[str, Path]:
     """Write the clips (skipping those already there), with the LFW street when ``lfw`` (a folder of LFW's
-    person folders) is given and exists; name -> path."""
+    person folders) is given and holds photos; name -> path."""
     work.mkdir(parents=True, exist_ok=True)
     sources = sorted(video_dir.glob("*.mp4"))
     out: dict[str, Path] = {}
@@ -271,8 +277,8 @@ def prepare(video_dir: Path, work: Path, lfw: Path | None = None) -> dict[str, P
     if not crowd.exists():
         _write(crowd, _crowd(sources), Fraction(30), 1920, 1080)
     out[crowd.stem] = crowd
-    if lfw is not None and lfw.is_dir():
-        street = work / "lfw_street_1080p.mp4"
+    street = work / "lfw_street_1080p.mp4"
+    if lfw is not None and lfw.is_dir() and (street.exists() or _street_photos(lfw)):
         if not street.exists():
             _write(street, _street(lfw), Fraction(30), 1920, 1080)
         out[street.stem] = street
