@@ -7,11 +7,10 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
   ``window_px`` (batched: one network call for all of them), so known faces keep being measured precisely;
   a face under ``small_face_px`` gets a native window of ``small_window_px`` instead (the face keeps its pixels
   and the network sees a tile's surroundings), where the layout has tiles and the face is near the quality
-  gate's size. A confirmed track
-  that was matched on the last frame skips a window (``window_stride`` 2): the prediction carries it over one
-  frame, and the tracker is told it was not looked for, so it is not counted as a miss. That cuts the windows
-  by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same tracks are found (bench/RESULTS.md,
-  issue 13 run 13);
+  gate's size. A confirmed track that was matched on the last frame skips a window (``window_stride`` 2): the
+  prediction carries it over one frame, and the tracker is told it was not looked for, so it is not counted
+  as a miss. That cuts the windows by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same
+  tracks are found (bench/RESULTS.md, issue 13 run 13);
 - a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
@@ -21,7 +20,9 @@ A pass that shows a face of the quality gate's smallest size (the smallest face 
 network px, 97-98% at 32-63 px, but 82% at 20-23 px and 62% at 16-19 px (bench/face_sizes.py). Where such a
 pass costs no more network pixels a frame than the ``full_side`` pass and the tiles, it replaces both: 640x360
 runs a 384x216 pass (half the native one's time), 1280x720 a 768x432 pass and no tiles; 1920x1080 keeps the 640
-px pass and its tiles (a 1152x648 pass every 3rd frame would cost more).
+px pass and its tiles. A 1152x648 pass every 3rd frame costs more network pixels; measured, it is faster on
+dense crowds and slower on sparse scenes, but it never finds a dark face that the native tiles find
+(``tile_stride: 1`` selects it; bench/RESULTS.md, issue 13 run 16).
 
 It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
 with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
