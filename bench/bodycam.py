@@ -67,6 +67,7 @@ from streamproc.feed.subscribe import collecting
 from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline, pipeline_detector_config
 from streamproc.stream.source import to_bgr
 from streamproc.sysinfo import machine_description
+from streamproc.vision.embed import embedder_spec
 
 HAMILTON = "face_recognition_short_hamilton_clip"
 SCHEDULE = {"enabled": True}
@@ -177,6 +178,7 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
     product = pipeline_detector_config(product_config(clip, Path("unused"), paced=True, schedule=schedule))
     fast_detector = build_detector(product)
     fast_det = product.detector
+    template = embedder_spec(product.embedder).template  # the chips the product aligns, scores and embeds
     yunet = build_detector(RecognitionConfig.model_validate({"detector": {"type": "yunet", "max_side": None}}))
     totals = [0, 0, 0, 0, 0, 0]
     print(
@@ -186,7 +188,7 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
     for name, path in sorted(clips.items()):
         if not name.endswith("1080p"):
             continue
-        ref = run_mode(path, every_frame(detector, det.nms_iou, det.min_face_px))
+        ref = run_mode(path, every_frame(detector, det.nms_iou, det.min_face_px), template)
         fast = run_mode(
             path,
             scheduled(
@@ -196,6 +198,7 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
                 fast_det.min_face_px,
                 product.quality.min_face_px,
             ),
+            template,
             product.tracker,
         )
         c = compare(ref, fast, gated=True, not_faces=load_not_faces(NOT_FACES, name))

@@ -14,7 +14,7 @@ source's own frame rate and frame count):
   view for 1.5-6 s, at up to 6 px a frame with a gait's bob and the motion blur of half a frame's shutter,
   defocused by a blur of sigma 0-1.5 px, brightness x0.3-1.15 (log-uniform: dark faces too), nearer faces in front of
   farther ones, and the whole view swaying like a worn camera. About 25 faces a frame, many near the quality
-  gate's size: more face tracks (~120 that pass the gate) than the public clips hold (~20), so a recall near
+  gate's size: more face tracks (~170 that pass the gate) than the public clips hold (~30), so a recall near
   0.98 can be told from one near 0.9. Synthetic: real faces, drawn motion; it checks what the schedule finds,
   not how a real street looks.
 
@@ -46,7 +46,7 @@ from streamproc.protocols import FaceDetector
 from streamproc.stream.schedule import DetectionSchedule
 from streamproc.stream.source import to_bgr
 from streamproc.types import Detections, ImageBGR
-from streamproc.vision.align import DLIB_150, align
+from streamproc.vision.align import ChipTemplate, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
 from streamproc.vision.regions import Region, detect_regions, drop_straddling, whole_frame
@@ -318,9 +318,13 @@ Detect = Callable[[ImageBGR, Predictions], tuple[Detections, frozenset[int]]]
 detections, and the keys of the tracks it did not look for."""
 
 
-def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = None) -> ModeRun:
+def run_mode(
+    path: Path, detect: Detect, template: ChipTemplate, tracker_config: TrackerConfig | None = None
+) -> ModeRun:
     """Every frame of ``path`` through ``detect``, the tracker (``tracker_config``, default settings without),
-    native-resolution alignment, the quality gate and the product's best-shot selector (default settings)."""
+    native-resolution alignment to the embedder's chip ``template`` (the quality gate's sharpness depends on
+    how much of the head and background the chip holds), the quality gate and the product's best-shot selector
+    (default settings)."""
     tracker = FaceTracker(tracker_config or TrackerConfig())
     gate = QualityGate(QualityConfig())
     selector: BestShotSelector[None] = BestShotSelector(BestShotConfig())
@@ -345,7 +349,7 @@ def run_mode(path: Path, detect: Detect, tracker_config: TrackerConfig | None = 
                     tracks.setdefault(int(track_id), TrackLog()).carried[index] = box.copy()
         for tracked in out.active:
             i = tracked.det_index
-            chip = align(image, dets.landmarks[i], DLIB_150)
+            chip = align(image, dets.landmarks[i], template)
             q = gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
             log = tracks.setdefault(tracked.track_id, TrackLog())
             log.boxes[index] = dets.boxes[i].copy()

@@ -48,6 +48,7 @@ from streamproc.protocols import FaceDetector
 from streamproc.runtime.build import build_detector
 from streamproc.sysinfo import machine_description
 from streamproc.types import ImageBGR
+from streamproc.vision.embed import embedder_spec
 from streamproc.vision.track import iou_matrix
 
 HAMILTON = "face_recognition_short_hamilton_clip"
@@ -145,7 +146,8 @@ def main() -> None:
     schedule = ScheduleConfig.model_validate({"enabled": True})
     names = sorted(name for name in clips if name.endswith("1080p"))
     retina, retina_iou, retina_min = detectors["retinaface"]
-    ref = {name: run_mode(clips[name], every_frame(retina, retina_iou, retina_min)) for name in names}
+    template = embedder_spec(RecognitionConfig().embedder).template  # the default embedder's chips
+    ref = {name: run_mode(clips[name], every_frame(retina, retina_iou, retina_min), template) for name in names}
     print(f"reference: {sum(r.frames for r in ref.values())} frames of {len(names)} 1080p clips", flush=True)
     results = {"retinaface_full": score(ref, ref)}
     for kind, (detector, iou, min_px) in detectors.items():
@@ -156,6 +158,7 @@ def main() -> None:
                     scheduled(detector, schedule, iou, min_px, QualityConfig().min_face_px)
                     if mode == "sched"
                     else every_frame(detector, iou, min_px),
+                    template,
                 )
                 for name in names
             }
