@@ -21,7 +21,10 @@ walking). Steps:
    that is not one face (reported beside the numbers, never taken out of them). Reference boxes looked at by
    eye and judged not to be a face are listed in bench/bodycam_not_faces.json; a reference track whose every
    gate-passing box is one of them stays in ``track_recall`` and is also counted apart: ``face_track_recall``
-   is the recall over the other reference tracks;
+   is the recall over the other reference tracks. Quality is scored on the chips the product aligns (its
+   embedder's template). On the street, where each walker's person is known, both modes' best chosen chips are
+   also checked by identity (bench/bodycam_identity.py): matched against the person's other LFW photos at the
+   pipeline's threshold, since the quality score is only a proxy for that;
 2. real time: the Hamilton 1080p clip (29.97 fps) as a live body camera through the whole pipeline (paced at
    its frame rate, looped, ``buffer: drop_oldest``, Miranda and Obama enrolled) for ``--seconds``; real time =
    every decoded frame processed (none dropped) at the clip's rate; decision p99 from the match events;
@@ -29,7 +32,8 @@ walking). Steps:
    ``--seconds`` / 2 each: frames per second the schedule sustains, so ``720p30 streams that fit`` =
    floor(fps_720p / 30) (an estimate: one process, one stream; bench/streams.py measures several).
 
-Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_ms=…``. Time every run under
+Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_ms=… shot_ok=… fps_720p=…
+fps_360p=… face_track_recall=… [street_matches=<schedule>/<reference>]``. Time every run under
 ``flock -x /tmp/cpu.lock`` on a shared machine.
 """
 
@@ -48,6 +52,7 @@ from pathlib import Path
 import av
 from bench_pipeline import build_watchlist
 from bodycam_clips import (
+    STREET,
     clip_parser,
     compare,
     confirmed,
@@ -57,14 +62,22 @@ from bodycam_clips import (
     require_videos,
     run_mode,
     scheduled,
+    street_walker_photo,
 )
+from bodycam_identity import IdentityCheck, identity_check
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from streamproc.config import PipelineConfig
 from streamproc.config_recognition import RecognitionConfig
 from streamproc.feed.subscribe import collecting
-from streamproc.runtime.build import build_analyzer, build_detector, build_pipeline, pipeline_detector_config
+from streamproc.runtime.build import (
+    build_analyzer,
+    build_detector,
+    build_pipeline,
+    pipeline_detector_config,
+    resolve_threshold,
+)
 from streamproc.stream.source import to_bgr
 from streamproc.sysinfo import machine_description
 from streamproc.vision.embed import embedder_spec
@@ -166,9 +179,12 @@ def decode_fps(clip: Path, thread_type: str, threads: int) -> float:
 NOT_FACES = Path(__file__).with_name("bodycam_not_faces.json")
 
 
-def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, ...]:
+def accuracy(
+    clips: dict[str, Path], schedule: dict[str, object], lfw: Path
+) -> tuple[tuple[int, ...], IdentityCheck | None]:
     """(reference tracks, found, best chosen chip within 10%, best of all frames within 10%, reference tracks
-    judged by eye not to be a face, of those found) summed over the 1080p clips; prints one row per clip."""
+    judged by eye not to be a face, of those found) summed over the 1080p clips, and the street's identity check
+    of best shots (None without the street); prints one row per clip."""
     base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
     detector = build_detector(base)
     det = base.detector
@@ -179,6 +195,7 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
     fast_detector = build_detector(product)
     fast_det = product.detector
     template = embedder_spec(product.embedder).template  # the chips the product aligns, scores and embeds
+    identity = None
     yunet = build_detector(RecognitionConfig.model_validate({"detector": {"type": "yunet", "max_side": None}}))
     totals = [0, 0, 0, 0, 0, 0]
     print(
@@ -216,9 +233,21 @@ def accuracy(clips: dict[str, Path], schedule: dict[str, object]) -> tuple[int, 
                 + ", ".join(f"{round(px)} px {hit}/{n}" for px, (hit, n) in zip(c.missed_face_px, seen, strict=True)),
                 flush=True,
             )
+        if name == STREET:
+            analyzer = build_analyzer(RecognitionConfig())
+            threshold = resolve_threshold(product, analyzer.embedder).distance
+            identity = identity_check(c.pairs, street_walker_photo(lfw), analyzer, threshold)
+            print(
+                f"    identity of best shots ({identity.tracks} found walker tracks whose person has another "
+                f"photo): at the pipeline's threshold (cosine distance <= {threshold:.3f}) the reference's "
+                f"chosen chip matches {identity.reference_matches}, the schedule's {identity.schedule_matches} "
+                f"(both {identity.both}); mean cosine {identity.reference_cosine:.3f} / "
+                f"{identity.schedule_cosine:.3f}",
+                flush=True,
+            )
         counts = (c.reference_tracks, c.found, c.chosen_ok, c.quality_ok, c.not_faces, c.not_faces_found)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
-    return tuple(totals)
+    return tuple(totals), identity
 
 
 def main() -> None:
@@ -246,14 +275,15 @@ def main() -> None:
         print(f"error: --schedule: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"machine: {machine_description()} ({platform.machine()}); schedule: {SCHEDULE | schedule}")
-    clips = prepare(args.data / "video", args.work, args.data / "identity" / "lfw")
+    lfw = args.data / "identity" / "lfw"
+    clips = prepare(args.data / "video", args.work, lfw)
     for size in ("1080p", "720p"):
         clip = clips[f"{HAMILTON}_{size}"]
         rates = [
             f"{tt}x{n or 'auto'} {decode_fps(clip, tt, n):.0f}" for tt in ("SLICE", "FRAME", "AUTO") for n in (0, 1)
         ]
         print(f"decode {size} fps (thread_type x threads): " + ", ".join(rates), flush=True)
-    totals = accuracy(clips, schedule) if not args.skip_accuracy else (0,) * 6
+    totals, identity = accuracy(clips, schedule, lfw) if not args.skip_accuracy else ((0,) * 6, None)
     ref_tracks, found, shot_ok, any_ok, not_faces, not_faces_found = totals
     recall = found / ref_tracks if ref_tracks else math.nan
     faces = ref_tracks - not_faces
@@ -290,6 +320,7 @@ def main() -> None:
         f"fps_1080p={fast['1080p'].fps:.1f} realtime_1080p={'yes' if realtime else 'no'} "
         f"track_recall={recall:.3f} p99_decision_ms={live.p99_ms:.0f} shot_ok={shots:.3f} "
         f"fps_720p={fast['720p'].fps:.1f} fps_360p={fast['360p'].fps:.1f} face_track_recall={face_recall:.3f}"
+        + (f" street_matches={identity.schedule_matches}/{identity.reference_matches}" if identity else "")
     )
 
 

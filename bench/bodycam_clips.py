@@ -9,14 +9,15 @@ source's own frame rate and frame count):
   size (each in a 640x360 cell, the 480x270 ones centred on grey): many small faces (~15-60 px) spread over
   the frame, which is what the downscaled pass loses and the native tiles must find;
 - ``lfw_street_1080p.mp4`` (when the data has ``identity/lfw``): 1,200 frames at 1920x1080, 30 fps, of 320 LFW
-  persons (one photo each, drawn with a fixed seed) walking across a drawn, face-free street: each head cut from
-  its photo with a feathered ellipse, face 28-150 px wide (log-uniform) and growing or shrinking by 0.7-1.4x, in
-  view for 1.5-6 s, at up to 6 px a frame with a gait's bob and the motion blur of half a frame's shutter,
-  defocused by a blur of sigma 0-1.5 px, brightness x0.3-1.15 (log-uniform: dark faces too), nearer faces in front of
-  farther ones, and the whole view swaying like a worn camera. About 25 faces a frame, many near the quality
-  gate's size: more face tracks (~170 that pass the gate) than the public clips hold (~30), so a recall near
-  0.98 can be told from one near 0.9. Synthetic: real faces, drawn motion; it checks what the schedule finds,
-  not how a real street looks.
+  persons (one photo each, drawn with a fixed seed; the best shots of those with other photos are checked by
+  identity) walking across a drawn, face-free street: each head cut from its photo with a feathered
+  ellipse, face 28-150 px wide (log-uniform) and growing or shrinking by 0.7-1.4x, in view for 1.5-6 s, at up
+  to 6 px a frame with a gait's bob and the motion blur of half a frame's shutter, defocused by a blur of sigma
+  0-1.5 px, brightness x0.3-1.15 (log-uniform: dark faces too), nearer faces in front of farther ones, and the
+  whole view swaying like a worn camera. About 25 faces a frame, many near the quality gate's size: many more
+  face tracks (~170 that pass the gate) than the public clips hold (~30), so a recall near 0.98 can be told
+  from one near 0.9. Synthetic: real faces, drawn motion; it checks what the schedule finds, not how a real
+  street looks. A cached clip is not rebuilt when this generator changes: delete it.
 
 Comparison: the every-frame, full-resolution mode (detector at native size on every frame) against the
 schedule, both through the same tracker, quality gate and alignment on the native frame, and the product's
@@ -45,7 +46,7 @@ from streamproc.config_recognition import QualityConfig, ScheduleConfig, Tracker
 from streamproc.protocols import FaceDetector
 from streamproc.stream.schedule import DetectionSchedule
 from streamproc.stream.source import to_bgr
-from streamproc.types import Detections, ImageBGR
+from streamproc.types import ChipRGB, Detections, ImageBGR
 from streamproc.vision.align import ChipTemplate, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
@@ -122,6 +123,7 @@ def _crowd(sources: list[Path]) -> Iterator[ImageBGR]:
 STREET_FRAMES = 1200
 STREET_WALKERS = 320
 STREET_SEED = 13
+STREET = "lfw_street_1080p"  # the street's file stem
 # Where LFW's 250x250 photos hold the face (RetinaFace's median box over a random 40: x 79-173, y 63-192): the
 # sprite is the head inside an ellipse around it, scaled so the box width becomes the walker's face size.
 _LFW_CENTRE, _LFW_FACE_W, _LFW_AXES = (125.0, 127.0), 95.0, (80.0, 100.0)
@@ -140,6 +142,7 @@ class _Walker:
     size0: float  # face box width on the first and last frame
     size1: float
     defocus: float  # Gaussian blur sigma, canvas pixels
+    photo: Path  # the LFW photo the head is cut from
 
     def at(self, t: int) -> tuple[float, float, float]:
         """Face centre x, y (canvas pixels) and face box width on the walker's ``t``-th frame."""
@@ -214,6 +217,7 @@ def _street_scene(lfw: Path) -> tuple[ImageBGR, list[_Walker], NDArray[np.float6
                 size0,
                 size1,
                 float(rng.uniform(0.0, 1.5)),
+                photo,
             )
         )
     walkers.sort(key=lambda w: w.size0 + w.size1)  # nearer (larger) faces drawn last, in front
@@ -261,6 +265,32 @@ def _street(lfw: Path) -> Iterator[ImageBGR]:
         yield np.clip(view, 0, 255).astype(np.uint8)
 
 
+def street_walker_photo(lfw: Path) -> Callable[[dict[int, NDArray[np.float32]]], Path | None]:
+    """For the street made from ``lfw``: which walker a track follows, given its boxes (frame index -> x1y1x2y2
+    in the clip's pixels), as the LFW photo its head is cut from; None for a track that follows no one walker.
+    It follows a walker when its box centre lies within the walker's drawn face (x within 0.35, y within 0.45
+    face widths of its centre) on at least 80% of its frames."""
+    _, walkers, sway = _street_scene(lfw)
+    pad = _STREET_PAD
+
+    def photo(boxes: dict[int, NDArray[np.float32]]) -> Path | None:
+        votes: dict[int, int] = {}
+        for i, b in boxes.items():
+            mx, my = float(b[0] + b[2]) / 2, float(b[1] + b[3]) / 2
+            ox, oy = (round(float(v)) for v in sway[i])
+            for k, w in enumerate(walkers):
+                if 0 <= i - w.start < w.frames:
+                    cx, cy, size = w.at(i - w.start)
+                    if abs(cx - pad - ox - mx) < 0.35 * size and abs(cy - pad - oy - my) < 0.45 * size:
+                        votes[k] = votes.get(k, 0) + 1
+        if not votes:
+            return None
+        k, n = max(votes.items(), key=lambda kv: kv[1])
+        return walkers[k].photo if n >= 0.8 * len(boxes) else None
+
+    return photo
+
+
 def prepare(video_dir: Path, work: Path, lfw: Path | None = None) -> dict[str, Path]:
     """Write the clips (skipping those already there), with the LFW street when ``lfw`` (a folder of LFW's
     person folders) is given and holds photos; name -> path."""
@@ -277,7 +307,7 @@ def prepare(video_dir: Path, work: Path, lfw: Path | None = None) -> dict[str, P
     if not crowd.exists():
         _write(crowd, _crowd(sources), Fraction(30), 1920, 1080)
     out[crowd.stem] = crowd
-    street = work / "lfw_street_1080p.mp4"
+    street = work / f"{STREET}.mp4"
     if lfw is not None and lfw.is_dir() and (street.exists() or _street_photos(lfw)):
         if not street.exists():
             _write(street, _street(lfw), Fraction(30), 1920, 1080)
@@ -298,6 +328,7 @@ class TrackLog:
     best_quality: float = 0.0
     best_chosen: float = 0.0
     best_face_px: float = 0.0
+    best_chip: ChipRGB | None = None  # the chip of the best chosen shot (None: no shot was chosen)
     passed_frames: set[int] = field(default_factory=set)  # frames whose face passed the quality gate
 
     @property
@@ -327,14 +358,15 @@ def run_mode(
     (default settings)."""
     tracker = FaceTracker(tracker_config or TrackerConfig())
     gate = QualityGate(QualityConfig())
-    selector: BestShotSelector[None] = BestShotSelector(BestShotConfig())
+    selector: BestShotSelector[ChipRGB] = BestShotSelector(BestShotConfig())
     tracks: dict[int, TrackLog] = {}
     frames, seconds = 0, 0.0
 
-    def chosen(shots: list[Shot[None]]) -> None:
+    def chosen(shots: list[Shot[ChipRGB]]) -> None:
         for shot in shots:
             log = tracks[shot.track_id]
-            log.best_chosen = max(log.best_chosen, shot.quality.score)
+            if shot.quality.score > log.best_chosen or log.best_chip is None:
+                log.best_chosen, log.best_chip = shot.quality.score, shot.payload
 
     for index, (pts, image) in enumerate(read_frames(path)):
         t0 = time.perf_counter()
@@ -357,7 +389,7 @@ def run_mode(
                 log.passed_frames.add(index)
             if q.score > log.best_quality:
                 log.best_quality, log.best_face_px = q.score, q.face_px
-            selector.offer(tracked.track_id, pts, q, None)
+            selector.offer(tracked.track_id, pts, q, chip)
         chosen(selector.due(pts))
         for track_id in out.ended:
             chosen(selector.end(track_id))
@@ -434,6 +466,7 @@ class Comparison:
     quality_ok: int  # of those found, best quality over all frames within 10% of the reference's best
     chosen_ok: int  # of those found, best chosen chip within 10% of the reference's best chosen chip
     missed: list[TrackLog]  # the missed reference tracks
+    pairs: list[tuple[TrackLog, TrackLog]]  # each found reference track and the fast track that found it
     not_faces: int = 0  # reference tracks judged by eye not to be a face (counted in reference_tracks)
     not_faces_found: int = 0  # of those, found by the fast mode (counted in found)
 
@@ -463,10 +496,11 @@ def compare(
     long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
     found = quality_ok = chosen_ok = judged = judged_found = 0
     missed: list[TrackLog] = []
+    pairs: list[tuple[TrackLog, TrackLog]] = []
     for track in long_tracks:
         not_face = gated and judged_not_face(track, not_faces)
         judged += not_face
-        best_cover, best_q, best_chosen = 0.0, 0.0, 0.0
+        best_cover, best_other = 0.0, None
         for other in fast.tracks.values():
             present = {**other.carried, **other.boxes}
             common = sorted(set(track.boxes) & set(present))
@@ -477,15 +511,16 @@ def compare(
             hits = int((np.diag(iou_matrix(a, b)) >= iou).sum())
             share = hits / len(track.boxes)
             if share > best_cover:
-                best_cover, best_q, best_chosen = share, other.best_quality, other.best_chosen
-        if best_cover >= cover:
+                best_cover, best_other = share, other
+        if best_other is not None and best_cover >= cover:
             found += 1
             judged_found += not_face
-            quality_ok += best_q >= 0.9 * track.best_quality
-            chosen_ok += best_chosen >= 0.9 * track.best_chosen
+            quality_ok += best_other.best_quality >= 0.9 * track.best_quality
+            chosen_ok += best_other.best_chosen >= 0.9 * track.best_chosen
+            pairs.append((track, best_other))
         else:
             missed.append(track)
-    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed, judged, judged_found)
+    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed, pairs, judged, judged_found)
 
 
 def confirmed(
