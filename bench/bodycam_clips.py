@@ -9,8 +9,8 @@ source's own frame rate and frame count):
   size (each in a 640x360 cell, the 480x270 ones centred on grey): many small faces (~15-60 px) spread over
   the frame, which is what the downscaled pass loses and the native tiles must find;
 - ``lfw_street_1080p.mp4`` (when the data has ``identity/lfw``): 1,200 frames at 1920x1080, 30 fps, of 320 LFW
-  persons (one photo each, drawn with a fixed seed; the best shots of those with other photos are checked by
-  identity) walking across a drawn, face-free street: each head cut from its photo with a feathered
+  persons with at least two photos (drawn with a fixed seed; the first photo walks, the others check the best
+  shots' identity) walking across a drawn, face-free street: each head cut from its photo with a feathered
   ellipse, face 28-150 px wide (log-uniform) and growing or shrinking by 0.7-1.4x, in view for 1.5-6 s, at up
   to 6 px a frame with a gait's bob and the motion blur of half a frame's shutter, defocused by a blur of sigma
   0-1.5 px, brightness x0.3-1.15 (log-uniform: dark faces too), nearer faces in front of farther ones, and the
@@ -184,8 +184,12 @@ _STREET_PAD = 64  # the camera's sway shows different parts of a canvas this muc
 
 
 def _street_photos(lfw: Path) -> list[Path]:
-    """Each LFW person's first photo (``lfw``: a folder of person folders of .jpg photos)."""
-    return [min(jpgs) for p in sorted(lfw.iterdir()) if p.is_dir() and (jpgs := list(p.glob("*.jpg")))]
+    """The first photo of each LFW person with at least two (``lfw``: a folder of person folders of .jpg
+    photos), so every walker's best shots can be checked against another photo of the person
+    (bench/bodycam_identity.py); of every person when none has two."""
+    persons = [sorted(jpgs) for p in sorted(lfw.iterdir()) if p.is_dir() and (jpgs := list(p.glob("*.jpg")))]
+    several = [jpgs[0] for jpgs in persons if len(jpgs) >= 2]
+    return several or [jpgs[0] for jpgs in persons]
 
 
 def _street_scene(lfw: Path) -> tuple[ImageBGR, list[_Walker], NDArray[np.float64]]:
