@@ -217,6 +217,7 @@ def accuracy(
             ),
             template,
             product.tracker,
+            fast_detector if product.best_shot.native_landmarks else None,
         )
         c = compare(ref, fast, gated=True, not_faces=load_not_faces(NOT_FACES, name))
         print(

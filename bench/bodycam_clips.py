@@ -50,6 +50,7 @@ from streamproc.types import ChipRGB, Detections, ImageBGR
 from streamproc.vision.align import ChipTemplate, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
+from streamproc.vision.refine import NativeView, cut_view, refined_chips
 from streamproc.vision.regions import Region, detect_regions, drop_straddling, whole_frame
 from streamproc.vision.track import FaceTracker, Predictions, iou_matrix
 
@@ -354,23 +355,31 @@ detections, and the keys of the tracks it did not look for."""
 
 
 def run_mode(
-    path: Path, detect: Detect, template: ChipTemplate, tracker_config: TrackerConfig | None = None
+    path: Path,
+    detect: Detect,
+    template: ChipTemplate,
+    tracker_config: TrackerConfig | None = None,
+    native_landmarks: FaceDetector | None = None,
 ) -> ModeRun:
     """Every frame of ``path`` through ``detect``, the tracker (``tracker_config``, default settings without),
     native-resolution alignment to the embedder's chip ``template`` (the quality gate's sharpness depends on
     how much of the head and background the chip holds), the quality gate and the product's best-shot selector
-    (default settings)."""
+    (default settings). ``native_landmarks``: the stream's detector, to align the best chosen chip from
+    landmarks found again in its native view, as the stream front does (``best_shot.native_landmarks``)."""
     tracker = FaceTracker(tracker_config or TrackerConfig())
     gate = QualityGate(QualityConfig())
-    selector: BestShotSelector[ChipRGB] = BestShotSelector(BestShotConfig())
+    selector: BestShotSelector[tuple[ChipRGB, NativeView | None]] = BestShotSelector(BestShotConfig())
     tracks: dict[int, TrackLog] = {}
     frames, seconds = 0, 0.0
 
-    def chosen(shots: list[Shot[ChipRGB]]) -> None:
+    def chosen(shots: list[Shot[tuple[ChipRGB, NativeView | None]]]) -> None:
         for shot in shots:
             log = tracks[shot.track_id]
             if shot.quality.score > log.best_chosen or log.best_chip is None:
-                log.best_chosen, log.best_chip = shot.quality.score, shot.payload
+                chip, view = shot.payload
+                if view is not None and native_landmarks is not None:
+                    chip = refined_chips(native_landmarks, [view], template)[0]
+                log.best_chosen, log.best_chip = shot.quality.score, chip
 
     for index, (pts, image) in enumerate(read_frames(path)):
         t0 = time.perf_counter()
@@ -393,7 +402,8 @@ def run_mode(
                 log.passed_frames.add(index)
             if q.score > log.best_quality:
                 log.best_quality, log.best_face_px = q.score, q.face_px
-            selector.offer(tracked.track_id, pts, q, chip)
+            view = cut_view(image, dets.boxes[i], dets.landmarks[i]) if native_landmarks and q.passed else None
+            selector.offer(tracked.track_id, pts, q, (chip, view))
         chosen(selector.due(pts))
         for track_id in out.ended:
             chosen(selector.end(track_id))

@@ -76,6 +76,12 @@ class BestShotConfig(StrictConfig):
     window_s: float = Field(0.4, gt=0.0, le=30.0, description="Pick the best face of each window this long.")
     max_shots: int = Field(3, ge=1, le=50, description="Embed at most this many shots per track ...")
     refresh_s: float = Field(10.0, gt=0.0, le=3600.0, description="... then one more every refresh_s for long tracks.")
+    native_landmarks: bool = Field(
+        True,
+        description="Detect each chosen shot's face again in a native-resolution view of it and align its chip "
+        "from those landmarks (one small detector call per embedded shot): a face found in a downscaled window "
+        "has coarse landmarks. false: align from the landmarks of the detection that offered it.",
+    )
 
 
 class AuthorisationConfig(StrictConfig):

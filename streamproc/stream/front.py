@@ -27,10 +27,11 @@ from streamproc.stream.buffer import BufferClosed, FrameBuffer
 from streamproc.stream.reader import SourceReader
 from streamproc.stream.schedule import DetectionSchedule
 from streamproc.stream.source import VideoSource, source_kind
-from streamproc.types import SOURCE_STATES, Detections, Frame, SourceState
+from streamproc.types import SOURCE_STATES, ChipRGB, Detections, Frame, SourceState
 from streamproc.vision.align import ChipTemplate, align
 from streamproc.vision.bestshot import BestShotSelector, Shot
 from streamproc.vision.quality import QualityGate
+from streamproc.vision.refine import NativeView, cut_view, refined_chips
 from streamproc.vision.regions import drop_straddling
 from streamproc.vision.track import FaceTracker
 
@@ -66,6 +67,7 @@ class _Pending:
     box: tuple[float, float, float, float]
     captured_at: float
     timings_ms: dict[str, float]
+    view: NativeView | None = None  # for best_shot.native_landmarks: the face's native surroundings
 
 
 class StreamFront:
@@ -268,15 +270,19 @@ class StreamFront:
             chip = align(frame.image, dets.landmarks[i], self._template)
             quality = self._gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
             b = dets.boxes[i]
+            native = self._config.best_shot.native_landmarks and quality.passed  # only these can be chosen
             pending = _Pending(
                 chip=chip,
                 box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                 captured_at=frame.captured_at,
                 timings_ms=timings,
+                view=cut_view(frame.image, b, dets.landmarks[i]) if native else None,
             )
             self._shots.offer(tracked.track_id, frame.pts_s, quality, pending)
-        series.align_seconds.observe(time.perf_counter() - t2)
-        self._emit(self._shots.due(frame.pts_s), frame.captured_at)
+        due = self._shots.due(frame.pts_s)
+        chips = self._chips(due)
+        series.align_seconds.observe(time.perf_counter() - t2)  # the due shots' native landmarks included
+        self._emit(due, chips, frame.captured_at)
         for track_id in out.ended:
             self._end_track(track_id, frame.captured_at)
         series.frames_processed.inc()
@@ -289,14 +295,23 @@ class StreamFront:
             self._end_track(track_id, time.time())
 
     def _end_track(self, track_id: int, decided_at: float) -> None:
-        self._emit(self._shots.end(track_id), decided_at)
+        shots = self._shots.end(track_id)
+        self._emit(shots, self._chips(shots), decided_at)
         self._send(TrackEnded(stream_id=self.stream_id, session=self._session, track_id=track_id))
         self._track_start.pop(track_id, None)
 
-    def _emit(self, shots: list[Shot[_Pending]], decided_at: float) -> None:
-        """Send chosen shots; ``decided_at`` is the capture time of the frame that closed their windows (or
-        ended their tracks): the wait from the shot's own frame to it is evidence-gathering, by design."""
-        for shot in shots:
+    def _chips(self, shots: list[Shot[_Pending]]) -> list[ChipRGB]:
+        """The chip to embed for each shot: aligned again from landmarks found in its native view (one batched
+        detector call; :mod:`streamproc.vision.refine`), or the chip aligned when it was offered."""
+        views = [s.payload.view for s in shots if s.payload.view is not None]
+        refined = iter(refined_chips(self._detector, views, self._template))
+        return [next(refined) if s.payload.view is not None else s.payload.chip for s in shots]
+
+    def _emit(self, shots: list[Shot[_Pending]], chips: list[ChipRGB], decided_at: float) -> None:
+        """Send chosen shots with their ``chips``; ``decided_at`` is the capture time of the frame that closed
+        their windows (or ended their tracks): the wait from the shot's own frame to it is evidence-gathering, by
+        design."""
+        for shot, chip in zip(shots, chips, strict=True):
             p = shot.payload
             message = BestShot(
                 stream_id=self.stream_id,
@@ -309,7 +324,7 @@ class StreamFront:
                 sent_at=time.time(),
                 quality=shot.quality,
                 timings_ms={**p.timings_ms, "best_shot_wait": max(decided_at - p.captured_at, 0.0) * 1000},
-                chip=p.chip,
+                chip=chip,
             )
             if self._send(message):
                 self.stats.shots += 1
