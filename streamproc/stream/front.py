@@ -2,7 +2,9 @@
 
 It runs inside the single-process pipeline and inside each stream-worker process alike; only the sink differs
 (an in-process queue, or a ZeroMQ socket to the embed service). Faces are aligned only when a track still wants
-a shot; everything else about a face is dropped with the frame.
+a shot; everything else about a face is dropped with the frame, except, for the current best face of each
+track, a small native view of it: a chosen shot is detected again there and its chip aligned from those
+landmarks (``best_shot.native_landmarks``; :mod:`streamproc.vision.refine`).
 """
 
 from __future__ import annotations
