@@ -19,8 +19,8 @@ import numpy as np
 from bodycam_clips import TrackLog
 from numpy.typing import NDArray
 
-from streamproc.vision.faces import FaceAnalyzer, central_face
-from streamproc.vision.imageio import read_image
+from streamproc.eval.embedding import embed_images
+from streamproc.vision.faces import FaceAnalyzer
 
 Boxes = dict[int, NDArray[np.float32]]
 
@@ -37,13 +37,9 @@ class IdentityCheck:
 
 def _other_photos(analyzer: FaceAnalyzer, photo: Path, limit: int = 3) -> NDArray[np.float32]:
     """(k, D) unit embeddings of the central face of up to ``limit`` other photos of ``photo``'s person."""
-    faces = []
-    for other in sorted(p for p in photo.parent.glob("*.jpg") if p != photo)[:limit]:
-        image = read_image(other)
-        face = central_face(analyzer.faces(image), image.shape)
-        if face is not None:
-            faces.append(face)
-    return analyzer.embed(faces)
+    others = sorted(p for p in photo.parent.glob("*.jpg") if p != photo)[:limit]
+    found = [v for v in embed_images(others, analyzer) if v is not None]
+    return np.stack(found) if found else np.zeros((0, analyzer.embedder.identity.dim), np.float32)
 
 
 def identity_check(
