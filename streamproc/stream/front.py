@@ -2,8 +2,8 @@
 
 It runs inside the single-process pipeline and inside each stream-worker process alike; only the sink differs
 (an in-process queue, or a ZeroMQ socket to the embed service). Faces are aligned only when a track still wants
-a shot; everything else about a face is dropped with the frame, except, for the current best face of each
-track, a small native view of it: a chosen shot is detected again there and its chip aligned from those
+a shot; everything else about a face is dropped with the frame, except, for each face that becomes its track's
+best so far, a small native view of it: a chosen shot is detected again there and its chip aligned from those
 landmarks (``best_shot.native_landmarks``; :mod:`streamproc.vision.refine`).
 """
 
@@ -272,7 +272,10 @@ class StreamFront:
             chip = align(frame.image, dets.landmarks[i], self._template)
             quality = self._gate.assess(dets.boxes[i], dets.landmarks[i], float(dets.scores[i]), chip)
             b = dets.boxes[i]
-            native = self._config.best_shot.native_landmarks and quality.passed  # only these can be chosen
+            # A native view only for a face that becomes its window's best: only such a face can be chosen.
+            native = self._config.best_shot.native_landmarks and self._shots.keeps(
+                tracked.track_id, frame.pts_s, quality
+            )
             pending = _Pending(
                 chip=chip,
                 box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),

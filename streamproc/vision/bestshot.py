@@ -84,6 +84,21 @@ class BestShotSelector(Generic[T]):
             shots, last = shots + 1, state.best.t_s
         return self._allowed(shots, last, t_s)
 
+    def keeps(self, track_id: int, t_s: float, quality: Quality) -> bool:
+        """Whether an offer of this face at ``t_s`` would become its window's best (read-only).
+
+        Lets the caller prepare what only a chosen face needs (a native view to re-detect it in) for these
+        faces alone: a steady face offered every frame would otherwise pay for it every frame.
+        """
+        if not quality.passed or not self.wants(track_id, t_s):
+            return False
+        state = self._tracks.get(track_id)
+        if state is None or state.best is None or state.window_start is None:
+            return True
+        if self._closed(state.window_start, t_s):
+            return True  # the offer closes this window and opens the next, where it is the first face
+        return quality.score > state.best.quality.score
+
     def due(self, t_s: float) -> list[Shot[T]]:
         """Shots of windows that have closed by ``t_s`` (each window's best passing face), by track id."""
         out: list[Shot[T]] = []

@@ -3,12 +3,12 @@
 Where the detection schedule (:mod:`streamproc.stream.schedule`) found a face in a downscaled view (a track's
 window seen at ``window_px``, or the whole-frame pass), its five landmarks are as coarse as that view: a 120 px
 face in a 96 px window is ~48 network px. The chip is cut from the native frame, but with those landmarks. So
-each face offered as a best shot keeps a native view of itself (its surroundings cut from the frame, at most
-:data:`VIEW_PX` a side), and a shot chosen for embedding is detected again in it, once, before it is embedded:
-one small detector call per embedded shot (batched; a few per track), not per frame. On the bench's synthetic
-1080p street (bench/RESULTS.md, issue 13 run 18) the schedule's chosen chips then matched another photo of the
-person for 145 of 151 walkers (143 without; the every-frame, native-resolution reference 146), for ~2% of the
-densest clip's frame rate. The stage metric ``align`` includes this time.
+each face that becomes its track's best so far keeps a native view of itself (its surroundings cut from the
+frame, at most :data:`VIEW_PX` a side), and a shot chosen for embedding is detected again in it, once, before
+it is embedded: one small detector call per embedded shot (batched; a few per track), not per frame. On the
+bench's synthetic 1080p street (bench/RESULTS.md, issue 13 run 18) the schedule's chosen chips then matched
+another photo of the person for 145 of 151 walkers (143 without; the every-frame, native-resolution reference
+146), for ~2% of the densest clip's frame rate. The stage metric ``align`` includes this time.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ MATCH_IOU = 0.5  # the face found again must overlap the first box this much; el
 
 @dataclass(frozen=True)
 class NativeView:
-    """A face's surroundings, cut from its frame when it was offered as a best shot."""
+    """A face's surroundings, cut from its frame when it became its track's best so far."""
 
     image: ImageBGR = field(repr=False)  # (h, w, 3) uint8 BGR, its own copy (the frame's buffer is reused)
     box: NDArray[np.float32]  # (4,) x1y1x2y2 of the face as first detected, in view pixels

@@ -160,3 +160,33 @@ def test_wants_predicts_exactly_whether_an_offer_is_used() -> None:
         shots_b += [(s.track_id, s.payload) for s in reference.due(t)]
     assert shots_a == shots_b and len(shots_a) > 6
     assert skipped > 100  # most offers come while tracks wait for their refresh
+
+
+def test_keeps_predicts_exactly_which_offers_become_the_window_best() -> None:
+    """keeps() must be True for every face that is later emitted, and False for faces a better one of the same
+    window already beats: the front cuts a native view only for faces it keeps."""
+    import random
+
+    rng = random.Random(11)
+    config = BestShotConfig(window_s=0.3, max_shots=2, refresh_s=1.0)
+    marking: BestShotSelector[int] = BestShotSelector(config)
+    reference: BestShotSelector[int] = BestShotSelector(config)
+    shots_a, shots_b = [], []
+    kept = passing = 0  # faces kept; faces that pass the gate while their track wants a shot
+    t = 0.0
+    for i in range(400):
+        t += rng.choice([0.033, 0.066])
+        track = rng.choice([1, 2])
+        quality = Quality(rng.random(), 80, 100, 0, 0, 0.9, () if rng.random() > 0.2 else ("blurry",))
+        keep = marking.keeps(track, t, quality)
+        kept += keep
+        passing += quality.passed and marking.wants(track, t)
+        marking.offer(track, t, quality, i if keep else -1)  # -1: a face whose view was not cut
+        reference.offer(track, t, quality, i)
+        shots_a += [(s.track_id, s.payload) for s in marking.due(t)]
+        shots_b += [(s.track_id, s.payload) for s in reference.due(t)]
+    for track in (1, 2):
+        shots_a += [(s.track_id, s.payload) for s in marking.end(track)]
+        shots_b += [(s.track_id, s.payload) for s in reference.end(track)]
+    assert shots_a == shots_b and len(shots_a) > 6  # no emitted shot lacks what keeps() prepared
+    assert kept < 0.7 * passing  # a later, better face of the same window needs no view for the earlier ones
