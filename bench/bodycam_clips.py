@@ -17,7 +17,11 @@ source's own frame rate and frame count):
   whole view swaying like a worn camera. About 25 faces a frame, many near the quality gate's size: many more
   face tracks (~170 that pass the gate) than the public clips hold (~30), so a recall near 0.98 can be told
   from one near 0.9. Synthetic: real faces, drawn motion; it checks what the schedule finds, not how a real
-  street looks. A cached clip is not rebuilt when this generator changes: delete it.
+  street looks.
+
+Each clip is written once and reused; a stamp beside it (``<clip>.mp4.stamp``: this module's sha256 and the
+street's seed) makes :func:`prepare` write it again after this module changes, so a changed generator is never
+measured on an old clip.
 
 Comparison: the every-frame, full-resolution mode (detector at native size on every frame) against the
 schedule, both through the same tracker, quality gate and alignment on the native frame, and the product's
@@ -27,6 +31,7 @@ best-shot selector (which chips would be embedded).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -58,7 +63,21 @@ SIZES = {"1080p": (1920, 1080), "720p": (1280, 720)}
 CROWD_FRAMES = 275
 
 
+def _stamp() -> str:
+    """What made the clips: this module's source and the street's seed (a module attribute, so a bench may
+    draw another street)."""
+    return hashlib.sha256(Path(__file__).read_bytes() + f"\nSTREET_SEED={STREET_SEED}".encode()).hexdigest()
+
+
+def _current(path: Path) -> bool:
+    """Whether ``path`` exists and was written by this module as it is now (see :func:`_stamp`)."""
+    stamp = path.with_name(path.name + ".stamp")
+    return path.exists() and stamp.exists() and stamp.read_text() == _stamp()
+
+
 def _write(path: Path, frames: Iterator[ImageBGR], rate: Fraction, width: int, height: int) -> None:
+    """Encode ``frames`` to ``path`` (through a temporary file, so a cut-short run leaves no half clip), then
+    its stamp."""
     tmp = path.with_suffix(".part.mp4")
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=rate)
@@ -68,6 +87,7 @@ def _write(path: Path, frames: Iterator[ImageBGR], rate: Fraction, width: int, h
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
         out.mux(stream.encode())
     tmp.rename(path)
+    path.with_name(path.name + ".stamp").write_text(_stamp())
 
 
 def clip_parser(description: str, work: Path) -> argparse.ArgumentParser:
@@ -297,24 +317,24 @@ def street_walker_photo(lfw: Path) -> Callable[[dict[int, NDArray[np.float32]]],
 
 
 def prepare(video_dir: Path, work: Path, lfw: Path | None = None) -> dict[str, Path]:
-    """Write the clips (skipping those already there), with the LFW street when ``lfw`` (a folder of LFW's
-    person folders) is given and holds photos; name -> path."""
+    """Write the clips (skipping those already written by this module as it is now), with the LFW street when
+    ``lfw`` (a folder of LFW's person folders) is given and holds photos; name -> path."""
     work.mkdir(parents=True, exist_ok=True)
     sources = sorted(video_dir.glob("*.mp4"))
     out: dict[str, Path] = {}
     for src in sources:
         for label, (w, h) in SIZES.items():
             path = work / f"{src.stem}_{label}.mp4"
-            if not path.exists():
+            if not _current(path):
                 _write(path, _upscaled(src, w, h), clip_rate(src), w, h)
             out[path.stem] = path
     crowd = work / "crowd_1080p.mp4"
-    if not crowd.exists():
+    if not _current(crowd):
         _write(crowd, _crowd(sources), Fraction(30), 1920, 1080)
     out[crowd.stem] = crowd
     street = work / f"{STREET}.mp4"
     if lfw is not None and lfw.is_dir() and (street.exists() or _street_photos(lfw)):
-        if not street.exists():
+        if not _current(street):
             _write(street, _street(lfw), Fraction(30), 1920, 1080)
         out[street.stem] = street
     return out
