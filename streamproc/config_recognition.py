@@ -97,6 +97,12 @@ class ScheduleConfig(StrictConfig):
     small_window_px: int = Field(
         192, ge=32, le=1024, description="Side of the native-size window around a small face (frame pixels)."
     )
+    overlap_windows: bool = Field(
+        True,
+        description="Each pair of live tracks whose boxes overlap gets a native region of a tile's size around "
+        "it on every frame, in layouts with tiles (1080p and up): a face half hidden behind a nearer one is "
+        "found only at native size with its surroundings. Load takes them away first, with the native windows.",
+    )
     tile_px: int = Field(640, ge=64, le=4096, description="Tile width at native size (height: 9/16 of it, x32).")
     tile_overlap_px: int = Field(64, ge=0, le=1024, description="Neighbouring tiles overlap by at least this much.")
     tile_stride: int = Field(2, ge=1, le=1000, description="One native tile every this many frames (at least).")

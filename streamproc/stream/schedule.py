@@ -1,7 +1,7 @@
 """Which parts of each frame a stream detects in, so a 1080p30 body camera stays real time on two CPU cores.
 
 Full-frame, native-size detection costs ~130 ms a 1080p frame on two cores; the budget is 33 ms. Instead,
-every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
+every frame gets up to four kinds of :class:`~streamproc.vision.regions.Region`:
 
 - **windows** around live tracks' Kalman-predicted boxes, at native resolution and resized to
   ``window_px`` (batched: one network call for all of them), so known faces keep being measured precisely;
@@ -11,6 +11,12 @@ every frame gets three kinds of :class:`~streamproc.vision.regions.Region`:
   prediction carries it over one frame, and the tracker is told it was not looked for, so it is not counted
   as a miss. That cuts the windows by ~40% at 640x360 and a 1080p crowd frame's time by ~30%, and the same
   tracks are found (bench/RESULTS.md, issue 13 run 13);
+- a native **overlap region** of a tile's size around each pair of live tracks whose boxes overlap
+  (``overlap_windows``, in layouts with tiles): a face half hidden behind a nearer one is one box over the
+  nearer face in the downscaled pass and in either face's window, and only a native view of the pair with
+  its surroundings finds it (:func:`~streamproc.vision.regions.overlap_regions`). On three draws of the
+  bench's synthetic street they took the face tracks found from 532 to 547 of 553, for about twice the
+  detection time a frame there and ~18% of the 1080p Hamilton clip's (bench/RESULTS.md, issue 13 run 19);
 - a **whole-frame pass**, downscaled to ``full_side`` px, every ``interval`` frames: finds new faces;
 - **tiles** at native size, one every ``tile_stride`` frames in turn, so the whole frame is searched at full
   resolution every ``tiles x tile_stride`` frames: finds small, distant faces that the downscaled pass misses.
@@ -26,10 +32,11 @@ dense crowds and slower on sparse scenes, but it never finds a dark face that th
 
 It adapts to load instead of dropping frames: a controller compares the measured processing time per frame
 with the frame period (from media time) and, for paced or live sources, the decoded-frame backlog. Overloaded,
-it first gives small faces the ordinary window instead of the native one, then lengthens the interval (up to
-``max_interval``), then the tile stride (up to ``max_tile_cycle_s``), then halves the window cap (tracks take
-turns); with slack again, it steps back, never below the configured interval, stride and cap. The current
-interval and the native-coverage cycle are exported as metrics so an operator sees what load costs.
+it first drops the overlap regions, then gives small faces the ordinary window instead of the native one, then
+lengthens the interval (up to ``max_interval``), then the tile stride (up to ``max_tile_cycle_s``), then halves
+the window cap (tracks take turns); with slack again, it steps back, never below the configured interval,
+stride and cap. The current interval and the native-coverage cycle are exported as metrics so an operator sees
+what load costs.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from streamproc.vision.regions import (
     Region,
     detect_regions,
     native_windows,
+    overlap_regions,
     tile_grid,
     whole_frame,
     windows_around,
@@ -76,7 +84,8 @@ class ScheduleState:
     native_cycle_s: float
     full_scale: float
     window_cap: int  # windows a frame at most (max_windows, halved under the heaviest load)
-    native_windows: bool = False  # small faces get native windows (small_face_px; the first thing load takes)
+    native_windows: bool = False  # small faces get native windows (small_face_px; the second thing load takes)
+    overlap_regions: bool = False  # overlapping tracks get overlap regions (overlap_windows; the first)
 
 
 _NATIVE_GATE_SHARE = 0.75  # a small face gets a native window from this share of the gate's face size up
@@ -139,21 +148,23 @@ class DetectionSchedule:
 
     @property
     def state(self) -> ScheduleState:
-        interval, stride, cap, native = self._levels()
+        interval, stride, cap, native, overlap = self._levels()
         period = self._period or 0.0
         cycle = len(self._tiles) * stride * period
         scale = self._full.scale if self._full is not None else 1.0
-        return ScheduleState(interval, stride, cycle, scale, cap, native)
+        return ScheduleState(interval, stride, cycle, scale, cap, native, overlap)
 
     def _native_levels(self) -> int:
-        """1 where small faces may get native windows (``small_face_px`` set, a layout with tiles), else 0."""
-        return int(self._config.small_face_px > 0 and bool(self._tiles))
+        """How many levels of native views load can take, where the layout has tiles: first the overlap regions
+        (``overlap_windows``: on the bench's dense street they double a frame's detection time, run 19), then
+        small faces' native windows (``small_face_px``: ~20% of a 1080p crowd frame's time, run 15)."""
+        cfg = self._config
+        return int(cfg.overlap_windows) + int(cfg.small_face_px > 0) if self._tiles else 0
 
-    def _levels(self) -> tuple[int, int, int, bool]:
-        """(interval, tile stride, window cap, native windows) at the current load level: the native windows
-        go first (they refine faces already tracked, at ~20% of a 1080p crowd frame's time), then the interval
-        stretches, then the tile stride doubles, and only then (the windows keep the faces already found) the
-        cap halves."""
+    def _levels(self) -> tuple[int, int, int, bool, bool]:
+        """(interval, tile stride, window cap, native windows, overlap regions) at the current load level: the
+        native views go first (they refine or keep faces already tracked), then the interval stretches, then
+        the tile stride doubles, and only then (the windows keep the faces already found) the cap halves."""
         cfg = self._config
         native = self._native_levels()
         level = max(self._level - native, 0)
@@ -162,7 +173,9 @@ class DetectionSchedule:
         extra = max(level - span, 0)
         doublings = min(extra, self._tile_doublings())
         cap = cfg.max_windows >> (extra - doublings)
-        return interval, cfg.tile_stride * 2**doublings, max(cap, 1) if cfg.max_windows else 0, self._level < native
+        overlap = cfg.overlap_windows and bool(self._tiles) and self._level == 0
+        small = cfg.small_face_px > 0 and self._level < native
+        return interval, cfg.tile_stride * 2**doublings, max(cap, 1) if cfg.max_windows else 0, small, overlap
 
     def _tile_doublings(self) -> int:
         """How often the tile stride may double before a native sweep takes longer than ``max_tile_cycle_s``."""
@@ -183,7 +196,7 @@ class DetectionSchedule:
             self._layout(height, width)
         assert self._full is not None
         cfg = self._config
-        interval, stride, cap, native = self._levels()
+        interval, stride, cap, native, overlap = self._levels()
         boxes = tracks.boxes
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         full = self._frame % interval == 0
@@ -196,6 +209,8 @@ class DetectionSchedule:
         regions, windowed = self._windows(boxes[wanted], sides[wanted], height, width, cap, native)
         searched = seen  # a fresh array: the faces the whole-frame pass sees, plus those given a window
         searched[wanted[windowed]] = True
+        if overlap:
+            regions += overlap_regions(boxes, height, width, self._tiles[0].out_w, self._tiles[0].out_h)
         if full:
             regions.append(self._full)
         tile: int | None = None

@@ -133,6 +133,42 @@ def native_windows(
     return out
 
 
+def overlap_regions(
+    boxes: NDArray[np.floating], height: int, width: int, tile_w: int, tile_h: int, share: float = 0.05
+) -> list[Region]:
+    """One native region of a tile's size around each pair of (N, 4) x1y1x2y2 boxes that overlap by at least
+    ``share`` of the smaller box's area, centred on the pair, shifted (not cut) to stay inside the frame; a
+    pair larger than a tile gets a region around it (plus 16 px a side) seen at the tile's size. A pair inside
+    a region already made gets none.
+
+    Why: a face half hidden behind a nearer one is one box over the nearer face in the downscaled pass and in
+    the windows (96 px or 160 px around either face, IoU 0.25-0.49 with the hidden one), and native square
+    windows of 192-512 px around it find it on some offsets and not others; a native 640x360 view of the pair
+    found each of four such faces (IoU 0.75-0.95), like the native full frame (bench/RESULTS.md, issue 13 run
+    19).
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(b) < 2 or tile_w > width or tile_h > height:
+        return []
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 0.0)
+    inter = _intersections(b)
+    overlapping = np.triu(inter >= share * np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9), 1)
+    out: list[Region] = []
+    for i, j in zip(*np.nonzero(overlapping), strict=True):
+        x1, y1 = min(b[i, 0], b[j, 0]), min(b[i, 1], b[j, 1])
+        x2, y2 = max(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3])
+        if any(r.x0 <= x1 and r.y0 <= y1 and r.x1 >= x2 and r.y1 >= y2 for r in out):
+            continue
+        w = min(max(tile_w, math.ceil(x2 - x1) + 32), width)
+        h = min(max(tile_h, math.ceil(y2 - y1) + 32), height)
+        scale = min(tile_w / w, tile_h / h)  # 1 unless the pair is larger than a tile
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        x0 = int(min(max(round(cx - w / 2), 0), width - w))
+        y0 = int(min(max(round(cy - h / 2), 0), height - h))
+        out.append(Region(x0, y0, x0 + w, y0 + h, max(round(w * scale), 1), max(round(h * scale), 1)))
+    return out
+
+
 def crop(image: ImageBGR, region: Region) -> ImageBGR:
     """The region's pixels resized to the network size: (out_h, out_w, 3) uint8 BGR."""
     part = image[region.y0 : region.y1, region.x0 : region.x1]

@@ -110,34 +110,42 @@ def test_the_controller_coarsens_under_load_and_recovers_with_slack() -> None:
     assert (cool.interval, cool.tile_stride, cool.window_cap) == (2, 1, 24)
 
 
-def test_under_load_small_faces_lose_their_native_window_first() -> None:
-    """A 1080p layout (tiles) with small_face_px: level 1 gives the 60 px face the ordinary window and leaves
-    the interval alone; level 2 stretches the interval. 720p (no tiles) has no such level to give up."""
+def test_under_load_overlap_regions_go_first_then_small_faces_native_windows_then_the_interval() -> None:
+    """A 1080p layout (tiles): level 1 drops the overlap regions, level 2 gives the 60 px face the ordinary
+    window, level 3 stretches the interval. 720p (no tiles) has no such levels to give up."""
     cfg = ScheduleConfig(enabled=True, interval=3, max_interval=8)
-    face = Predictions.new(np.array([[400.0, 300.0, 460.0, 360.0]]))
-    widths = []
-    for level in (0, 1, 2):
+    faces = Predictions.new(np.array([[400.0, 300.0, 460.0, 360.0], [1000, 500, 1120, 650], [1060, 490, 1150, 620]]))
+    seen = []
+    for level in (0, 1, 2, 3):
         schedule = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
         schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))  # frame 0: lays out the tiles
         schedule.pin_level(level)
         state = schedule.state
-        plan = schedule.plan(1080, 1920, face)
-        widths.append([r.out_w for r in plan.regions if r.out_w in (96, 192)])
-        assert (state.native_windows, state.interval) == ((True, 3), (False, 3), (False, 4))[level]
-    assert widths == [[192], [96], [96]]
+        plan = schedule.plan(1080, 1920, faces)
+        seen.append(sorted(r.out_w for r in plan.regions if r.scale == 1.0 or r.out_w == 96))
+        assert (state.overlap_regions, state.native_windows, state.interval) == (
+            (True, True, 3),
+            (False, True, 3),
+            (False, False, 3),
+            (False, False, 4),
+        )[level]
+    assert seen == [[96, 96, 192, 640], [96, 96, 192], [96, 96, 96], [96, 96, 96]]
     hd720 = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
     hd720.plan(720, 1280, Predictions.new(np.zeros((0, 4))))
     hd720.pin_level(1)
-    assert (hd720.state.native_windows, hd720.state.interval) == (False, 4)
+    assert (hd720.state.overlap_regions, hd720.state.native_windows, hd720.state.interval) == (False, False, 4)
 
 
 def test_under_the_heaviest_load_tracks_take_turns_for_fewer_windows() -> None:
     """At the window level, 20 tracks share a cap of 3 windows a frame: each is still measured every ~7
     frames (a frame with 20 windows costs what the load controller could not shed otherwise)."""
-    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=0)
+    cfg = ScheduleConfig(
+        enabled=True, interval=100, max_interval=100, tile_stride=1000, small_face_px=0, overlap_windows=False
+    )
     schedule = DetectionSchedule(cfg, 0.4, 12.0)
     schedule.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
-    schedule.pin_level(3)  # no interval span, no frame period seen yet (no tile doublings): 3 window halvings
+    # no native level, no interval span, no frame period seen yet (no tile doublings): 3 window halvings
+    schedule.pin_level(3)
     boxes = np.array([[90 * i, 500, 90 * i + 60, 560] for i in range(20)], np.float64)
     seen = np.zeros(20, int)
     for _ in range(21):
@@ -285,3 +293,30 @@ def test_the_whole_frame_pass_searches_the_faces_it_sees_and_windows_over_the_ca
     plan = schedule.plan(1080, 1920, _tracks([200, 60, 60], [1, 1, 1], [True, True, True]))
     windows = [r for r in plan.regions if r.out_w == 96]
     assert not plan.full and len(windows) == 1 and len(plan.unsearched) == 2  # the cap: one of three
+
+
+def test_overlapping_tracks_get_a_native_tile_sized_region_around_the_pair_only_with_tiles_and_no_load() -> None:
+    """A face half behind a nearer one (boxes overlapping): one native 640x352 region (the tiles' size, so it
+    batches with them) centred on the pair; none for faces apart, none at 720p (no tiles), none under load."""
+    cfg = ScheduleConfig(enabled=True, interval=100, max_interval=100, tile_stride=1000)
+    pair = [[1000.0, 500.0, 1120.0, 650.0], [1060.0, 490.0, 1150.0, 620.0]]
+    apart = [[200.0, 200.0, 300.0, 320.0]]
+
+    def overlap(schedule: DetectionSchedule, height: int, width: int, boxes: list[list[float]]) -> list[Region]:
+        plan = schedule.plan(height, width, Predictions.new(np.array(boxes, np.float64)))
+        return [r for r in plan.regions if (r.out_w, r.out_h) == (640, 352) and r.scale == 1.0]
+
+    hd = DetectionSchedule(cfg, 0.4, 12.0, gate_face_px=40.0)
+    hd.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))  # frame 0: lays out the tiles (and runs the pass)
+    (region,) = overlap(hd, 1080, 1920, pair + apart)
+    assert (region.x1 - region.x0, region.y1 - region.y0) == (640, 352)
+    assert (region.x0 + region.x1) / 2 == 1075 and (region.y0 + region.y1) / 2 == 570  # the pair's centre
+    assert overlap(hd, 1080, 1920, [*apart, [1000.0, 500.0, 1120.0, 650.0]]) == []
+    hd.pin_level(1)  # the first load level takes them (bench/RESULTS.md, issue 13 run 19: they cost the most)
+    assert overlap(hd, 1080, 1920, pair) == []
+    off = DetectionSchedule(cfg.model_copy(update={"overlap_windows": False}), 0.4, 12.0, gate_face_px=40.0)
+    off.plan(1080, 1920, Predictions.new(np.zeros((0, 4))))
+    assert overlap(off, 1080, 1920, pair) == []
+    hd720 = DetectionSchedule(ScheduleConfig(enabled=True), 0.4, 12.0, gate_face_px=40.0)  # a 768x432 pass
+    hd720.plan(720, 1280, Predictions.new(np.zeros((0, 4))))
+    assert [r.out_w for r in hd720.plan(720, 1280, Predictions.new(np.array(pair))).regions] == [96, 96]

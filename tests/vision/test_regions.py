@@ -150,3 +150,32 @@ def test_windows_and_downscaled_frame_find_the_faces_the_native_pass_finds(
     pair = ious.argmax(axis=1)
     spread = np.abs(found.landmarks[pair] - native.landmarks).max(axis=(1, 2))
     assert (spread < 0.15 * native.sizes).all()
+
+
+def test_overlap_regions_one_native_tile_around_each_overlapping_pair() -> None:
+    """Pairs overlapping by >= 5% of the smaller box get a tile-sized native region centred on the pair (shifted
+    inside the frame at an edge); a third face inside that region adds none; touching boxes get none; a pair
+    larger than a tile is seen whole, downscaled to the tile's size."""
+    from streamproc.vision.regions import overlap_regions
+
+    boxes = np.array(
+        [
+            [1000, 500, 1120, 650],  # a nearer face ...
+            [1060, 490, 1150, 620],  # ... and one half behind it
+            [1100, 520, 1180, 600],  # a third overlapping the second, inside the first pair's region
+            [100, 100, 200, 200],  # two boxes that only touch
+            [200, 100, 300, 200],
+            [1850, 950, 1920, 1080],  # a pair at the frame's corner
+            [1800, 960, 1880, 1060],
+        ],
+        np.float64,
+    )
+    regions = overlap_regions(boxes, 1080, 1920, 640, 352)
+    assert [(r.x1 - r.x0, r.y1 - r.y0, r.out_w, r.out_h) for r in regions] == [(640, 352, 640, 352)] * 2
+    centre, corner = regions
+    assert ((centre.x0 + centre.x1) / 2, (centre.y0 + centre.y1) / 2) == (1075, 570)
+    assert (corner.x1, corner.y1) == (1920, 1080)
+    big = overlap_regions(np.array([[100, 100, 500, 500], [400, 150, 800, 550]], np.float64), 1080, 1920, 640, 352)
+    assert len(big) == 1 and (big[0].x1 - big[0].x0, big[0].y1 - big[0].y0) == (732, 482)
+    assert (big[0].out_w, big[0].out_h) == (535, 352) and big[0].scale < 1  # the whole pair, at most a tile's cost
+    assert overlap_regions(boxes[:2] / 4, 300, 640, 640, 352) == []  # a frame smaller than a tile: none
