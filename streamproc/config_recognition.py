@@ -101,7 +101,7 @@ class ScheduleConfig(StrictConfig):
         True,
         description="Each pair of live tracks whose boxes overlap gets a native region of a tile's size around "
         "it on every frame, in layouts with tiles (1080p and up): a face half hidden behind a nearer one is "
-        "found only at native size with its surroundings. Load takes them away first, with the native windows.",
+        "found only at native size with its surroundings. Load takes them away first, before small_face_px.",
     )
     tile_px: int = Field(640, ge=64, le=4096, description="Tile width at native size (height: 9/16 of it, x32).")
     tile_overlap_px: int = Field(64, ge=0, le=1024, description="Neighbouring tiles overlap by at least this much.")
