@@ -258,7 +258,19 @@ class ScaleConfig(StrictConfig):
         "hosts use its reachable address.",
     )
     embed_max_wait_ms: float = Field(
-        10.0, ge=0.0, le=1000.0, description="The embed service waits at most this long to fill a batch."
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="The embed service waits at most this long for more chips to fill a batch. 0: a batch is what "
+        "is queued when the embedder is free (under load that fills batches by itself); on a CPU a lone best shot "
+        "then goes at once. A GPU serving many streams gains from a few ms.",
+    )
+    embed_first_ms: float = Field(
+        100.0,
+        ge=0.0,
+        le=1000.0,
+        description="One process (workers: 0): while the embedder runs a batch, a stream waits up to this long "
+        "before its next frame, so decisions do not slow down behind detection on shared CPU cores (0: off).",
     )
     queue_hwm: int = Field(
         256,

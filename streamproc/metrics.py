@@ -143,6 +143,11 @@ class PipelineMetrics:
         self.detect_scale = gauge(
             "detect_scale", "Detection schedule: effective resolution of the whole-frame pass (1 = native size)."
         )
+        self.embed_turn_wait = counter(
+            "embed_turn_wait_seconds",
+            "Seconds the stream waited before a frame while the in-process embedder ran a batch "
+            "(scale.embed_first_ms).",
+        )
         self.source_up = gauge("source_up", "1 while the stream's source is open and delivering, else 0.")
         self.source_reconnects = counter("source_reconnects", "Attempts to reopen a live source after it dropped.")
         self.source_state = gauge(
@@ -204,6 +209,7 @@ class StreamSeries:
         self.detect_interval = metrics.detect_interval.labels(stream=stream)
         self.detect_native_cycle = metrics.detect_native_cycle.labels(stream=stream)
         self.detect_scale = metrics.detect_scale.labels(stream=stream)
+        self.embed_turn_wait = metrics.embed_turn_wait.labels(stream=stream)
 
 
 class MetricsServer:

@@ -99,7 +99,7 @@ def test_no_metric_is_labelled_by_person(registry: CollectorRegistry, metrics: P
     metrics.embed_batch_size.observe(1)
     metrics.watchlist_subjects.set(1)
     families = list(registry.collect())
-    assert len(families) == 32  # every family the pipeline exports (journal, replay, process layout, schedule)
+    assert len(families) == 33  # every family the pipeline exports (journal, replay, process layout, schedule, turns)
     labels: set[str] = set()
     for family in families:
         assert family.name.startswith("streamproc_"), family.name

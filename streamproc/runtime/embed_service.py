@@ -3,7 +3,11 @@
 The matcher is :class:`~streamproc.runtime.matcher.Matcher`.
 
 A batch closes when it holds ``max_batch`` chips or ``max_wait_s`` after its first message, whichever comes
-first: under load batches fill up (GPU efficiency), when idle a lone shot waits at most ``max_wait_s``.
+first: under load batches fill up (GPU efficiency), when idle a lone shot waits at most ``max_wait_s``. With
+``max_wait_s`` 0 (the default) a batch is what queued while the embedder was busy: on a CPU, where a larger batch
+saves only ~20% a chip, a lone best shot then goes at once (the 10 ms wait also let the
+streams' detection take the cores from it: decisions 20 ms faster at the median, bench/RESULTS.md issue 13 run
+20).
 The same loop runs on a thread of the single-process pipeline (inbox: :class:`QueueChannel`) and as the embed
 service process (inbox: :class:`streamproc.runtime.transport.ZmqInbox`).
 """
@@ -15,10 +19,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Protocol
 
 from streamproc.messages import BestShot, Message
 from streamproc.metrics import PipelineMetrics
+from streamproc.runtime.turns import EmbedTurns
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +100,17 @@ class EmbedService:
         max_wait_s: float,
         metrics: PipelineMetrics,
         housekeeping: Callable[[], None] | None = None,
+        turns: EmbedTurns | None = None,
     ) -> None:
+        """``turns``: in the single-process pipeline, each batch takes the embedder's turn on the shared cores
+        (:mod:`streamproc.runtime.turns`)."""
         self._inbox = inbox
         self._matcher = matcher
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._metrics = metrics
         self._housekeeping = housekeeping
+        self._turns = turns
         self._last_housekeeping = 0.0
         self._heartbeat: float | None = None  # monotonic time of the loop's latest turn; None before it starts
         self._finished = False
@@ -129,7 +139,8 @@ class EmbedService:
                 continue
             batch = self._fill([first])
             self._metrics.embed_queue_depth.set(self._inbox.depth())
-            self._matcher.process(batch)
+            with self._turns.embedding() if self._turns is not None else nullcontext():
+                self._matcher.process(batch)
         self._tick(force=True)
         self._finished = True
 

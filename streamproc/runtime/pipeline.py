@@ -5,8 +5,9 @@
 
 Only a face chosen as a track's best shot is embedded; embeddings of faces that match nothing are dropped on the
 spot (counted, never stored or logged), and so are their chips. A flag becomes a ``MatchEvent``, published on
-ZeroMQ as a candidate for human review. :mod:`streamproc.runtime.supervisor` runs the fronts in worker processes and the
-embed side as a service instead.
+ZeroMQ as a candidate for human review. While the embed thread runs a batch, the fronts wait before their next
+frame (:mod:`streamproc.runtime.turns`: decisions first on shared cores). :mod:`streamproc.runtime.supervisor` runs
+the fronts in worker processes and the embed side as a service instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from streamproc.protocols import FaceDetector
 from streamproc.records.audit import AuditLog
 from streamproc.runtime.embed_service import EmbedService, QueueChannel
 from streamproc.runtime.matcher import Matcher
+from streamproc.runtime.turns import EmbedTurns
 from streamproc.search.calibration import Threshold
 from streamproc.search.watchlist_handle import WatchlistHandle
 from streamproc.stream.front import StreamFront
@@ -87,6 +89,7 @@ class Pipeline:
         self._feed = feed
         self._channel = QueueChannel(CHANNEL_SIZE)
         self._matcher = Matcher(config, embedder, watchlist, threshold, feed, metrics, audit)
+        turns = EmbedTurns(config.scale.embed_first_ms / 1000)
         self._service = EmbedService(
             self._channel,
             self._matcher,
@@ -94,11 +97,14 @@ class Pipeline:
             max_wait_s=config.scale.embed_max_wait_ms / 1000,
             metrics=metrics,
             housekeeping=Housekeeping(feed, watchlist, self._matcher, metrics),
+            turns=turns,
         )
         for source in config.sources:
             metrics.init_stream(source.id, drop_reasons=("buffer_full",), queues=("decoded",))
         self.fronts = [
-            StreamFront(source, config, detector, embedder.chip_template, self._channel, metrics, self._stop, on_frame)
+            StreamFront(
+                source, config, detector, embedder.chip_template, self._channel, metrics, self._stop, on_frame, turns
+            )
             for source in config.sources
         ]
         metrics.watchlist_subjects.set(len(watchlist.get()))

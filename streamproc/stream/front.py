@@ -5,6 +5,9 @@ It runs inside the single-process pipeline and inside each stream-worker process
 a shot; everything else about a face is dropped with the frame, except, for each face that becomes its track's
 best so far, a small native view of it: a chosen shot is detected again there and its chip aligned from those
 landmarks (``best_shot.native_landmarks``; :mod:`streamproc.vision.refine`).
+
+Decisions go first: the shots whose windows a frame closes are sent before that frame is detected, and in the
+single-process pipeline the front then waits while the embedder works on them (:mod:`streamproc.runtime.turns`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ class ShotSink(Protocol):
     def send(self, message: Message, block: bool) -> bool: ...
 
 
+class DetectTurn(Protocol):
+    """Where a front steps aside before a frame for work that must not wait behind detection (the in-process
+    embedder: :class:`~streamproc.runtime.turns.EmbedTurns`); returns the seconds it waited."""
+
+    def wait_turn(self) -> float: ...
+
+
 @dataclass
 class FrontStats:
     frames: int = 0
@@ -85,6 +95,7 @@ class StreamFront:
         metrics: PipelineMetrics,
         stop: threading.Event,
         on_frame: Callable[[str, Frame], None] | None = None,
+        turn: DetectTurn | None = None,
     ) -> None:
         self.source_config = source
         self.stream_id = source.id
@@ -96,6 +107,7 @@ class StreamFront:
         self._series: StreamSeries | None = None  # created with the first frame, as labels() would
         self._stop = stop
         self._on_frame = on_frame
+        self._turn = turn
         self._gate = QualityGate(config.quality)
         self._tracker = FaceTracker(config.tracker)
         det = config.detector
@@ -219,6 +231,8 @@ class StreamFront:
         # No schedule: every frame gets the whole-frame pass at detector.max_side (the same gauges, fixed values).
         height, width = frames[0].image.shape[:2]
         series = self._series
+        self._send_due(frames[0], series)
+        self._wait_turn(series)
         series.detect_interval.set(1)
         series.detect_native_cycle.set(0)
         series.detect_scale.set(min(1.0, (self._max_side or max(height, width)) / max(height, width)))
@@ -230,17 +244,38 @@ class StreamFront:
 
     def _process_scheduled(self, frame: Frame, schedule: DetectionSchedule, series: StreamSeries) -> None:
         """One frame under the detection schedule: windows around live tracks, plus the whole-frame pass or a
-        native tile when due; the schedule then adapts to the time the whole frame took."""
+        native tile when due; the schedule then adapts to the time the whole frame took (not the wait for the
+        embedder's turn: the decoded-frame backlog shows what that costs)."""
+        sent_s = self._send_due(frame, series)
+        self._wait_turn(series)
         t0 = time.perf_counter()
         height, width = frame.image.shape[:2]
         plan = schedule.plan(height, width, self._tracker.predict(frame.pts_s))
         dets = schedule.detect(self._detector, frame.image, plan)
         self._process_frame(frame, dets, time.perf_counter() - t0, series, plan.unsearched)
-        schedule.observe(frame.pts_s, time.perf_counter() - t0, self._backlog())
+        schedule.observe(frame.pts_s, sent_s + time.perf_counter() - t0, self._backlog())
         state = schedule.state
         series.detect_interval.set(state.interval)
         series.detect_native_cycle.set(state.native_cycle_s)
         series.detect_scale.set(state.full_scale)
+
+    def _send_due(self, frame: Frame, series: StreamSeries) -> float:
+        """Send the shots whose windows ``frame`` closes, before it is detected: its faces open new windows and
+        cannot join the closed ones, so a decision need not wait for the frame's detection. (Their chips are
+        aligned again from native landmarks first: one batched detector call, timed as ``align``.) Returns the
+        seconds it took."""
+        due = self._shots.due(frame.pts_s)
+        if not due:
+            return 0.0
+        t0 = time.perf_counter()
+        chips = self._chips(due)
+        series.align_seconds.observe(time.perf_counter() - t0)
+        self._emit(due, chips, frame.captured_at)
+        return time.perf_counter() - t0
+
+    def _wait_turn(self, series: StreamSeries) -> None:
+        if self._turn is not None:
+            series.embed_turn_wait.inc(self._turn.wait_turn())
 
     def _process_frame(
         self,
@@ -251,6 +286,7 @@ class StreamFront:
         unsearched: frozenset[int] = frozenset(),
     ) -> None:
         dets = drop_straddling(dets)  # a box between two faces is no one's face (vision/regions.py)
+        self._send_due(frame, series)  # frames after the first of a batch (the rest sent theirs before detection)
         t1 = time.perf_counter()
         out = self._tracker.update(dets, frame.pts_s, unsearched)
         t2 = time.perf_counter()
@@ -284,10 +320,7 @@ class StreamFront:
                 view=cut_view(frame.image, b, dets.landmarks[i]) if native else None,
             )
             self._shots.offer(tracked.track_id, frame.pts_s, quality, pending)
-        due = self._shots.due(frame.pts_s)
-        chips = self._chips(due)
-        series.align_seconds.observe(time.perf_counter() - t2)  # the due shots' native landmarks included
-        self._emit(due, chips, frame.captured_at)
+        series.align_seconds.observe(time.perf_counter() - t2)
         for track_id in out.ended:
             self._end_track(track_id, frame.captured_at)
         series.frames_processed.inc()

@@ -48,6 +48,8 @@ def test_hamilton_events_are_unchanged_under_the_schedule(shared_dir: Path, enro
     assert metric(scrape, "streamproc_detect_scale", "ham") == pytest.approx(0.6)
     assert metric(scrape, "streamproc_detect_native_cycle_seconds", "ham") == 0.0
     assert 3 <= metric(scrape, "streamproc_detect_interval", "ham") <= 8
+    # decisions first: the stream waited for the in-process embedder's batches (one per best shot or so)
+    assert metric(scrape, "streamproc_embed_turn_wait_seconds_total", "ham") > 0.0
 
 
 def metric(scrape: str, name: str, stream: str) -> float:
