@@ -112,6 +112,12 @@ class ScheduleConfig(StrictConfig):
     budget: float = Field(
         0.8, gt=0.0, le=1.0, description="Share of the frame period processing may use before the schedule coarsens."
     )
+    adapt_files: bool = Field(
+        False,
+        description="Files read as fast as possible (not `realtime`) coarsen under load too: faster through dense "
+        "crowds, but fewer faces found. false: a file keeps the configured schedule however long it takes "
+        "(nothing live falls behind).",
+    )
 
     @model_validator(mode="after")
     def _interval_range(self) -> ScheduleConfig:

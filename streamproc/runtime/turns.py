@@ -4,10 +4,12 @@ On a CPU the embed thread and the streams' detector calls share the same cores, 
 step an operator's alert waits on) runs at about half speed whenever a stream detects at the same time. A
 stream can afford to wait instead: it has a decoded-frame buffer and, where it keeps up, spare time between
 frames. So while the embedder works on a batch, a stream about to start its next frame waits for it, at most
-``max_wait_s`` (a stuck model call never stalls the streams). On the live 1080p Hamilton clip on two cores this
-took the slowest decisions from 130-169 ms to 105-134 ms for ~1% of the stream's time (bench/RESULTS.md, issue
-13 run 20). Stream workers in their own processes (``scale.workers`` > 0) do not use it: there the embed service
-is a process of its own, on its own host or GPU where it is deployed for load.
+``max_wait_s`` (a stuck model call never stalls the streams). On the live 1080p Hamilton clip on two cores,
+with the shots sent before their closing frame is detected and no batch-filling wait, decisions took p50 48 ms
+and at most 91 ms in six 60 s runs, against p50 80 and up to 168 ms before, for ~1% of the stream's time and no
+frame dropped (bench/RESULTS.md, issue 13 run 20). Stream workers in their own processes (``scale.workers`` > 0)
+do not use it: there the embed service is a process of its own, on its own host or GPU where it is deployed for
+load.
 """
 
 from __future__ import annotations

@@ -159,6 +159,9 @@ class StreamFront:
             self._fail(err)
             return
         self._block = video.buffer_policy == "wait"
+        fast_file = not (self._live or self.source_config.realtime)
+        if self._schedule is not None and fast_file and not self._config.detector.schedule.adapt_files:
+            self._schedule.pin_level(0)  # a file waits for us: every face the schedule can find, however slow
         buffer: FrameBuffer[Frame] = FrameBuffer(
             self.source_config.buffer_frames,
             video.buffer_policy,

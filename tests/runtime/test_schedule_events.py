@@ -22,13 +22,13 @@ def enrolled(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return hamilton_watchlist(shared_dir, tmp_path_factory.mktemp("wl") / "present")
 
 
-def _config(shared_dir: Path, watchlist: Path, schedule: bool) -> PipelineConfig:
+def _config(shared_dir: Path, watchlist: Path, schedule: bool, **settings: object) -> PipelineConfig:
     return PipelineConfig.model_validate(
         {
             "sources": [{"id": "ham", "url": str(shared_dir / HAMILTON)}],
             "watchlist": {"path": watchlist},
             "events": {"endpoint": "tcp://127.0.0.1:*"},
-            "detector": {"schedule": {"enabled": schedule}},
+            "detector": {"schedule": {"enabled": schedule, **settings}},
         }
     )
 
@@ -50,6 +50,18 @@ def test_hamilton_events_are_unchanged_under_the_schedule(shared_dir: Path, enro
     assert 3 <= metric(scrape, "streamproc_detect_interval", "ham") <= 8
     # decisions first: the stream waited for the in-process embedder's batches (one per best shot or so)
     assert metric(scrape, "streamproc_embed_turn_wait_seconds_total", "ham") > 0.0
+
+
+def test_a_file_keeps_its_schedule_under_load_unless_told_to_adapt(shared_dir: Path, enrolled: Path) -> None:
+    # A budget no frame can meet: a stream that adapts coarsens every 15 frames, up to max_interval.
+    def final_interval(adapt: bool) -> float:
+        config = _config(shared_dir, enrolled, schedule=True, budget=0.001, adapt_files=adapt)
+        stats, _, scrape = run_with_subscriber(config)
+        assert stats["ham"].error is None
+        return metric(scrape, "streamproc_detect_interval", "ham")
+
+    assert final_interval(adapt=False) == 3.0  # the configured interval: a file waits, every face is looked for
+    assert final_interval(adapt=True) == 8.0  # max_interval
 
 
 def metric(scrape: str, name: str, stream: str) -> float:
