@@ -5,9 +5,9 @@ The matcher is :class:`~streamproc.runtime.matcher.Matcher`.
 A batch closes when it holds ``max_batch`` chips or ``max_wait_s`` after its first message, whichever comes
 first: under load batches fill up (GPU efficiency), when idle a lone shot waits at most ``max_wait_s``. With
 ``max_wait_s`` 0 (the default) a batch is what queued while the embedder was busy: on a CPU, where a larger batch
-saves only ~20% a chip, a lone best shot then goes at once (the 10 ms wait also let the
-streams' detection take the cores from it: decisions 20 ms faster at the median, bench/RESULTS.md issue 13 run
-20).
+saves only ~20% a chip, a lone best shot then goes at once. (The 10 ms wait also let the streams start detecting
+and take the cores from it: decisions were 20 ms faster at the median without it, bench/RESULTS.md, issue 13
+run 20.)
 The same loop runs on a thread of the single-process pipeline (inbox: :class:`QueueChannel`) and as the embed
 service process (inbox: :class:`streamproc.runtime.transport.ZmqInbox`).
 """
