@@ -243,6 +243,7 @@ class StreamFront:
         detections = self._detector.detect([f.image for f in frames])
         per_frame = (time.perf_counter() - t0) / len(frames)
         for frame, dets in zip(frames, detections, strict=True):
+            self._send_due(frame, series)  # the first frame's went before detection; later frames' go here
             self._process_frame(frame, dets, per_frame, series)
 
     def _process_scheduled(self, frame: Frame, schedule: DetectionSchedule, series: StreamSeries) -> None:
@@ -289,7 +290,6 @@ class StreamFront:
         unsearched: frozenset[int] = frozenset(),
     ) -> None:
         dets = drop_straddling(dets)  # a box between two faces is no one's face (vision/regions.py)
-        self._send_due(frame, series)  # frames after the first of a batch (the rest sent theirs before detection)
         t1 = time.perf_counter()
         out = self._tracker.update(dets, frame.pts_s, unsearched)
         t2 = time.perf_counter()
