@@ -21,10 +21,11 @@ walking). Steps:
    that is not one face (reported beside the numbers, never taken out of them). Reference boxes looked at by
    eye and judged not to be a face are listed in bench/bodycam_not_faces.json; a reference track whose every
    gate-passing box is one of them stays in ``track_recall`` and is also counted apart: ``face_track_recall``
-   is the recall over the other reference tracks. Quality is scored on the chips the product aligns (its
-   embedder's template). On the street, where each walker's person is known, both modes' best chosen chips are
-   also checked by identity (bench/bodycam_identity.py): matched against the person's other LFW photos at the
-   pipeline's threshold, since the quality score is only a proxy for that;
+   is the recall over the other reference tracks. ``track_splits``: reference tracks that two or more of the
+   schedule's tracks each follow (IoU >= 0.5 on at least 3 frames), i.e. one face under several ids. Quality is
+   scored on the chips the product aligns (its embedder's template). On the street, where each walker's person is
+   known, both modes' best chosen chips are also checked by identity (bench/bodycam_identity.py): matched against
+   the person's other LFW photos at the pipeline's threshold, since the quality score is only a proxy for that;
 2. real time: the Hamilton 1080p clip (29.97 fps) as a live body camera through the whole pipeline (paced at
    its frame rate, looped, ``buffer: drop_oldest``, Miranda and Obama enrolled) for ``--seconds``; real time =
    every decoded frame processed (none dropped) at the clip's rate; decision p99 from the match events;
@@ -33,7 +34,7 @@ walking). Steps:
    floor(fps_720p / 30) (an estimate: one process, one stream; bench/streams.py measures several).
 
 Last line: ``fps_1080p=… realtime_1080p=yes|no track_recall=… p99_decision_ms=… shot_ok=… fps_720p=…
-fps_360p=… face_track_recall=… [street_matches=<schedule>/<reference>]``. Time every run under
+fps_360p=… face_track_recall=… track_splits=… [street_matches=<schedule>/<reference>]``. Time every run under
 ``flock -x /tmp/cpu.lock`` on a shared machine.
 """
 
@@ -183,7 +184,8 @@ def accuracy(
     clips: dict[str, Path], schedule: dict[str, object], lfw: Path
 ) -> tuple[tuple[int, ...], IdentityCheck | None]:
     """(reference tracks, found, best chosen chip within 10%, best of all frames within 10%, reference tracks
-    judged by eye not to be a face, of those found) summed over the 1080p clips, and the street's identity check
+    judged by eye not to be a face, of those found, reference tracks split between ids) summed over the 1080p
+    clips, and the street's identity check
     of best shots (None without the street); prints one row per clip."""
     base = RecognitionConfig.model_validate({"detector": {"max_side": None}})
     detector = build_detector(base)
@@ -197,10 +199,10 @@ def accuracy(
     template = embedder_spec(product.embedder).template  # the chips the product aligns, scores and embeds
     identity = None
     yunet = build_detector(RecognitionConfig.model_validate({"detector": {"type": "yunet", "max_side": None}}))
-    totals = [0, 0, 0, 0, 0, 0]
+    totals = [0, 0, 0, 0, 0, 0, 0]
     print(
         f"{'clip (1080p)':58} {'frames':>6} {'ref fps':>7} {'sched fps':>9} {'tracks':>6} {'found':>5} {'shot ok':>7} "
-        f"{'any frame ok':>12}"
+        f"{'any frame ok':>12} {'split':>5}"
     )
     for name, path in sorted(clips.items()):
         if not name.endswith("1080p"):
@@ -222,7 +224,7 @@ def accuracy(
         c = compare(ref, fast, gated=True, not_faces=load_not_faces(NOT_FACES, name))
         print(
             f"{name:58} {ref.frames:6d} {ref.frames / ref.seconds:7.1f} {fast.frames / fast.seconds:9.1f} "
-            f"{c.reference_tracks:6d} {c.found:5d} {c.chosen_ok:7d} {c.quality_ok:12d}"
+            f"{c.reference_tracks:6d} {c.found:5d} {c.chosen_ok:7d} {c.quality_ok:12d} {c.split:5d}"
             + (f"  missed faces (px): {[round(x) for x in c.missed_face_px]}" if c.missed else "")
             + (f"  judged not a face by eye: {c.not_faces} ({c.not_faces_found} found)" if c.not_faces else ""),
             flush=True,
@@ -246,7 +248,7 @@ def accuracy(
                 f"{identity.schedule_cosine:.3f}",
                 flush=True,
             )
-        counts = (c.reference_tracks, c.found, c.chosen_ok, c.quality_ok, c.not_faces, c.not_faces_found)
+        counts = (c.reference_tracks, c.found, c.chosen_ok, c.quality_ok, c.not_faces, c.not_faces_found, c.split)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     return tuple(totals), identity
 
@@ -284,8 +286,8 @@ def main() -> None:
             f"{tt}x{n or 'auto'} {decode_fps(clip, tt, n):.0f}" for tt in ("SLICE", "FRAME", "AUTO") for n in (0, 1)
         ]
         print(f"decode {size} fps (thread_type x threads): " + ", ".join(rates), flush=True)
-    totals, identity = accuracy(clips, schedule, lfw) if not args.skip_accuracy else ((0,) * 6, None)
-    ref_tracks, found, shot_ok, any_ok, not_faces, not_faces_found = totals
+    totals, identity = accuracy(clips, schedule, lfw) if not args.skip_accuracy else ((0,) * 7, None)
+    ref_tracks, found, shot_ok, any_ok, not_faces, not_faces_found, split = totals
     recall = found / ref_tracks if ref_tracks else math.nan
     faces = ref_tracks - not_faces
     face_recall = (found - not_faces_found) / faces if faces else math.nan
@@ -294,7 +296,8 @@ def main() -> None:
         f"track_recall={recall:.3f} ({found}/{ref_tracks}) shot_within_10pct={shots:.3f} ({shot_ok}/{found}) "
         f"any_frame_within_10pct={any_ok / found if found else math.nan:.3f} ({any_ok}/{found}) "
         f"face_track_recall={face_recall:.3f} ({found - not_faces_found}/{faces}: {not_faces} reference tracks "
-        f"judged by eye not to be a face, {NOT_FACES.name})"
+        f"judged by eye not to be a face, {NOT_FACES.name}) track_splits={split} (reference tracks followed by "
+        "two or more ids)"
     )
 
     if args.skip_live:
@@ -320,7 +323,8 @@ def main() -> None:
     print(
         f"fps_1080p={fast['1080p'].fps:.1f} realtime_1080p={'yes' if realtime else 'no'} "
         f"track_recall={recall:.3f} p99_decision_ms={live.p99_ms:.0f} shot_ok={shots:.3f} "
-        f"fps_720p={fast['720p'].fps:.1f} fps_360p={fast['360p'].fps:.1f} face_track_recall={face_recall:.3f}"
+        f"fps_720p={fast['720p'].fps:.1f} fps_360p={fast['360p'].fps:.1f} face_track_recall={face_recall:.3f} "
+        f"track_splits={split}"
         + (f" street_matches={identity.schedule_matches}/{identity.reference_matches}" if identity else "")
     )
 

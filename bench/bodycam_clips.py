@@ -503,6 +503,7 @@ class Comparison:
     pairs: list[tuple[TrackLog, TrackLog]]  # each found reference track and the fast track that found it
     not_faces: int = 0  # reference tracks judged by eye not to be a face (counted in reference_tracks)
     not_faces_found: int = 0  # of those, found by the fast mode (counted in found)
+    split: int = 0  # reference tracks that two or more fast tracks each follow (one face under several ids)
 
     @property
     def missed_face_px(self) -> list[float]:
@@ -518,6 +519,7 @@ def compare(
     iou: float = 0.5,
     cover: float = 0.5,
     not_faces: NotFaces = (),
+    split_frames: int = 3,
 ) -> Comparison:
     """A reference track is found when one fast track overlaps it (box IoU >= ``iou``) on at least ``cover`` of
     the reference track's frames; on a frame where the fast mode did not look for its track (the schedule
@@ -526,15 +528,17 @@ def compare(
     best shot is kept when the fast track's best quality is >= 90%
     of the reference's: over all frames (``quality_ok``), and among the chips each mode's best-shot selector
     chose, the ones the product would embed (``chosen_ok``). ``not_faces``: reference boxes judged by eye not to
-    be a face; gated tracks made only of such boxes are counted apart (:func:`judged_not_face`), never removed."""
+    be a face; gated tracks made only of such boxes are counted apart (:func:`judged_not_face`), never removed.
+    A reference track is ``split`` when two or more fast tracks each overlap it (IoU >= ``iou``) on at least
+    ``split_frames`` frames."""
     long_tracks = [t for t in ref.tracks.values() if len(t.boxes) >= min_frames and (t.passed or not gated)]
-    found = quality_ok = chosen_ok = judged = judged_found = 0
+    found = quality_ok = chosen_ok = judged = judged_found = split = 0
     missed: list[TrackLog] = []
     pairs: list[tuple[TrackLog, TrackLog]] = []
     for track in long_tracks:
         not_face = gated and judged_not_face(track, not_faces)
         judged += not_face
-        best_cover, best_other = 0.0, None
+        best_cover, best_other, followers = 0.0, None, 0
         for other in fast.tracks.values():
             present = {**other.carried, **other.boxes}
             common = sorted(set(track.boxes) & set(present))
@@ -543,9 +547,11 @@ def compare(
             a = np.array([track.boxes[i] for i in common])
             b = np.array([present[i] for i in common])
             hits = int((np.diag(iou_matrix(a, b)) >= iou).sum())
+            followers += hits >= split_frames
             share = hits / len(track.boxes)
             if share > best_cover:
                 best_cover, best_other = share, other
+        split += followers >= 2
         if best_other is not None and best_cover >= cover:
             found += 1
             judged_found += not_face
@@ -554,7 +560,7 @@ def compare(
             pairs.append((track, best_other))
         else:
             missed.append(track)
-    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed, pairs, judged, judged_found)
+    return Comparison(len(long_tracks), found, quality_ok, chosen_ok, missed, pairs, judged, judged_found, split)
 
 
 def confirmed(
