@@ -207,19 +207,20 @@ def to_frame(dets: Detections, region: Region, height: int, width: int) -> Detec
     if len(dets) == 0:
         return dets
     b = dets.boxes
-    longer = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    marks_y = dets.landmarks[:, :, 1]
     keep = np.ones(len(dets), bool)
     if region.x0 > 0:
         keep &= b[:, 0] > CUT_MARGIN_PX
-    if region.y0 > 0:
-        keep &= (b[:, 1] > CUT_MARGIN_PX) & (marks_y.min(axis=1) > CUT_ABOVE_LANDMARKS * longer)
     if region.x1 < width:
         keep &= b[:, 2] < region.out_w - CUT_MARGIN_PX
-    if region.y1 < height:
-        keep &= (b[:, 3] < region.out_h - CUT_MARGIN_PX) & (
-            marks_y.max(axis=1) < region.out_h - CUT_BELOW_LANDMARKS * longer
-        )
+    if region.y0 > 0 or region.y1 < height:  # an inner edge above or below: the landmark test too
+        longer = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        marks_y = dets.landmarks[:, :, 1]
+        if region.y0 > 0:
+            keep &= (b[:, 1] > CUT_MARGIN_PX) & (marks_y.min(axis=1) > CUT_ABOVE_LANDMARKS * longer)
+        if region.y1 < height:
+            keep &= (b[:, 3] < region.out_h - CUT_MARGIN_PX) & (
+                marks_y.max(axis=1) < region.out_h - CUT_BELOW_LANDMARKS * longer
+            )
     if not keep.all():  # most regions lose no box: no copy then
         dets = dets.select(keep)
         if len(dets) == 0:
